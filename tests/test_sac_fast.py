@@ -1,0 +1,396 @@
+"""Tests of sac_fast.py: the maths against hand-computed values, the data path, and short runs
+that reach gradient updates. Learning itself is checked by benchmark.sh, not here."""
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import sac_fast as S
+
+TINY = dict(total_timesteps=300, warmup_steps=200, num_qs=3, critic_hidden=32, actor_hidden=32,
+            batch_size=32, eval_interval=300, eval_episodes=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+def test_vectorized_linear_equals_per_member_linear():
+    torch.manual_seed(0)
+    layer = S.VectorizedLinear(5, 7, 3)
+    x = torch.randn(3, 4, 5)
+    out = layer(x)
+    for e in range(3):
+        ref = nn.Linear(5, 7)
+        with torch.no_grad():
+            ref.weight.copy_(layer.weight[e].T)
+            ref.bias.copy_(layer.bias[e, 0])
+        torch.testing.assert_close(out[e], ref(x[e]))
+    # a subset of members uses exactly those members' weights
+    idx = torch.tensor([2, 0])
+    torch.testing.assert_close(layer(x[[2, 0]], idx), out[[2, 0]])
+
+
+def test_vectorized_linear_init_like_nn_linear():
+    torch.manual_seed(0)
+    layer = S.VectorizedLinear(100, 50, 4)
+    bound = 1 / math.sqrt(100)
+    assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+    # members are initialised independently
+    assert not torch.equal(layer.weight[0], layer.weight[1])
+
+
+def test_ensemble_equals_separate_layernorm_critics():
+    """The batched ensemble computes exactly what E separate Dense-LayerNorm-ReLU critics with
+    their own heads would."""
+    torch.manual_seed(0)
+    E, obs_dim, act_dim, H = 4, 6, 2, 16
+    q = S.QEnsemble(obs_dim, act_dim, H, 2, E)
+    with torch.no_grad():  # non-trivial LayerNorm affine parameters
+        for norm in q.norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    obs, act = torch.randn(9, obs_dim), torch.randn(9, act_dim)
+    out = q(obs, act)
+    assert out.shape == (E, 9)
+    for e in range(E):
+        ref = nn.Sequential(nn.Linear(obs_dim + act_dim, H), nn.LayerNorm(H), nn.ReLU(),
+                            nn.Linear(H, H), nn.LayerNorm(H), nn.ReLU(), nn.Linear(H, 1))
+        with torch.no_grad():
+            for i, (lin, norm) in enumerate(zip(q.linears, q.norms)):
+                ref[3 * i].weight.copy_(lin.weight[e].T)
+                ref[3 * i].bias.copy_(lin.bias[e, 0])
+                ref[3 * i + 1].weight.copy_(norm.weight[e, 0])
+                ref[3 * i + 1].bias.copy_(norm.bias[e, 0])
+            ref[6].weight.copy_(q.head.weight[e].T)
+            ref[6].bias.copy_(q.head.bias[e, 0])
+        torch.testing.assert_close(out[e], ref(torch.cat([obs, act], -1)).squeeze(-1))
+    # computing only some members gives the same values as computing all of them
+    torch.testing.assert_close(q(obs, act, torch.tensor([3, 1])), out[[3, 1]])
+
+
+def constant_critic(values):
+    """An ensemble whose member e outputs values[e] whatever the input."""
+    q = S.QEnsemble(3, 1, 8, 1, len(values))
+    with torch.no_grad():
+        q.head.weight.zero_()
+        q.head.bias.copy_(torch.tensor(values, dtype=torch.float32).view(-1, 1, 1))
+    return q
+
+
+def test_td_target_is_min_over_members_drawn_without_replacement():
+    torch.manual_seed(0)
+    critic = constant_critic([1.0, 2.0, 3.0])
+    actor = S.Actor(3, 1, 8, 1)
+    log_alpha = torch.tensor(0.0)
+    batch = {"next_obs": torch.zeros(1, 3), "rewards": torch.tensor([0.5]), "terminals": torch.tensor([0.0])}
+    args = S.Args(num_qs=3, num_min_qs=2, gamma=0.9)
+    targets = [round(float(S.td_target(critic, actor, log_alpha, batch, args)), 5) for _ in range(300)]
+    # pairs without replacement: {1,2}->1, {1,3}->1, {2,3}->2. With replacement {3,3}->3 could occur.
+    assert set(targets) == {0.5 + 0.9 * 1.0, 0.5 + 0.9 * 2.0}
+    assert 0.2 < targets.count(0.5 + 0.9 * 2.0) / 300 < 0.47  # P = 1/3
+    # all three members: always the overall min; a terminal transition does not bootstrap
+    args3 = dataclasses.replace(args, num_min_qs=3)
+    assert float(S.td_target(critic, actor, log_alpha, batch, args3)) == pytest.approx(0.5 + 0.9 * 1.0)
+    batch["terminals"] = torch.tensor([1.0])
+    assert float(S.td_target(critic, actor, log_alpha, batch, args3)) == pytest.approx(0.5)
+
+
+def test_backup_entropy_subtracts_alpha_log_pi():
+    torch.manual_seed(0)
+    critic = constant_critic([2.0, 2.0])
+    actor = S.Actor(3, 1, 8, 1)
+    batch = {"next_obs": torch.zeros(1, 3), "rewards": torch.tensor([0.0]), "terminals": torch.tensor([0.0])}
+    args = S.Args(num_qs=2, num_min_qs=2, gamma=1.0, backup_entropy=True)
+    log_alpha = torch.tensor(math.log(0.5))
+    torch.manual_seed(1)
+    target = S.td_target(critic, actor, log_alpha, batch, args)
+    torch.manual_seed(1)
+    _, log_pi = actor.sample(batch["next_obs"])  # the same draw
+    torch.testing.assert_close(target, 2.0 - 0.5 * log_pi)
+
+
+def test_tanh_gaussian_log_prob_matches_torch_distributions():
+    torch.manual_seed(0)
+    # float64, so that the reference's atanh(tanh(u)) does not lose precision where tanh saturates
+    mean, log_std = torch.randn(64, 3, dtype=torch.float64), torch.randn(64, 3, dtype=torch.float64).clamp(-2, 1)
+    u = mean + log_std.exp() * torch.randn(64, 3, dtype=torch.float64)
+    ours = S.tanh_gaussian_log_prob(u, mean, log_std)
+    dist = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform(cache_size=1)])
+    ref = dist.log_prob(torch.tanh(u)).sum(-1)
+    torch.testing.assert_close(ours, ref, rtol=1e-8, atol=1e-8)
+    # stays finite where tanh saturates (|u| = 20), where the naive log(1 - tanh^2) is -inf
+    big = torch.full((1, 3), 20.0)
+    assert torch.isfinite(S.tanh_gaussian_log_prob(big, big, torch.zeros(1, 3))).all()
+
+
+def test_actor_std_clipped_and_deterministic_action_is_tanh_mean():
+    actor = S.Actor(4, 2, 8, 1)
+    with torch.no_grad():
+        actor.log_std.bias.fill_(50.0)
+    _, log_std = actor(torch.zeros(1, 4))
+    assert torch.allclose(log_std.exp(), torch.tensor(10.0))
+    obs = np.ones(4, dtype=np.float32)
+    expected = torch.tanh(actor(torch.as_tensor(obs)[None])[0])[0].detach().numpy()
+    np.testing.assert_allclose(actor.act(obs, deterministic=True), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("log_std_bias, direction", [(1.0, -1), (-6.0, +1)])
+def test_temperature_moves_towards_target_entropy(log_std_bias, direction):
+    """High entropy (wide policy) -> alpha falls; low entropy -> alpha rises. The step is
+    Adam's first step: exactly lr in the direction of -sign(grad), grad = alpha (H - target)."""
+    torch.manual_seed(0)
+    actor, critic = S.Actor(3, 2, 8, 1), S.QEnsemble(3, 2, 8, 1, 2)
+    with torch.no_grad():
+        actor.log_std.weight.zero_()
+        actor.log_std.bias.fill_(log_std_bias)
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, log_alpha, S.Args(temp_lr=0.01))
+    info = S.update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, torch.randn(256, 3), -2.0)
+    assert np.sign(float(info["entropy"]) + 2.0) == -direction
+    assert float(log_alpha.detach()) == pytest.approx(direction * 0.01, rel=1e-3)
+    assert float(info["alpha_loss"]) == pytest.approx(float(info["entropy"]) + 2.0, rel=1e-5)
+
+
+def test_actor_update_leaves_critic_untouched():
+    torch.manual_seed(0)
+    actor, critic = S.Actor(3, 2, 8, 1), S.QEnsemble(3, 2, 8, 1, 4)
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, log_alpha, S.Args())
+    actor_before = actor.mean.weight.clone()
+    S.update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, torch.randn(16, 3), -2.0)
+    assert all(p.grad is None for p in critic.parameters())  # no critic weight gradients computed
+    assert all(torch.equal(before[k], v) for k, v in critic.state_dict().items())
+    assert not torch.equal(actor_before, actor.mean.weight)
+
+
+def test_sac_update_does_utd_critic_steps_and_one_actor_step():
+    torch.manual_seed(0)
+    args = S.Args(num_qs=3, critic_hidden=8, actor_hidden=8, batch_size=4, utd=3)
+    actor, critic = S.Actor(3, 2, 8, 2), S.QEnsemble(3, 2, 8, 2, 3)
+    target = S.QEnsemble(3, 2, 8, 2, 3)
+    target.load_state_dict(critic.state_dict())
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    opts = S.make_optimizers(actor, critic, log_alpha, args)
+    batch = {"obs": torch.randn(12, 3), "actions": torch.rand(12, 2), "rewards": torch.randn(12),
+             "next_obs": torch.randn(12, 3), "terminals": torch.zeros(12)}
+    t0 = {k: v.clone() for k, v in target.state_dict().items()}
+    c0 = {k: v.clone() for k, v in critic.state_dict().items()}
+    S.sac_update(actor, critic, target, log_alpha, *opts, batch, args, -2.0)
+    step_of = lambda opt: int(next(iter(opt.state.values()))["step"])
+    assert (step_of(opts[0]), step_of(opts[1]), step_of(opts[2])) == (1, 3, 1)
+    # the target moved by Polyak averaging, tau = 0.005 per critic step: far less than the critic
+    key = "linears.0.weight"
+    moved_t = (target.state_dict()[key] - t0[key]).abs().max()
+    moved_c = (critic.state_dict()[key] - c0[key]).abs().max()
+    assert 0 < moved_t < 0.05 * moved_c
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment and replay buffer
+# ---------------------------------------------------------------------------------------------
+class CountingEnv(gym.Env):
+    """Observation = (episode number, time step). Odd episodes terminate at t = 3, even ones
+    run into the time limit."""
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self):
+        self.episode, self.t = -1, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode, self.t = self.episode + 1, 0
+        return np.array([self.episode, 0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.episode % 2 == 1 and self.t == 3
+        return np.array([self.episode, self.t], np.float32), 1.0, terminated, False, {}
+
+
+def test_env_step_never_mixes_episodes_and_only_termination_is_terminal():
+    env = gym.wrappers.RecordEpisodeStatistics(gym.wrappers.TimeLimit(CountingEnv(), max_episode_steps=5))
+    rb = S.ReplayBuffer(2, 1, 100, torch.device("cpu"))
+    obs, _ = env.reset(seed=0)
+    returns = []
+    for _ in range(40):
+        (o, a, r, next_o, terminated, ended), obs, episode = S.env_step(env, obs, np.zeros(1, np.float32))
+        rb.add(o, a, r, next_o, terminated, ended)
+        if episode is not None:
+            returns.append(float(episode["r"]))
+    o, n = rb.obs[:40].numpy(), rb.next_obs[:40].numpy()
+    assert (n[:, 0] == o[:, 0]).all(), "a transition spans two episodes"
+    assert (n[:, 1] == o[:, 1] + 1).all()
+    terminal = rb.terminals[:40].numpy().astype(bool)
+    np.testing.assert_array_equal(terminal, (o[:, 0] % 2 == 1) & (n[:, 1] == 3))
+    truncated = rb.ends[:40].numpy() & ~terminal
+    np.testing.assert_array_equal(truncated, (o[:, 0] % 2 == 0) & (n[:, 1] == 5))
+    assert returns[:4] == [5.0, 3.0, 5.0, 3.0]
+    # the buffer cut back into episodes gives each episode whole: N+1 observations, one end
+    episodes = rb.episodes()
+    assert [len(e[1]) for e in episodes[:4]] == [5, 3, 5, 3]
+    np.testing.assert_array_equal(episodes[1][0][:, 1], [0, 1, 2, 3])
+    assert episodes[1][3].tolist() == [False, False, True] and not episodes[1][4].any()
+    assert episodes[0][4].tolist() == [False] * 4 + [True] and not episodes[0][3].any()
+
+
+def test_replay_buffer_wraps_and_episodes_stay_in_order():
+    rb = S.ReplayBuffer(1, 1, 5, torch.device("cpu"))
+    for t in range(8):  # one long episode of 8 steps; the buffer keeps the last 5
+        rb.add([t], [0.0], float(t), [t + 1], False, t == 7)
+    assert rb.size == 5
+    (obs, actions, rewards, term, trunc), = rb.episodes()
+    np.testing.assert_array_equal(obs[:, 0], [3, 4, 5, 6, 7, 8])
+    np.testing.assert_array_equal(rewards, [3, 4, 5, 6, 7])
+
+
+def test_sample_batch_keeps_the_offline_share_in_every_minibatch():
+    online, offline = S.ReplayBuffer(1, 1, 50, torch.device("cpu")), S.ReplayBuffer(1, 1, 50, torch.device("cpu"))
+    for i in range(50):
+        online.add([0.0], [0.0], 1.0, [0.0], False, False)
+        offline.add([0.0], [0.0], -1.0, [0.0], False, False)
+    gen = torch.Generator().manual_seed(0)
+    batch = S.sample_batch(online, offline, utd=4, batch_size=10, offline_ratio=0.3, generator=gen)
+    rewards = batch["rewards"].view(4, 10)
+    assert ((rewards == -1).sum(1) == 3).all()
+    batch = S.sample_batch(online, None, utd=4, batch_size=10, offline_ratio=0.0, generator=gen)
+    assert (batch["rewards"] == 1).all() and batch["obs"].shape == (40, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Minari datasets
+# ---------------------------------------------------------------------------------------------
+def hopper_like_episodes(n_episodes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for i in range(n_episodes):
+        n = 4 + i
+        term = np.zeros(n, bool)
+        term[-1] = i % 2 == 0
+        episodes.append((rng.normal(size=(n + 1, 11)).astype(np.float32), rng.uniform(-1, 1, (n, 3)).astype(np.float32),
+                         rng.normal(size=n), term, ~term & (np.arange(n) == n - 1)))
+    return episodes
+
+
+def test_dataset_export_then_load_gives_back_the_same_arrays(sandbox):
+    episodes = hopper_like_episodes()
+    path = S.save_minari("test/hopper/roundtrip-v0", episodes, "Hopper-v5", (-20.0, 3000.0), "unit-test")
+    assert os.path.isdir(path)
+    data, metadata = S.load_offline_data("test/hopper/roundtrip-v0", "locomotion")
+    np.testing.assert_allclose(data["observations"], np.concatenate([e[0][:-1] for e in episodes]))
+    np.testing.assert_allclose(data["next_observations"], np.concatenate([e[0][1:] for e in episodes]))
+    np.testing.assert_allclose(data["actions"], np.clip(np.concatenate([e[1] for e in episodes]), -0.99999, 0.99999))
+    np.testing.assert_allclose(data["rewards"], np.concatenate([e[2] for e in episodes]), rtol=1e-6)
+    np.testing.assert_array_equal(data["terminals"], np.concatenate([e[3] for e in episodes]))
+    np.testing.assert_array_equal(data["timeouts"], np.concatenate([np.arange(len(e[2])) == len(e[2]) - 1 for e in episodes]))
+    assert (metadata["ref_min_score"], metadata["ref_max_score"], metadata["env_id"]) == (-20.0, 3000.0, "Hopper-v5")
+    assert S.reference_scores("Hopper-v5", metadata) == (-20.0, 3000.0)
+    # the flattened arrays are cached, and the cache gives the same arrays (transform applied once)
+    assert os.path.exists(os.path.join(path, "flat_cache.npz"))
+    again, _ = S.load_offline_data("test/hopper/roundtrip-v0", "antmaze")
+    np.testing.assert_allclose(again["rewards"], data["rewards"] * 10 - 5, rtol=1e-5)
+
+
+def test_reward_transforms_and_domains():
+    r = np.array([0.0, 1.0])
+    assert S.domain_of("D4RL/antmaze/umaze-v1") == "antmaze" and S.domain_of("Hopper-v5") == "locomotion"
+    assert S.domain_of("D4RL/door/expert-v2") == "adroit" and S.domain_of("D4RL/kitchen/mixed-v2") == "kitchen"
+    np.testing.assert_array_equal(S.REWARD_TRANSFORMS["antmaze"](r), [-5.0, 5.0])
+    np.testing.assert_array_equal(S.REWARD_TRANSFORMS["adroit"](np.array([-1.0, 0.0])), [-5.0, 5.0])
+    np.testing.assert_array_equal(S.REWARD_TRANSFORMS["kitchen"](np.array([0.0, 4.0])), [-4.0, 0.0])
+    assert S.reference_scores("Hopper-v5") == (-20.272305, 3234.3)
+    assert S.reference_scores("AntMaze_UMaze-v5") is None
+
+
+@pytest.mark.parametrize("bad", ["hopper", "local/hopper", "local/hop per-v0", "local//x-v0", "../x-v0", "x-vv1"])
+def test_bad_dataset_ids_are_refused_and_leave_nothing_behind(sandbox, bad):
+    with pytest.raises(SystemExit, match="bad dataset id"):
+        S.main(S.Args(save_dataset_id=bad, **TINY))
+    assert not (sandbox / "runs").exists()
+    assert not (sandbox / "minari").exists() or not any(p for p in (sandbox / "minari").rglob("*") if p.is_dir())
+
+
+def test_existing_dataset_id_is_refused_before_training(sandbox):
+    S.save_minari("test/hopper/taken-v0", hopper_like_episodes(), "Hopper-v5", (0.0, 1.0), "unit-test")
+    with pytest.raises(SystemExit, match="already exists"):
+        S.main(S.Args(save_dataset_id="test/hopper/taken-v0", **TINY))
+    assert not (sandbox / "runs").exists()
+
+
+def test_missing_dataset_fails_fast_with_local_list_and_command(sandbox):
+    S.save_minari("test/hopper/present-v0", hopper_like_episodes(), "Hopper-v5", (0.0, 1.0), "unit-test")
+    start = time.time()
+    with pytest.raises(SystemExit) as err:
+        S.main(S.Args(dataset_id="mujoco/hopper/medium-v0", offline_ratio=0.5, **TINY))
+    assert time.time() - start < 2.0
+    message = str(err.value)
+    assert "mujoco/hopper/medium-v0" in message and "cannot be reached" in message
+    assert "test/hopper/present-v0" in message and "--save-dataset-id" in message
+    assert not (sandbox / "runs").exists()
+
+
+def test_hub_offline_variable_also_fails_fast(sandbox, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_ENDPOINT")
+    start = time.time()
+    assert S.hub_reachable() is False
+    assert time.time() - start < 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole runs (tiny networks, a few hundred steps): they must reach gradient updates
+# ---------------------------------------------------------------------------------------------
+def test_smoke_run_updates_saves_checkpoint_and_dataset(sandbox):
+    args = S.Args(save_model=True, save_dataset_id="test/hopper/smoke-v0", **TINY)
+    summary = S.main(args)
+    assert summary["first_losses"] is not None and np.isfinite(summary["first_losses"]["qf_loss"])
+    assert len(summary["evals"]) == 1 and summary["evals"][0][0] == 300
+    assert os.path.exists(os.path.join(summary["run_dir"], "eval_curve.png"))
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(summary["run_dir"]))
+    ckpt = torch.load(summary["checkpoint"], weights_only=False)
+    assert set(ckpt) == {"actor", "critic", "critic_target", "log_alpha", "actor_opt", "critic_opt", "alpha_opt", "args", "step"}
+    n_updates = TINY["total_timesteps"] - TINY["warmup_steps"]
+    assert int(ckpt["critic_opt"]["state"][0]["step"]) == n_updates * args.utd
+    assert int(ckpt["actor_opt"]["state"][0]["step"]) == n_updates
+    assert ckpt["args"]["num_qs"] == 3 and ckpt["step"] == 300
+    actor = S.Actor(11, 3, 32, 2)
+    actor.load_state_dict(ckpt["actor"])
+    # the replay buffer became a Minari dataset with all 300 transitions
+    data, metadata = S.load_offline_data("test/hopper/smoke-v0", "locomotion")
+    assert data["observations"].shape == (300, 11)
+    assert (metadata["ref_min_score"], metadata["ref_max_score"]) == S.D4RL_REF_SCORES["hopper"]
+
+
+def test_rollout_dataset_then_rlpd_run(sandbox):
+    S.main(S.Args(save_dataset_id="test/hopper/rollouts-v0", save_rollouts=2, **TINY))
+    data, _ = S.load_offline_data("test/hopper/rollouts-v0", "locomotion")
+    assert data["timeouts"].sum() == 2  # two whole episodes
+    summary = S.main(S.Args(dataset_id="test/hopper/rollouts-v0", offline_ratio=0.5, **TINY))
+    assert summary["first_losses"] is not None
+
+
+def test_same_seed_same_first_losses(sandbox):
+    a = S.main(S.Args(seed=3, **TINY))["first_losses"]
+    b = S.main(S.Args(seed=3, **TINY))["first_losses"]
+    c = S.main(S.Args(seed=4, **TINY))["first_losses"]
+    assert a == b
+    assert a["qf_loss"] != c["qf_loss"]
+
+
+def test_help_lists_the_flags():
+    out = subprocess.run([sys.executable, "sac_fast.py", "--help"], cwd=os.path.dirname(S.__file__),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for flag in ("--utd", "--num-qs", "--num-min-qs", "--offline-ratio", "--save-dataset-id", "--warmup-steps"):
+        assert flag in out.stdout
