@@ -1,0 +1,94 @@
+"""How fast is a script's training loop, and how close to the machine's matmul peak?
+
+Runs the script's own `main` (the real loop: env step, replay sampling, `utd` critic updates,
+one actor + temperature update) at the paper's configuration for a short budget, counts the
+matmul FLOPs of one env step with torch's FlopCounterMode, and measures the fp32 matmul peak
+of this machine in the same process, so the share is not compared against another day's peak.
+
+    python tools/speed.py                         # sac_fast.py, paper config, ~2 minutes on 2 CPU cores
+    python tools/speed.py --steps 300 --num-qs 10 --utd 4 --batch-size 256
+"""
+
+import argparse
+import dataclasses
+import importlib
+import os
+import sys
+import tempfile
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def matmul_peak(seconds: float = 1.5) -> float:
+    """Best sustained fp32 GFLOP/s of square matmuls (sizes where BLAS does best)."""
+    best = 0.0
+    for n in (512, 1024):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(3):
+            a @ b
+        start, k = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            a @ b
+            k += 1
+        best = max(best, 2 * n**3 * k / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def flops_per_env_step(S, args, obs_dim: int, act_dim: int) -> float:
+    """Matmul FLOPs of one env step's updates plus its one action selection."""
+    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers)
+    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
+    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
+    log_alpha = torch.zeros((), requires_grad=True)
+    opts = S.make_optimizers(actor, critic, log_alpha, args)
+    n = args.utd * args.batch_size
+    batch = {"obs": torch.randn(n, obs_dim), "actions": torch.rand(n, act_dim) * 2 - 1, "rewards": torch.randn(n),
+             "next_obs": torch.randn(n, obs_dim), "terminals": torch.zeros(n)}
+    with FlopCounterMode(display=False) as counter:
+        S.sac_update(actor, critic, target, log_alpha, *opts, batch, args, -float(act_dim))
+        actor.act(torch.zeros(obs_dim).numpy(), deterministic=False)
+    return counter.get_total_flops()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--script", default="sac_fast", help="module name of the script to time")
+    p.add_argument("--env-id", default="Hopper-v5")
+    p.add_argument("--steps", type=int, default=300, help="env steps with updates to time")
+    p.add_argument("--num-qs", type=int, default=10)
+    p.add_argument("--utd", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=256)
+    a = p.parse_args()
+
+    S = importlib.import_module(a.script)
+    args = S.Args(env_id=a.env_id, num_qs=a.num_qs, utd=a.utd, batch_size=a.batch_size, critic_hidden=a.hidden,
+                  actor_hidden=a.hidden, warmup_steps=1000, total_timesteps=1000 + a.steps,
+                  eval_interval=10**9, eval_episodes=1, exp_name="speed")
+    env = S.make_env(a.env_id, 0)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    S.keep_freed_memory()  # as main() does, so the FLOP count runs under the same allocator
+    flops = flops_per_env_step(S, args, obs_dim, act_dim)
+    with tempfile.TemporaryDirectory() as tmp:  # the run's logs are not kept
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            sps = S.main(args)["sps"]
+        finally:
+            os.chdir(cwd)
+    peak = matmul_peak()
+    achieved = sps * flops / 1e9
+    print(f"\n| script | config | env-steps/s | GFLOP/step | GFLOP/s | fp32 matmul peak | share of peak |")
+    print(f"|---|---|---|---|---|---|---|")
+    print(f"| {a.script}.py | {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden}, UTD {a.utd}, batch {a.batch_size}, "
+          f"{torch.get_num_threads()} threads | {sps:.1f} | {flops / 1e9:.2f} | {achieved:.0f} | {peak:.0f} GFLOP/s | "
+          f"{100 * achieved / peak:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()
