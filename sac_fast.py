@@ -10,7 +10,7 @@ which is RLPD (Ball et al., 2023), the paper's strongest data-retaining baseline
 Every other script of this repository copies its blocks from this file (marked
 `# [copy: NAME]` ... `# [end copy]`), so `diff sac_fast.py wsrl_calql_sac.py` shows what WSRL adds.
 
-    python sac_fast.py                                   # CPU-sized run on Hopper-v5 (~7 minutes)
+    python sac_fast.py                                   # CPU-sized run on Hopper-v5 (~6 minutes)
     python sac_fast.py --utd 4 --total-timesteps 1000000 --eval-interval 10000 --eval-episodes 20  # paper
     python sac_fast.py --save-rollouts 50 --save-dataset-id local/hopper/sac-v0  # make a dataset
     python sac_fast.py --dataset-id local/hopper/sac-v0 --offline-ratio 0.5       # RLPD
@@ -629,8 +629,9 @@ def save_checkpoint(path: str, actor, critic, critic_target, log_alpha, actor_op
                 "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step}, path)
 
 
-def save_curve(path: str, evals: list, title: str) -> None:
-    """Evaluation return against environment steps, as a PNG next to the tensorboard logs."""
+def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
+    """Evaluation return against environment steps, as a PNG next to the tensorboard logs;
+    `marks` {label: step} draws the phase boundaries (e.g. where updates start)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -638,6 +639,10 @@ def save_curve(path: str, evals: list, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([e[0] for e in evals], [e[1] for e in evals], marker="o")
+    for label, step in (marks or {}).items():
+        ax.axvline(step, color="gray", linestyle="--", linewidth=1)
+        ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), fontsize=8, color="gray",
+                    rotation=90, ha="right", va="top")
     ax.set(xlabel="environment steps", ylabel="evaluation return", title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -755,7 +760,8 @@ def main(args: Args) -> dict:
     if args.save_dataset_id:
         summary["dataset"] = export_dataset(args, env_id, actor, rb, ref_scores, summary["evals"])
     if summary["evals"]:
-        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"{args.exp_name} on {env_id}")
+        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"{args.exp_name} on {env_id}",
+                   {"updates start": args.warmup_steps})
     env.close()
     eval_env.close()
     writer.close()

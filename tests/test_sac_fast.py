@@ -394,3 +394,21 @@ def test_help_lists_the_flags():
     assert out.returncode == 0
     for flag in ("--utd", "--num-qs", "--num-min-qs", "--offline-ratio", "--save-dataset-id", "--warmup-steps"):
         assert flag in out.stdout
+
+
+def test_interrupted_run_still_saves_checkpoint_and_dataset(sandbox, monkeypatch):
+    """Ctrl-C during training: the checkpoint, the dataset and the plot are still written."""
+    real_step, calls = S.env_step, []
+
+    def step_then_interrupt(*a):
+        calls.append(1)
+        if len(calls) == 250:
+            raise KeyboardInterrupt
+        return real_step(*a)
+
+    monkeypatch.setattr(S, "env_step", step_then_interrupt)
+    summary = S.main(S.Args(save_model=True, save_dataset_id="test/hopper/interrupted-v0", **TINY))
+    ckpt = torch.load(summary["checkpoint"], weights_only=False)
+    assert ckpt["step"] == 250 and int(ckpt["critic_opt"]["state"][0]["step"]) == 49  # updates at steps 201..249
+    data, _ = S.load_offline_data("test/hopper/interrupted-v0", "locomotion")
+    assert data["observations"].shape == (249, 11)
