@@ -351,6 +351,10 @@ def env_step(env: gym.Env, obs: np.ndarray, action: np.ndarray):
 class ReplayBuffer:
     """Flat circular buffer of transitions kept as torch tensors, so sampling is one index op."""
 
+    # Tensors live on the training device from the start: at UTD 4 we sample 1,024 transitions
+    # per env step, and a numpy -> torch copy of each batch would cost more than the indexing.
+    # The same class holds the offline dataset (RLPD), so both are sampled the same way.
+
     def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device):
         self.capacity, self.device, self.size, self.pos = capacity, device, 0, 0
         self.obs = torch.zeros((capacity, obs_dim), device=device)
@@ -385,6 +389,7 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, shape: tuple, generator: torch.Generator) -> dict:
+        # uniform over what is stored; our own generator keeps runs reproducible for a seed
         idx = torch.randint(0, self.size, shape, generator=generator, device="cpu").to(self.device)
         return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
                 "next_obs": self.next_obs[idx], "terminals": self.terminals[idx]}
@@ -412,6 +417,8 @@ def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int
     """utd minibatches of batch_size, stacked as (utd * batch_size, ...). With offline data every
     minibatch holds the same share of it (RLPD's symmetric sampling: 50/50)."""
     n_off = int(round(batch_size * offline_ratio)) if offline is not None else 0
+    # (utd, b_online) and (utd, b_offline) joined along dim 1, so minibatch k (row k) holds
+    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...)
     parts = [online.sample((utd, batch_size - n_off), generator)]
     if n_off > 0:
         parts.append(offline.sample((utd, n_off), generator))
@@ -471,6 +478,8 @@ class QEnsemble(nn.Module):
     def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Q-values (E, B) of all members, or only of the members in `idx` (the target needs 2
         of 10: computing only those saves 80% of the target's cost)."""
+        # Every member sees the same (s, a); the members differ only by their weights, so the
+        # whole ensemble is a few batched matmuls (E, B, in) x (E, in, out).
         x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
         n = self.num_qs if idx is None else len(idx)
         x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
@@ -494,11 +503,13 @@ class Actor(nn.Module):
 
     def forward(self, obs: torch.Tensor):
         h = self.trunk(obs)
+        # the std depends on the state (two heads on one trunk); clamping log std = clipping std
         return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(self, obs: torch.Tensor):
         """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
         mean, log_std = self(obs)
+        # reparameterisation trick: the noise is an input, so gradients reach mean and std
         u = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
 
@@ -546,7 +557,9 @@ def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: di
     """One TD step on all members of the ensemble, then the target update."""
     target_q = td_target(critic_target, actor, log_alpha, batch, args)  # (B,)
     q = critic(batch["obs"], batch["actions"])  # (E, B)
-    loss = F.mse_loss(q, target_q.expand_as(q))  # mean over members and batch (official code)
+    # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
+    # comes from independent initialisations. Mean over members and batch (official code).
+    loss = F.mse_loss(q, target_q.expand_as(q))
     critic_opt.zero_grad(set_to_none=True)
     loss.backward()
     critic_opt.step()
@@ -557,9 +570,11 @@ def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: di
 def update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, obs: torch.Tensor,
                            target_entropy: float) -> dict:
     """One actor step and one temperature step on the whole (utd * batch) sample."""
+    # N = utd * batch_size: the actor sees every transition the critics were trained on this step
     actions, log_pi = actor.sample(obs)  # (N, A), (N,)
     q = critic(obs, actions).min(dim=0).values  # min over the WHOLE ensemble (official code), (N,)
     alpha = log_alpha.exp().detach()
+    # maximise Q - alpha * log pi: high value, but keep the policy's entropy (SAC)
     actor_loss = (alpha * log_pi - q).mean()
     actor_opt.zero_grad(set_to_none=True)
     # Only the actor's weights need gradients: asking for them alone skips the critic weight
@@ -581,6 +596,8 @@ def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, a
                args, target_entropy: float) -> dict:
     """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
     sample (target update after each), then ONE actor + temperature update on all of it."""
+    # High UTD (App. I): several critic steps per env step learn more from each transition; the
+    # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
     for k in range(args.utd):
         minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
         info = update_critic(critic, critic_target, actor, log_alpha, critic_opt, minibatch, args)
@@ -668,7 +685,9 @@ def main(args: Args) -> dict:
     offline_data, metadata = (None, {})
     if args.dataset_id:
         offline_data, metadata = load_offline_data(args.dataset_id, domain_of(args.dataset_id))
+    # the dataset knows which environment produced it; --env-id overrides
     env_id = args.env_id or metadata.get("env_id") or "Hopper-v5"
+    # online rewards get the same transform as the offline data, so both live on one scale
     domain = domain_of(args.dataset_id or env_id)
     reward_transform = REWARD_TRANSFORMS[domain]
     ref_scores = reference_scores(env_id, metadata)
@@ -696,10 +715,13 @@ def main(args: Args) -> dict:
     actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
     critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
     critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
-    critic_target.load_state_dict(critic.state_dict())
+    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
+    # the temperature is learned in log space, so alpha = exp(log_alpha) stays positive
     log_alpha = torch.tensor(math.log(args.init_temperature), device=device, requires_grad=True)
     actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, log_alpha, args)
 
+    # SAC (fast) learns from its own buffer alone; RLPD also keeps the offline data in a second
+    # buffer and draws `offline_ratio` of every minibatch from it (symmetric sampling)
     rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
     offline_rb = ReplayBuffer.from_arrays(offline_data, device) if offline_data is not None and args.offline_ratio > 0 else None
     del offline_data  # what RLPD needs now lives in offline_rb
@@ -721,12 +743,15 @@ def main(args: Args) -> dict:
             else:
                 action = actor.act(obs, deterministic=False)
             (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
+            # episode boundaries, so the buffer can be exported as episodes
             rb.add(o, a, reward_transform(r), next_o, terminated, ended)
             if episode is not None:
                 last_return = float(episode["r"])
                 writer.add_scalar("charts/episodic_return", last_return, step)
                 writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
 
+            # one high-UTD update per env step once the random warmup has filled the buffer
             if step > args.warmup_steps:
                 if updates_start is None:
                     updates_start = (time.time(), step)
@@ -739,6 +764,7 @@ def main(args: Args) -> dict:
                     for k, v in info.items():
                         writer.add_scalar(f"losses/{k}", float(v), step)
 
+            # evaluation uses its own env, so the training episode in progress is not disturbed
             if step % args.eval_interval == 0 or step == args.total_timesteps:
                 ret, score = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
                 summary["evals"].append((step, ret, score))
