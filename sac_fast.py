@@ -202,6 +202,8 @@ def hub_reachable(timeout: float = 1.5) -> bool:
     most `timeout` seconds: without this check an offline download retries for ~24 s."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
+    if not os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):
+        return True  # another remote (e.g. gcs://): let Minari try it and report its own error
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     match = re.match(r"^(\w+)://([^/:]+)(?::(\d+))?", endpoint)
     if not match:
@@ -260,7 +262,8 @@ def flatten_dataset(dataset) -> dict:
         parts["terminals"].append(ep.terminations)
         # An episode that ends without terminating was cut (time limit): not terminal, but the
         # trajectory ends there (returns-to-go must not run into the next episode).
-        parts["timeouts"].append(np.arange(len(ep.rewards)) == len(ep.rewards) - 1)
+        last = np.arange(len(ep.rewards)) == len(ep.rewards) - 1
+        parts["timeouts"].append(last & ~np.asarray(ep.terminations, dtype=bool))
     flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
     np.savez(cache, **flat)
     return flat

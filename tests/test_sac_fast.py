@@ -293,7 +293,9 @@ def test_dataset_export_then_load_gives_back_the_same_arrays(sandbox):
     np.testing.assert_allclose(data["actions"], np.clip(np.concatenate([e[1] for e in episodes]), -0.99999, 0.99999))
     np.testing.assert_allclose(data["rewards"], np.concatenate([e[2] for e in episodes]), rtol=1e-6)
     np.testing.assert_array_equal(data["terminals"], np.concatenate([e[3] for e in episodes]))
-    np.testing.assert_array_equal(data["timeouts"], np.concatenate([np.arange(len(e[2])) == len(e[2]) - 1 for e in episodes]))
+    # timeouts: the last step of the episodes that did NOT terminate (here episodes 1 of 0, 1, 2)
+    np.testing.assert_array_equal(data["timeouts"], np.concatenate([e[4] for e in episodes]))
+    assert data["timeouts"].sum() == 1 and data["terminals"].sum() == 2
     assert (metadata["ref_min_score"], metadata["ref_max_score"], metadata["env_id"]) == (-20.0, 3000.0, "Hopper-v5")
     assert S.reference_scores("Hopper-v5", metadata) == (-20.0, 3000.0)
     # the flattened arrays are cached, and the cache gives the same arrays (transform applied once)
@@ -340,6 +342,11 @@ def test_missing_dataset_fails_fast_with_local_list_and_command(sandbox):
     assert not (sandbox / "runs").exists()
 
 
+def test_other_minari_remote_is_not_probed_as_the_hub(sandbox, monkeypatch):
+    monkeypatch.setenv("MINARI_REMOTE", "gcs://some-bucket")
+    assert S.hub_reachable() is True  # Minari itself will try that remote
+
+
 def test_hub_offline_variable_also_fails_fast(sandbox, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_ENDPOINT")
@@ -375,7 +382,7 @@ def test_smoke_run_updates_saves_checkpoint_and_dataset(sandbox):
 def test_rollout_dataset_then_rlpd_run(sandbox):
     S.main(S.Args(save_dataset_id="test/hopper/rollouts-v0", save_rollouts=2, **TINY))
     data, _ = S.load_offline_data("test/hopper/rollouts-v0", "locomotion")
-    assert data["timeouts"].sum() == 2  # two whole episodes
+    assert (data["terminals"] | data["timeouts"]).sum() == 2  # two whole episodes
     summary = S.main(S.Args(dataset_id="test/hopper/rollouts-v0", offline_ratio=0.5, **TINY))
     assert summary["first_losses"] is not None
 
