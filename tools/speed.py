@@ -7,6 +7,7 @@ of this machine in the same process, so the share is not compared against anothe
 
     python tools/speed.py                         # sac_fast.py, paper config, ~2 minutes on 2 CPU cores
     python tools/speed.py --steps 300 --num-qs 10 --utd 4 --batch-size 256
+    python tools/speed.py --no-malloc-tuning      # what keep_freed_memory() is worth
 """
 
 import argparse
@@ -55,6 +56,33 @@ def flops_per_env_step(S, args, obs_dim: int, act_dim: int) -> float:
     return counter.get_total_flops()
 
 
+def time_parts(S, args, obs_dim: int, act_dim: int, repeats: int = 20) -> tuple[float, float]:
+    """Milliseconds of one critic update (batch_size) and of one actor + temperature update
+    (utd * batch_size), timed apart, to show where an env step's time goes."""
+    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers)
+    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
+    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
+    log_alpha = torch.zeros((), requires_grad=True)
+    actor_opt, critic_opt, alpha_opt = S.make_optimizers(actor, critic, log_alpha, args)
+    n = args.utd * args.batch_size
+    batch = {"obs": torch.randn(n, obs_dim), "actions": torch.rand(n, act_dim) * 2 - 1, "rewards": torch.randn(n),
+             "next_obs": torch.randn(n, obs_dim), "terminals": torch.zeros(n)}
+    minibatch = {k: v[: args.batch_size] for k, v in batch.items()}
+
+    def ms(fn):
+        for _ in range(3):
+            fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return 1000 * (time.perf_counter() - start) / repeats
+
+    critic_ms = ms(lambda: S.update_critic(critic, target, actor, log_alpha, critic_opt, minibatch, args))
+    actor_ms = ms(lambda: S.update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"],
+                                                   -float(act_dim)))
+    return critic_ms, actor_ms
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--script", default="sac_fast", help="module name of the script to time")
@@ -64,9 +92,13 @@ def main():
     p.add_argument("--utd", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="skip the script's keep_freed_memory(), to measure what it is worth")
     a = p.parse_args()
 
     S = importlib.import_module(a.script)
+    if a.no_malloc_tuning:
+        S.keep_freed_memory = lambda: None
     args = S.Args(env_id=a.env_id, num_qs=a.num_qs, utd=a.utd, batch_size=a.batch_size, critic_hidden=a.hidden,
                   actor_hidden=a.hidden, warmup_steps=1000, total_timesteps=1000 + a.steps,
                   eval_interval=10**9, eval_episodes=1, exp_name="speed")
@@ -74,6 +106,7 @@ def main():
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     S.keep_freed_memory()  # as main() does, so the FLOP count runs under the same allocator
     flops = flops_per_env_step(S, args, obs_dim, act_dim)
+    critic_ms, actor_ms = time_parts(S, args, obs_dim, act_dim)
     with tempfile.TemporaryDirectory() as tmp:  # the run's logs are not kept
         cwd = os.getcwd()
         os.chdir(tmp)
@@ -88,6 +121,9 @@ def main():
     print(f"| {a.script}.py | {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden}, UTD {a.utd}, batch {a.batch_size}, "
           f"{torch.get_num_threads()} threads | {sps:.1f} | {flops / 1e9:.2f} | {achieved:.0f} | {peak:.0f} GFLOP/s | "
           f"{100 * achieved / peak:.0f}% |")
+    print(f"\none critic update ({args.batch_size} transitions): {critic_ms:.1f} ms x {args.utd}; one actor + "
+          f"temperature update ({args.utd * args.batch_size} transitions): {actor_ms:.1f} ms"
+          + ("; malloc tuning OFF" if a.no_malloc_tuning else ""))
 
 
 if __name__ == "__main__":
