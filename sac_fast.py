@@ -105,6 +105,8 @@ class Args:
     """entropy the temperature aims for; default -|A|"""
     backup_entropy: bool = False
     """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
+    max_target_backup: bool = False
+    """TD target from the best of 10 sampled next actions (the paper's SAC on antmaze)"""
     eval_interval: int = 2_500
     """evaluate the deterministic policy every this many environment steps"""
     eval_episodes: int = 5
@@ -367,6 +369,9 @@ class ReplayBuffer:
         self.next_obs = torch.zeros((capacity, obs_dim), device=device)
         self.terminals = torch.zeros(capacity, device=device)  # 1 = terminated: do not bootstrap
         self.ends = torch.zeros(capacity, dtype=torch.bool, device=device)  # episode ended here (for export)
+        # Cal-QL's lower bound: the discounted return-to-go of the trajectory through each
+        # transition; -inf = not known (yet), which leaves the bound off. Unused by plain SAC.
+        self.mc_returns = torch.full((capacity,), -math.inf, device=device)
 
     @classmethod
     def from_arrays(cls, data: dict, device: torch.device) -> "ReplayBuffer":
@@ -378,6 +383,8 @@ class ReplayBuffer:
         rb.next_obs[:] = torch.as_tensor(data["next_observations"])
         rb.terminals[:] = torch.as_tensor(data["terminals"], dtype=torch.float32)
         rb.ends[:] = torch.as_tensor(data["terminals"] | data["timeouts"])
+        if "mc_returns" in data:
+            rb.mc_returns[:] = torch.as_tensor(data["mc_returns"])
         rb.size = n
         return rb
 
@@ -389,6 +396,7 @@ class ReplayBuffer:
         self.next_obs[i] = torch.as_tensor(next_obs)
         self.terminals[i] = float(terminated)
         self.ends[i] = ended
+        self.mc_returns[i] = -math.inf
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
@@ -396,7 +404,7 @@ class ReplayBuffer:
         # uniform over what is stored; our own generator keeps runs reproducible for a seed
         idx = torch.randint(0, self.size, shape, generator=generator, device="cpu").to(self.device)
         return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
-                "next_obs": self.next_obs[idx], "terminals": self.terminals[idx]}
+                "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
 
     def episodes(self) -> list:
         """The stored transitions cut back into episodes, oldest first (for dataset export)."""
@@ -463,7 +471,7 @@ class VectorizedLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
-        return F.layer_norm(x, x.shape[-1:]) * w + b
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)  # b + norm(x) * w in one pass
 
 
 class QEnsemble(nn.Module):
@@ -534,10 +542,14 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 # [end copy]
 
 
-# [copy: sac-update]
+# [copy: sac-core]
 # ---------------------------------------------------------------------------------------------
-# SAC losses and updates (shapes: E ensemble members, B batch, A action dims)
+# SAC pieces every script shares: target, actor + temperature step, optimizers
+# (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
+BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
+
+
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
@@ -546,30 +558,22 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 @torch.no_grad()
 def td_target(critic_target, actor, log_alpha, batch: dict, args) -> torch.Tensor:
     """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
-    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps."""
-    next_actions, next_log_pi = actor.sample(batch["next_obs"])  # (B, A), (B,)
+    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With
+    `--max-target-backup`, a' is the best of BACKUP_ACTIONS sampled next actions under that min."""
+    next_obs = batch["next_obs"]  # (B, obs)
+    if args.max_target_backup:  # sparse rewards: back up the best next action, not a random one
+        next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
+    next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
     # (the official code draws with replacement; SPEC section 2).
     idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(log_alpha.device)
-    next_q = critic_target(batch["next_obs"], next_actions, idx).min(dim=0).values  # (B,)
+    next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
+    if args.max_target_backup:
+        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
+        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
     if args.backup_entropy:  # off in the paper: the target has no entropy bonus
         next_q = next_q - log_alpha.exp() * next_log_pi
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
-
-
-def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: dict, args) -> dict:
-    """One TD step on all members of the ensemble, then the target update."""
-    target_q = td_target(critic_target, actor, log_alpha, batch, args)  # (B,)
-    q = critic(batch["obs"], batch["actions"])  # (E, B)
-    # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
-    # comes from independent initialisations. Mean over members and batch (official code).
-    loss = F.mse_loss(q, target_q.expand_as(q))
-    critic_opt.zero_grad(set_to_none=True)
-    loss.backward()
-    critic_opt.step()
-    soft_update(critic_target, critic, args.tau)  # after every critic step
-    return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
-
 
 def update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, obs: torch.Tensor,
                            target_entropy: float) -> dict:
@@ -596,25 +600,46 @@ def update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, obs: 
             "alpha": log_alpha.detach().exp()}
 
 
-def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, batch: dict,
-               args, target_entropy: float) -> dict:
-    """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
-    sample (target update after each), then ONE actor + temperature update on all of it."""
-    # High UTD (App. I): several critic steps per env step learn more from each transition; the
-    # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
-    for k in range(args.utd):
-        minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-        info = update_critic(critic, critic_target, actor, log_alpha, critic_opt, minibatch, args)
-    info.update(update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"], target_entropy))
-    return info
-
-
 def make_optimizers(actor, critic, log_alpha, args):
     """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
     fused = {"fused": True} if log_alpha.device.type in ("cpu", "cuda") else {}
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
             torch.optim.Adam([log_alpha], lr=args.temp_lr, **fused))
+
+
+# [end copy]
+
+
+# [copy: sac-update]
+# ---------------------------------------------------------------------------------------------
+# SAC's critic step and the high-UTD step of one environment step (the online learner)
+# ---------------------------------------------------------------------------------------------
+def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: dict, args) -> dict:
+    """One TD step on all members of the ensemble, then the target update."""
+    target_q = td_target(critic_target, actor, log_alpha, batch, args)  # (B,)
+    q = critic(batch["obs"], batch["actions"])  # (E, B)
+    # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
+    # comes from independent initialisations. Mean over members and batch (official code).
+    loss = F.mse_loss(q, target_q.expand_as(q))
+    critic_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    critic_opt.step()
+    soft_update(critic_target, critic, args.tau)  # after every critic step
+    return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
+
+
+def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, batch: dict,
+               args, target_entropy: float) -> dict:
+    """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
+    sample (target update after each), then ONE actor + temperature update on all of it."""
+    # High UTD (App. I): several critic steps per env step learn more from each transition; the
+    # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
+    for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
+        minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
+        info = update_critic(critic, critic_target, actor, log_alpha, critic_opt, minibatch, args)
+    info.update(update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"], target_entropy))
+    return info
 
 
 # [end copy]
@@ -642,12 +667,13 @@ def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[flo
 
 
 def save_checkpoint(path: str, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
-                    args, step: int) -> None:
-    """Everything needed to resume or fine-tune: the format the WSRL scripts load."""
+                    args, step: int, **extra) -> None:
+    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
+    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
     torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
                 "critic_target": critic_target.state_dict(), "log_alpha": log_alpha.detach().cpu(),
                 "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
-                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step}, path)
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step, **extra}, path)
 
 
 def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
@@ -836,9 +862,9 @@ def evaluate_random(env_id: str, seed: int, episodes: int) -> float:
 
 
 # [copy: progress]
-def print_progress(step, total, start_time, updates_start, last_return, evals, info) -> float:
+def print_progress(step, total, start_time, updates_start, last_return, evals, info, phase: str = "step") -> float:
     """One status line: progress, speed of the update phase, time left, latest returns.
-    Returns the speed in env steps per second (since updates began, once they have)."""
+    Returns the speed in steps per second (since updates began, once they have)."""
     now = time.time()
     if updates_start is not None and step > updates_start[1]:
         sps = (step - updates_start[1]) / (now - updates_start[0])  # speed with gradient updates
@@ -846,7 +872,9 @@ def print_progress(step, total, start_time, updates_start, last_return, evals, i
         sps = step / max(now - start_time, 1e-9)
     # before the first update the speed says nothing about what is left: updates cost far more
     eta = f"ETA {(total - step) / max(sps, 1e-9) / 60:5.1f} min" if updates_start is not None else "random warmup  "
-    line = f"step {step:>8,}/{total:,} | {sps:6.1f} steps/s | {eta} | episode return {last_return:8.1f}"
+    line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s | {eta}"
+    if not math.isnan(last_return):  # nan: no episode finished yet (or none at all, offline)
+        line += f" | episode return {last_return:8.1f}"
     if evals:
         s, ret, score = evals[-1]
         line += f" | eval {ret:8.1f}" + (f" ({score:5.1f})" if score is not None else "")
@@ -859,10 +887,14 @@ def print_progress(step, total, start_time, updates_start, last_return, evals, i
 def print_summary(summary: dict, step: int, start_time: float) -> None:
     minutes = (time.time() - start_time) / 60
     print(f"\n===== SUMMARY: {step:,} steps in {minutes:.1f} min =====")
-    for s, ret, score in summary["evals"]:
-        print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
+    for phase in ("offline", "online"):  # scripts with an offline phase keep its evals apart
+        evals = summary["evals"] if phase == "online" else summary.get("offline_evals", [])
+        if evals and "offline_evals" in summary:
+            print(f"  {phase} phase ({'gradient' if phase == 'offline' else 'environment'} steps):")
+        for s, ret, score in evals:
+            print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
     print(f"  tensorboard --logdir {os.path.dirname(summary['run_dir'])}   (curve: {summary['run_dir']}/eval_curve.png)")
-    for key in ("checkpoint", "dataset"):
+    for key in ("pretrained_checkpoint", "checkpoint", "dataset"):
         if key in summary:
             print(f"  {key}: {summary[key]}")
 

@@ -1,0 +1,365 @@
+"""Tests of calql_offline.py: returns-to-go, the CQL term and Cal-QL bound against values worked
+out by hand, the Lagrange multiplier, checkpoints, and short runs through both phases. Whether
+Cal-QL learns is for benchmark.sh, not for timed tests."""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import calql_offline as C
+
+TINY = dict(offline_steps=40, online_steps=40, num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
+            cql_n_actions=4, offline_eval_interval=40, eval_interval=40, eval_episodes=1, analysis_interval=20,
+            heldout_size=50)
+
+
+# ---------------------------------------------------------------------------------------------
+# Returns-to-go
+# ---------------------------------------------------------------------------------------------
+def test_returns_to_go_dense_and_terminal():
+    # two trajectories [1, 2, 3 | terminal] [4, 5] (the second ends with the arrays), gamma 0.5:
+    # G = 1 + .5 * 2 + .25 * 3 = 2.75, 2 + .5 * 3 = 3.5, 3; then 4 + .5 * 5 = 6.5, 5
+    g = C.returns_to_go(np.array([1, 2, 3, 4, 5.0]), np.array([0, 0, 1, 0, 0]), np.zeros(5), 0.5)
+    np.testing.assert_allclose(g, [2.75, 3.5, 3.0, 6.5, 5.0])
+
+
+def test_returns_to_go_stop_at_a_timeout_which_is_not_terminal():
+    # a timeout cuts the sum exactly like a terminal does: nothing flows in from the next episode
+    g = C.returns_to_go(np.array([1, 1, 10.0]), np.zeros(3), np.array([0, 1, 0]), 0.9)
+    np.testing.assert_allclose(g, [1.9, 1.0, 10.0])
+
+
+def test_returns_to_go_sparse_all_negative_trajectory_gets_the_failure_value():
+    r = np.array([-5, -5, -5, -5, 5, -5, -5.0])  # trajectory 1 never succeeds, trajectory 2 does
+    ends = np.array([0, 0, 1, 0, 0, 0, 0])
+    g = C.returns_to_go(r, ends, np.zeros(7), 0.99, negative_reward=-5.0)
+    np.testing.assert_allclose(g[:3], [-500.0] * 3)  # -5 / (1 - 0.99), not the cut sum
+    # trajectory 2 is summed normally: G_6 = -5, G_5 = -5 - .99 * 5, G_4 = 5 + .99 * G_5, ...
+    g6 = -5.0
+    g5 = -5.0 + 0.99 * g6
+    g4 = 5.0 + 0.99 * g5
+    g3 = -5.0 + 0.99 * g4
+    np.testing.assert_allclose(g[3:], [g3, g4, g5, g6], rtol=1e-6)
+    # without the sparse rule (dense domains) the failing trajectory keeps its cut sum
+    dense = C.returns_to_go(r, ends, np.zeros(7), 0.99)
+    np.testing.assert_allclose(dense[2], -5.0)
+
+
+def test_online_episode_is_labelled_when_it_ends_across_the_buffer_wrap():
+    rb = C.ReplayBuffer(2, 1, capacity=4, device=torch.device("cpu"))
+    for r in (7.0, 1.0, 2.0):  # an older episode, then 2 steps of the current one
+        rb.add(np.zeros(2), np.zeros(1), r, np.zeros(2), False, False)
+    rb.add(np.zeros(2), np.zeros(1), 3.0, np.zeros(2), True, True)  # the episode ends, terminal
+    rb.add(np.zeros(2), np.zeros(1), 4.0, np.zeros(2), False, False)  # wraps around onto slot 0
+    assert torch.isinf(rb.mc_returns[0]) and rb.mc_returns[0] < 0  # unfinished: no bound yet
+    rb.add(np.zeros(2), np.zeros(1), 5.0, np.zeros(2), True, True)  # slots 0, 1 form the new episode
+    C.label_last_episode(rb, 2, 0.5, None)
+    torch.testing.assert_close(rb.mc_returns[[0, 1]], torch.tensor([4.0 + 0.5 * 5.0, 5.0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The CQL term and the Cal-QL bound (one member, one state, one action of each kind, A = 1)
+# ---------------------------------------------------------------------------------------------
+def gap_args(calql=True, importance=True):
+    return C.Args(calql=calql, cql_importance_sample=importance)
+
+
+# Q(s, a_data) = 1, Q(s, a_rand) = 2, Q(s, a_pi) = 0, Q(s, a_pi') = 3, log pi = -1, log pi' = 0.5, G = 4
+def gap(args, mc=4.0):
+    t = lambda v: torch.tensor(v, dtype=torch.float32)
+    return C.cql_gap(t([[1.0]]), t([[[2.0]]]), t([[[0.0]]]), t([[[3.0]]]), t([[-1.0]]), t([[0.5]]), t([mc]), 1,
+                     args).item()
+
+
+def lse(*xs):
+    return math.log(sum(math.exp(x) for x in xs))
+
+
+def test_cql_gap_with_importance_sampling():
+    # random action: density 0.5 on [-1, 1], so Q - log 0.5; policy actions: Q - log pi
+    expected = lse(2.0 - math.log(0.5), 0.0 + 1.0, 3.0 - 0.5) - 1.0
+    assert gap(gap_args(calql=False)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_calql_bound_raises_policy_actions_only():
+    # G = 4 floors the policy actions' values: 0 -> 4 and 3 -> 4; the random action keeps 2
+    expected = lse(2.0 - math.log(0.5), 4.0 + 1.0, 4.0 - 0.5) - 1.0
+    assert gap(gap_args(calql=True)) == pytest.approx(expected, rel=1e-6)
+    # a return below every Q changes nothing: Cal-QL = CQL there
+    assert gap(gap_args(calql=True), mc=-10.0) == pytest.approx(gap(gap_args(calql=False)), rel=1e-6)
+    # a huge G moves the policy terms only; if it touched the random action the value would differ
+    big = gap(gap_args(calql=True), mc=50.0)
+    assert big == pytest.approx(lse(2.0 - math.log(0.5), 50.0 + 1.0, 50.0 - 0.5) - 1.0, rel=1e-6)
+
+
+def test_cql_gap_without_importance_sampling_includes_the_data_action():
+    # kitchen: plain logsumexp over {rand, data, pi, pi'} minus log(3N + 1) = log 4
+    expected = lse(2.0, 1.0, 4.0, 4.0) - math.log(4) - 1.0
+    assert gap(gap_args(calql=True, importance=False)) == pytest.approx(expected, rel=1e-6)
+
+
+class RecordingOptimizer:
+    """Stands in for Adam: records the gradients it is asked to apply, changes nothing."""
+
+    def __init__(self, params):
+        self.params, self.grads = list(params), None
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.grads = [None if p.grad is None else p.grad.clone() for p in self.params]
+
+
+def critic_grads(cql_alpha: float, seed: int = 0):
+    torch.manual_seed(0)
+    obs_dim, act_dim, E = 4, 2, 5
+    actor, critic = C.Actor(obs_dim, act_dim, 16, 2), C.QEnsemble(obs_dim, act_dim, 16, 2, E)
+    target = C.QEnsemble(obs_dim, act_dim, 16, 2, E)
+    args = C.Args(num_qs=E, num_min_qs=2, cql_n_actions=3, cql_alpha=cql_alpha, cql_importance_sample=True,
+                  cql_lagrange=False)
+    batch = {"obs": torch.randn(8, obs_dim), "actions": torch.rand(8, act_dim) * 2 - 1, "rewards": torch.randn(8),
+             "next_obs": torch.randn(8, obs_dim), "terminals": torch.zeros(8), "mc_returns": torch.randn(8)}
+    opt = RecordingOptimizer(critic.parameters())
+    torch.manual_seed(seed)  # same seed: same target members, same CQL members, same sampled actions
+    info = C.update_critic_calql(critic, target, actor, torch.zeros(()), torch.zeros((), requires_grad=True), opt,
+                                 None, batch, args)
+    return opt.grads, info
+
+
+def test_td_loss_trains_all_members_and_cql_term_only_the_sub_sampled_two():
+    td_only, _ = critic_grads(0.0)
+    both, info = critic_grads(1.0)
+    first_layer = 0  # the weight of the first VectorizedLinear, shape (E, in, out)
+    assert all(td_only[first_layer][e].abs().sum() > 0 for e in range(5))  # TD: every member
+    cql_part = both[first_layer] - td_only[first_layer]  # the CQL term's own gradient
+    touched = [e for e in range(5) if cql_part[e].abs().sum() > 1e-7]
+    assert len(touched) == 2, touched
+    assert info["cql_gap"].item() != 0.0
+
+
+@pytest.mark.parametrize("target_gap, direction", [(-100.0, +1), (100.0, -1)])
+def test_lagrange_multiplier_moves_the_right_way(target_gap, direction):
+    """alpha' grows while the CQL gap is above the target, and shrinks below it."""
+    torch.manual_seed(0)
+    actor, critic, target = C.Actor(4, 2, 16, 2), C.QEnsemble(4, 2, 16, 2, 3), C.QEnsemble(4, 2, 16, 2, 3)
+    args = C.Args(num_qs=3, cql_n_actions=3, cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True,
+                  cql_target_gap=target_gap)
+    batch = {"obs": torch.randn(8, 4), "actions": torch.rand(8, 2) * 2 - 1, "rewards": torch.randn(8),
+             "next_obs": torch.randn(8, 4), "terminals": torch.zeros(8), "mc_returns": torch.randn(8)}
+    log_alpha_prime = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([log_alpha_prime], lr=0.1)
+    C.update_critic_calql(critic, target, actor, torch.zeros(()), log_alpha_prime,
+                          torch.optim.Adam(critic.parameters()), opt, batch, args)
+    assert direction * log_alpha_prime.item() > 0.05
+
+
+def test_max_target_backup_takes_the_best_of_the_sampled_next_actions():
+    class FixedActor(nn.Module):  # next actions 0, 1, ..., 9 (as a 1-d action), log pi = -action
+        def sample(self, obs):
+            a = torch.arange(len(obs), dtype=torch.float32).remainder(C.BACKUP_ACTIONS).unsqueeze(1)
+            return a, -a.squeeze(1)
+
+    class Critic(nn.Module):  # member e: Q = e - (a - 6)^2, best action 6; min over members = the lowest e
+        def forward(self, obs, action, idx=None):
+            members = torch.arange(3.0) if idx is None else idx.float()
+            return members.unsqueeze(1) - (action.squeeze(1) - 6.0).pow(2).unsqueeze(0)
+
+    batch = {"next_obs": torch.zeros(2, 1), "rewards": torch.tensor([1.0, 1.0]), "terminals": torch.tensor([0.0, 1.0])}
+    args = C.Args(num_qs=3, num_min_qs=3, gamma=0.5, max_target_backup=True, backup_entropy=True)
+    log_alpha = torch.tensor(math.log(0.1))
+    # best action 6: min over members of Q = 0 - 0 = 0; entropy bonus of THAT action: -0.1 * (-6)
+    expected = torch.tensor([1.0 + 0.5 * (0.0 + 0.6), 1.0])
+    torch.testing.assert_close(C.td_target(Critic(), FixedActor(), log_alpha, batch, args), expected)
+
+
+def test_domain_presets_fill_only_what_was_not_given():
+    args = C.Args(critic_hidden=64)
+    chosen = C.apply_domain_preset(args, "kitchen")
+    assert args.critic_hidden == 64 and "critic_hidden" not in chosen  # the flag wins
+    assert (args.critic_layers, args.actor_hidden, args.actor_layers) == (3, 512, 3)
+    assert args.cql_importance_sample is False and args.cql_alpha == 5.0
+    ant = C.Args()
+    C.apply_domain_preset(ant, "antmaze")
+    assert ant.cql_lagrange and ant.cql_target_gap == 0.8 and ant.critic_layers == 4
+    adroit = C.Args()
+    C.apply_domain_preset(adroit, "adroit")
+    assert adroit.cql_alpha == 1.0 and adroit.critic_hidden == 512
+    assert C.SPARSE_NEGATIVE_REWARD == {"antmaze": -5.0, "adroit": -5.0}
+
+
+def test_heldout_split_is_disjoint_and_capped():
+    data = {"rewards": np.arange(100.0), "observations": np.arange(200.0).reshape(100, 2)}
+    train, held = C.heldout_split(data, 30, seed=0)
+    assert len(held["rewards"]) == 10 and len(train["rewards"]) == 90  # capped at a tenth
+    assert not set(held["rewards"]) & set(train["rewards"])
+    np.testing.assert_array_equal(held["observations"][:, 0], held["rewards"] * 2)  # rows stay aligned
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+def make_agent(seed):
+    torch.manual_seed(seed)
+    args = C.Args(num_qs=3, critic_hidden=16, critic_layers=2, actor_hidden=16, actor_layers=2, cql_n_actions=2,
+                  cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, batch_size=8)
+    actor, critic, target = C.Actor(4, 2, 16, 2), C.QEnsemble(4, 2, 16, 2, 3), C.QEnsemble(4, 2, 16, 2, 3)
+    target.load_state_dict(critic.state_dict())
+    log_alpha = torch.zeros((), requires_grad=True)
+    return args, [actor, critic, target, log_alpha, *C.make_optimizers(actor, critic, log_alpha, args)]
+
+
+def test_checkpoint_round_trip_restores_weights_and_optimizer_states_exactly(tmp_path):
+    args, agent = make_agent(0)
+    batch = {"obs": torch.randn(8, 4), "actions": torch.rand(8, 2) * 2 - 1, "rewards": torch.randn(8),
+             "next_obs": torch.randn(8, 4), "terminals": torch.zeros(8), "mc_returns": torch.randn(8)}
+    actor, critic, target, log_alpha, actor_opt, critic_opt, alpha_opt = agent
+    for _ in range(3):  # non-trivial Adam moments and step counts
+        C.calql_update(actor, critic, target, log_alpha, torch.zeros((), requires_grad=True), actor_opt, critic_opt,
+                       alpha_opt, None, batch, args, -2.0)
+    path = str(tmp_path / "ckpt.pt")
+    C.save_checkpoint(path, *agent, args, 3, cql_log_alpha=torch.tensor(0.25))
+    _, fresh = make_agent(1)  # different initial weights
+    ckpt = C.read_checkpoint(path, torch.device("cpu"))
+    C.restore(ckpt, *fresh)
+    for old, new in zip(agent[:3], fresh[:3]):
+        for (k, a), (_, b) in zip(old.state_dict().items(), new.state_dict().items()):
+            assert torch.equal(a, b), k
+    assert torch.equal(agent[3], fresh[3])
+    for old, new in zip(agent[4:], fresh[4:]):
+        so, sn = old.state_dict(), new.state_dict()
+        assert so["param_groups"] == sn["param_groups"]
+        for i in so["state"]:
+            for k in so["state"][i]:
+                assert torch.equal(so["state"][i][k], sn["state"][i][k]), (i, k)
+    assert ckpt["step"] == 3 and ckpt["cql_log_alpha"] == 0.25 and ckpt["args"]["num_qs"] == 3
+
+
+def test_bad_checkpoints_fail_with_a_clear_message(tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint at .*calql_offline.py"):
+        C.read_checkpoint(str(tmp_path / "missing.pt"), torch.device("cpu"))
+    torch.save({"actor": {}}, tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="not a checkpoint of these scripts"):
+        C.read_checkpoint(str(tmp_path / "other.pt"), torch.device("cpu"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs through both phases on a dataset the test makes
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def dataset(sandbox):
+    """30 episodes of a random policy on Hopper-v5, written with Minari's own writer."""
+    env = C.make_env("Hopper-v5", 0)
+    rb = C.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
+    obs, _ = env.reset(seed=0)
+    episodes = 0
+    while episodes < 30:
+        (o, a, r, next_o, terminated, ended), obs, _ = C.env_step(env, obs, env.action_space.sample())
+        rb.add(o, a, r, next_o, terminated, ended)
+        episodes += int(ended)
+    C.save_minari("test/hopper/random-v0", rb.episodes(), "Hopper-v5", C.D4RL_REF_SCORES["hopper"], "random")
+    return "test/hopper/random-v0"
+
+
+def run(dataset, **overrides):
+    return C.main(C.Args(dataset_id=dataset, **{**TINY, **overrides}))
+
+
+def record_sampling(monkeypatch):
+    """Which buffer each training sample is drawn from, in order: 'offline' or 'online'."""
+    calls, offline_ids = [], set()
+    original_from_arrays, original_sample = C.ReplayBuffer.from_arrays.__func__, C.ReplayBuffer.sample
+
+    def from_arrays(cls, data, device):
+        rb = original_from_arrays(cls, data, device)
+        offline_ids.add(id(rb))
+        return rb
+
+    def sample(self, shape, generator):
+        calls.append("offline" if id(self) in offline_ids else "online")
+        return original_sample(self, shape, generator)
+
+    monkeypatch.setattr(C.ReplayBuffer, "from_arrays", classmethod(from_arrays))
+    monkeypatch.setattr(C.ReplayBuffer, "sample", sample)
+    return calls
+
+
+def test_no_retention_never_samples_the_dataset_online(dataset, monkeypatch):
+    calls = record_sampling(monkeypatch)
+    summary = run(dataset, offline_ratio=0.0)
+    first_online = calls.index("online")
+    assert calls[:first_online] == ["offline"] * 40  # phase 1: one offline batch per gradient step
+    assert "offline" not in calls[first_online:]  # phase 2: the dataset is never drawn from
+    assert len(summary["evals"]) == 2 and summary["evals"][0][0] == 0  # step 0 = the pre-trained agent
+
+
+def test_retention_samples_the_dataset_in_every_online_update(dataset, monkeypatch):
+    calls = record_sampling(monkeypatch)
+    run(dataset, offline_ratio=0.5)
+    online_part = calls[calls.index("online"):]
+    # each update draws online then offline; the analysis draws online only every 20 steps
+    assert online_part.count("offline") == 40
+
+
+def test_both_phases_log_the_analysis_and_save_a_loadable_checkpoint(dataset):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = run(dataset, save_model=True)
+    assert summary["first_losses"]["cql_gap"] != 0.0
+    assert [s for s, _, _ in summary["offline_evals"]] == [40]
+    assert os.path.exists(os.path.join(summary["run_dir"], "eval_curve.png"))
+    assert os.path.exists(os.path.join(summary["run_dir"], "offline_eval_curve.png"))
+    events = EventAccumulator(summary["run_dir"]).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"offline/eval_return", "offline/analysis/q_heldout", "offline/losses/cql_gap", "eval/return",
+            "analysis/q_heldout", "analysis/td_error_heldout", "analysis/q_online", "analysis/td_error_online",
+            "losses/td_loss"} <= tags
+    assert [e.step for e in events.Scalars("analysis/q_heldout")] == [0, 20, 40]  # from the switch on
+    # the pre-trained checkpoint starts a second run that skips phase 1 and keeps its weights
+    pre = C.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
+    again = run(None, pretrained_checkpoint=summary["pretrained_checkpoint"], online_steps=0, save_model=True,
+                critic_hidden=64)  # the checkpoint's sizes win over this flag
+    assert again["offline_evals"] == [] and "pretrained_checkpoint" not in again
+    end = C.read_checkpoint(again["checkpoint"], torch.device("cpu"))
+    for key in ("actor", "critic", "critic_target"):
+        for name, tensor in pre[key].items():
+            assert torch.equal(tensor, end[key][name]), (key, name)
+    assert end["args"]["dataset_id"] == dataset  # taken from the checkpoint
+
+
+def test_interrupted_pretraining_still_saves_the_checkpoint(dataset, monkeypatch):
+    original = C.calql_update
+    count = {"n": 0}
+
+    def interrupt_on_tenth(*a, **k):
+        count["n"] += 1
+        if count["n"] == 10:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(C, "calql_update", interrupt_on_tenth)
+    summary = run(dataset)
+    ckpt = C.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
+    assert ckpt["step"] == 10 and summary["evals"] == []  # no online phase after Ctrl-C
+
+
+def test_missing_dataset_fails_fast(sandbox):
+    with pytest.raises(SystemExit, match="(?s)not on this machine.*sac_fast.py"):
+        C.main(C.Args(dataset_id="local/nothing/here-v0", **{k: v for k, v in TINY.items()}))
+
+
+def test_help_lists_the_flags():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "calql_offline.py", "--help"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(C.__file__)), timeout=60).stdout
+    for flag in ("--offline-steps", "--online-steps", "--offline-ratio", "--no-calql", "--cql-alpha",
+                 "--cql-lagrange", "--pretrained-checkpoint", "--domain", "--heldout-size"):
+        assert flag in out, flag
