@@ -1011,6 +1011,13 @@ def main(args: Args) -> dict:
         return calql_update(actor, critic, critic_target, log_alpha, cql_log_alpha, actor_opt, critic_opt,
                             alpha_opt, cql_alpha_opt, batch, args, target_entropy)
 
+    def evaluate_and_log(prefix: str, step: int, evals: list) -> None:
+        ret, score = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
+        evals.append((step, ret, score))
+        writer.add_scalar(f"{prefix}eval/return", ret, step)
+        if score is not None:
+            writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
+
     def log_diagnostics(prefix: str, step: int, batches: dict) -> None:
         for name, batch in batches.items():
             for key, value in q_diagnostics(critic, critic_target, actor, log_alpha, batch, args).items():
@@ -1038,11 +1045,7 @@ def main(args: Args) -> dict:
                     for k, v in info.items():
                         writer.add_scalar(f"offline/losses/{k}", float(v), step)
                 if step % args.offline_eval_interval == 0 or step == args.offline_steps:
-                    ret, score = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-                    summary["offline_evals"].append((step, ret, score))
-                    writer.add_scalar("offline/eval_return", ret, step)
-                    if score is not None:
-                        writer.add_scalar("offline/normalized_score", score, step)
+                    evaluate_and_log("offline/", step, summary["offline_evals"])
                     log_diagnostics("offline/analysis/", step, {"heldout": heldout})
                 if step % 1000 == 0 or step == args.offline_steps:
                     sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
@@ -1076,11 +1079,7 @@ def main(args: Args) -> dict:
     if not interrupted:
         print(f"===== PHASE 2: online fine-tuning, {args.online_steps:,} environment steps =====")
         # step 0 = the pre-trained agent, so every online curve starts at the offline result
-        ret, score = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-        summary["evals"].append((0, ret, score))
-        writer.add_scalar("eval/return", ret, 0)
-        if score is not None:
-            writer.add_scalar("eval/normalized_score", score, 0)
+        evaluate_and_log("", 0, summary["evals"])
         log_diagnostics("analysis/", 0, {"heldout": heldout})
         obs, _ = env.reset(seed=args.seed)
         online_start, updates_start = time.time(), None
@@ -1108,11 +1107,7 @@ def main(args: Args) -> dict:
                 if step % args.analysis_interval == 0:
                     log_diagnostics("analysis/", step, {"heldout": heldout, "online": rb.sample((args.batch_size,), gen)})
                 if step % args.eval_interval == 0 or step == args.online_steps:
-                    ret, score = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-                    summary["evals"].append((step, ret, score))
-                    writer.add_scalar("eval/return", ret, step)
-                    if score is not None:
-                        writer.add_scalar("eval/normalized_score", score, step)
+                    evaluate_and_log("", step, summary["evals"])
                 if step % 1000 == 0 or step == args.online_steps:
                     summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
                                                     last_return, summary["evals"], info, phase="online")

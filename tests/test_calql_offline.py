@@ -317,7 +317,7 @@ def test_both_phases_log_the_analysis_and_save_a_loadable_checkpoint(dataset):
     assert os.path.exists(os.path.join(summary["run_dir"], "offline_eval_curve.png"))
     events = EventAccumulator(summary["run_dir"]).Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"offline/eval_return", "offline/analysis/q_heldout", "offline/losses/cql_gap", "eval/return",
+    assert {"offline/eval/return", "offline/analysis/q_heldout", "offline/losses/cql_gap", "eval/return",
             "analysis/q_heldout", "analysis/td_error_heldout", "analysis/q_online", "analysis/td_error_online",
             "losses/td_loss"} <= tags
     assert [e.step for e in events.Scalars("analysis/q_heldout")] == [0, 20, 40]  # from the switch on
