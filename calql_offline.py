@@ -70,7 +70,7 @@ class Args:
     offline_steps: int = 5_000
     """gradient steps of offline pre-training (CPU default; paper: 250k locomotion and kitchen,
     1M antmaze, 20k adroit)"""
-    online_steps: int = 10_000
+    online_steps: int = 5_000
     """environment steps of online fine-tuning (CPU default)"""
     pretrained_checkpoint: Optional[str] = None
     """start from this checkpoint (of this script, `--save-model` of any script) and skip phase 1"""
@@ -1047,7 +1047,7 @@ def main(args: Args) -> dict:
                 if step % args.offline_eval_interval == 0 or step == args.offline_steps:
                     evaluate_and_log("offline/", step, summary["offline_evals"])
                     log_diagnostics("offline/analysis/", step, {"heldout": heldout})
-                if step % 1000 == 0 or step == args.offline_steps:
+                if step % 250 == 0 or step == args.offline_steps:  # a Cal-QL step is slow on CPU: report often
                     sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
                                          summary["offline_evals"], info, phase="offline")
                     writer.add_scalar("offline/SPS", sps, step)
@@ -1108,7 +1108,7 @@ def main(args: Args) -> dict:
                     log_diagnostics("analysis/", step, {"heldout": heldout, "online": rb.sample((args.batch_size,), gen)})
                 if step % args.eval_interval == 0 or step == args.online_steps:
                     evaluate_and_log("", step, summary["evals"])
-                if step % 1000 == 0 or step == args.online_steps:
+                if step % 250 == 0 or step == args.online_steps:
                     summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
                                                     last_return, summary["evals"], info, phase="online")
                     writer.add_scalar("charts/SPS", summary["sps"], step)

@@ -8,6 +8,7 @@ of this machine in the same process, so the share is not compared against anothe
     python tools/speed.py                         # sac_fast.py, paper config, ~2 minutes on 2 CPU cores
     python tools/speed.py --steps 300 --num-qs 10 --utd 4 --batch-size 256
     python tools/speed.py --no-malloc-tuning      # what keep_freed_memory() is worth
+    python tools/speed.py --script calql_offline  # one Cal-QL gradient step (locomotion preset)
 """
 
 import argparse
@@ -83,6 +84,36 @@ def time_parts(S, args, obs_dim: int, act_dim: int, repeats: int = 20) -> tuple[
     return critic_ms, actor_ms
 
 
+def calql_step(S, a, obs_dim: int, act_dim: int, repeats: int = 10) -> tuple[float, float]:
+    """Matmul FLOPs and milliseconds of one Cal-QL gradient step (critic with the CQL term on
+    batch_size transitions, then actor + temperature), the step of phase 1 and of fine-tuning
+    at UTD 1, on the locomotion preset."""
+    args = S.Args(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden)
+    S.apply_domain_preset(args, "locomotion")
+    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers)
+    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
+    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
+    log_alpha, cql_log_alpha = torch.zeros((), requires_grad=True), torch.zeros((), requires_grad=True)
+    opts = S.make_optimizers(actor, critic, log_alpha, args)
+    cql_opt = torch.optim.Adam([cql_log_alpha])
+    n = args.batch_size
+    batch = {"obs": torch.randn(n, obs_dim), "actions": torch.rand(n, act_dim) * 2 - 1, "rewards": torch.randn(n),
+             "next_obs": torch.randn(n, obs_dim), "terminals": torch.zeros(n), "mc_returns": torch.randn(n)}
+
+    def step():
+        S.calql_update(actor, critic, target, log_alpha, cql_log_alpha, opts[0], opts[1], opts[2], cql_opt, batch,
+                       args, -float(act_dim))
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return counter.get_total_flops(), 1000 * (time.perf_counter() - start) / repeats
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--script", default="sac_fast", help="module name of the script to time")
@@ -99,6 +130,18 @@ def main():
     S = importlib.import_module(a.script)
     if a.no_malloc_tuning:
         S.keep_freed_memory = lambda: None
+    if hasattr(S, "calql_update"):  # Cal-QL: the gradient step is the unit (offline: no env step)
+        env = S.make_env(a.env_id, 0)
+        S.keep_freed_memory()
+        flops, ms = calql_step(S, a, env.observation_space.shape[0], env.action_space.shape[0])
+        peak = matmul_peak()
+        achieved = flops / ms / 1e6
+        print("| script | config | gradient steps/s | GFLOP/step | GFLOP/s | fp32 matmul peak | share of peak |")
+        print("|---|---|---|---|---|---|---|")
+        print(f"| {a.script}.py | {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden}, batch {a.batch_size}, 3 x 10 CQL "
+              f"actions, {torch.get_num_threads()} threads | {1000 / ms:.1f} | {flops / 1e9:.2f} | {achieved:.0f} | "
+              f"{peak:.0f} GFLOP/s | {100 * achieved / peak:.0f}% |")
+        return
     args = S.Args(env_id=a.env_id, num_qs=a.num_qs, utd=a.utd, batch_size=a.batch_size, critic_hidden=a.hidden,
                   actor_hidden=a.hidden, warmup_steps=1000, total_timesteps=1000 + a.steps,
                   eval_interval=10**9, eval_episodes=1, exp_name="speed")
