@@ -630,15 +630,17 @@ def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: di
 
 
 def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, batch: dict,
-               args, target_entropy: float) -> dict:
+               args, target_entropy: float, update_actor: bool = True) -> dict:
     """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
-    sample (target update after each), then ONE actor + temperature update on all of it."""
+    sample (target update after each), then ONE actor + temperature update on all of it
+    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
     # High UTD (App. I): several critic steps per env step learn more from each transition; the
     # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
     for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
         minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
         info = update_critic(critic, critic_target, actor, log_alpha, critic_opt, minibatch, args)
-    info.update(update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"], target_entropy))
+    if update_actor:
+        info.update(update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"], target_entropy))
     return info
 
 
