@@ -1274,7 +1274,7 @@ def print_progress(step, total, start_time, updates_start, last_return, evals, i
     else:
         sps = step / max(now - start_time, 1e-9)
     # before the first update the speed says nothing about what is left: updates cost far more
-    eta = f"ETA {(total - step) / max(sps, 1e-9) / 60:5.1f} min" if updates_start is not None else "random warmup  "
+    eta = f"ETA {(total - step) / max(sps, 1e-9) / 60:5.1f} min" if updates_start is not None else "warmup, no updates"
     line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s | {eta}"
     if not math.isnan(last_return):  # nan: no episode finished yet (or none at all, offline)
         line += f" | episode return {last_return:8.1f}"
@@ -1282,7 +1282,9 @@ def print_progress(step, total, start_time, updates_start, last_return, evals, i
         s, ret, score = evals[-1]
         line += f" | eval {ret:8.1f}" + (f" ({score:5.1f})" if score is not None else "")
     if info:
-        line += f" | qf_loss {float(info['qf_loss']):.3g} | alpha {float(info['alpha']):.3g}"
+        line += f" | qf_loss {float(info['qf_loss']):.3g}"
+        if "alpha" in info:  # not while the actor and temperature are frozen (WSRL's App. F ablation)
+            line += f" | alpha {float(info['alpha']):.3g}"
     print(line, flush=True)
     return sps
 

@@ -1,0 +1,227 @@
+"""Tests of wsrl_calql_sac.py: the warmup touches nothing, fine-tuning starts from exactly the
+pre-trained agent (or not, with the --no-init-* ablations), the data is never sampled after
+phase 1, the KL estimators, and a smoke run of every ablation flag."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import wsrl_calql_sac as W
+
+TINY = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32, cql_n_actions=4, offline_eval_interval=20,
+            eval_interval=30, eval_episodes=1, analysis_interval=15, heldout_size=50, analysis_actions=4)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A random-policy Hopper dataset and a 20-step Cal-QL checkpoint, made once for the module."""
+    root = tmp_path_factory.mktemp("wsrl")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+        mp.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+        env = W.make_env("Hopper-v5", 0)
+        rb = W.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
+        obs, _ = env.reset(seed=0)
+        episodes = 0
+        while episodes < 30:
+            (o, a, r, next_o, terminated, ended), obs, _ = W.env_step(env, obs, env.action_space.sample())
+            rb.add(o, a, r, next_o, terminated, ended)
+            episodes += int(ended)
+        W.save_minari("test/hopper/random-v0", rb.episodes(), "Hopper-v5", W.D4RL_REF_SCORES["hopper"], "random")
+        summary = W.main(W.Args(dataset_id="test/hopper/random-v0", offline_steps=20, online_steps=0, **TINY))
+        yield root, os.path.abspath(summary["pretrained_checkpoint"]), mp
+
+
+def run(pretrained, **overrides):
+    root, ckpt, mp = pretrained
+    args = {**TINY, "pretrained_checkpoint": ckpt, "online_steps": 30, "warmup_steps": 10, **overrides}
+    return W.main(W.Args(**args))
+
+
+def load(path):
+    return W.read_checkpoint(path, torch.device("cpu"))
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def same_optimizer(a: dict, b: dict) -> bool:
+    return a["state"].keys() == b["state"].keys() and all(
+        same_tensors(a["state"][i], b["state"][i]) for i in a["state"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Warmup and initialisation
+# ---------------------------------------------------------------------------------------------
+def test_warmup_acts_with_the_frozen_pretrained_policy_stochastically_and_changes_nothing(pretrained, monkeypatch):
+    pre = load(pretrained[1])
+    acts = []
+    original_act = W.Actor.act
+
+    def act(self, obs, deterministic):
+        action = original_act(self, obs, deterministic)
+        if not deterministic:  # evaluation acts deterministically; training steps do not
+            with torch.no_grad():
+                mean = torch.tanh(self(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))[0])[0].numpy()
+            acts.append((same_tensors(self.state_dict(), pre["actor"]), np.abs(action - mean).max()))
+        return action
+
+    monkeypatch.setattr(W.Actor, "act", act)
+    summary = run(pretrained, online_steps=25, warmup_steps=25, save_model=True)  # all warmup
+    assert len(acts) == 25 and all(is_pre for is_pre, _ in acts)  # the pre-trained policy acted every step
+    assert np.mean([gap for _, gap in acts]) > 1e-3  # ... by sampling, not with its mean
+    end = load(summary["checkpoint"])
+    for key in ("actor", "critic", "critic_target"):
+        assert same_tensors(end[key], pre[key]), key
+    assert torch.equal(end["log_alpha"], pre["log_alpha"])
+    for key in ("actor_opt", "critic_opt", "alpha_opt"):
+        assert same_optimizer(end[key], pre[key]), key
+
+
+@pytest.mark.parametrize("flags", [{}, {"init_policy": False}, {"init_critic": False}])
+def test_fine_tuning_starts_from_the_pretrained_agent_unless_told_otherwise(pretrained, monkeypatch, flags):
+    pre = load(pretrained[1])
+    first = {}
+    original = W.sac_update
+
+    def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, *rest, **kw):
+        if not first:  # clone: the state dicts share storage with tensors the update is about to change
+            clone = lambda sd: {k: v.clone() for k, v in sd.items()}
+            first.update(actor=clone(actor.state_dict()), critic=clone(critic.state_dict()),
+                         critic_target=clone(critic_target.state_dict()), log_alpha=log_alpha.detach().clone(),
+                         actor_opt=actor_opt.state_dict(), critic_opt=critic_opt.state_dict(),
+                         alpha_opt=alpha_opt.state_dict())
+            for key in ("actor_opt", "critic_opt", "alpha_opt"):
+                first[key] = {"state": {i: clone(s) for i, s in first[key]["state"].items()}}
+        return original(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, *rest, **kw)
+
+    monkeypatch.setattr(W, "sac_update", sac_update)
+    run(pretrained, **flags)
+    init_policy, init_critic = flags.get("init_policy", True), flags.get("init_critic", True)
+    assert same_tensors(first["actor"], pre["actor"]) == init_policy
+    assert same_optimizer(first["actor_opt"], pre["actor_opt"]) == init_policy
+    assert (first["actor_opt"]["state"] == {}) == (not init_policy)  # a fresh Adam has no moments yet
+    assert same_tensors(first["critic"], pre["critic"]) == init_critic
+    assert same_tensors(first["critic_target"], pre["critic_target"]) == init_critic
+    assert same_optimizer(first["critic_opt"], pre["critic_opt"]) == init_critic
+    if not init_critic:
+        assert same_tensors(first["critic_target"], first["critic"])  # the fresh target copies the fresh critic
+    assert torch.equal(first["log_alpha"], pre["log_alpha"])  # the temperature always carries over
+    assert same_optimizer(first["alpha_opt"], pre["alpha_opt"])
+
+
+def test_dataset_is_never_sampled_after_phase_1(pretrained, monkeypatch):
+    calls = []
+    original_from_arrays, original_sample = W.ReplayBuffer.from_arrays.__func__, W.ReplayBuffer.sample
+
+    def from_arrays(cls, data, device):
+        rb = original_from_arrays(cls, data, device)
+        rb.holds_offline_data = True
+        return rb
+
+    def sample(self, shape, generator):
+        calls.append("offline" if getattr(self, "holds_offline_data", False) else "online")
+        return original_sample(self, shape, generator)
+
+    monkeypatch.setattr(W.ReplayBuffer, "from_arrays", classmethod(from_arrays))
+    monkeypatch.setattr(W.ReplayBuffer, "sample", sample)
+    W.main(W.Args(dataset_id="test/hopper/random-v0", offline_steps=20, online_steps=30, warmup_steps=10, **TINY))
+    first_online = calls.index("online")
+    assert calls[:first_online] == ["offline"] * 20 and "offline" not in calls[first_online:]
+    assert calls[first_online:].count("online") == 20 + 2  # 20 updates, 2 analysis batches
+
+
+# ---------------------------------------------------------------------------------------------
+# The KL estimators
+# ---------------------------------------------------------------------------------------------
+def constant_actor(mean, std):
+    actor = W.Actor(3, len(mean), 8, 1)
+    with torch.no_grad():
+        actor.mean.weight.zero_()
+        actor.mean.bias.copy_(torch.tensor(mean))
+        actor.log_std.weight.zero_()
+        actor.log_std.bias.copy_(torch.tensor(std).log())
+    return actor
+
+
+def test_policy_kl_matches_the_closed_form_for_two_gaussians():
+    m1, s1, m2, s2 = [0.3, -0.5], [0.5, 1.0], [0.0, 0.2], [0.8, 0.6]
+    # KL(N1 || N2) = sum over dims of log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2
+    closed = sum(math.log(b / a) + (a * a + (x - y) ** 2) / (2 * b * b) - 0.5 for x, a, y, b in zip(m1, s1, m2, s2))
+    torch.manual_seed(0)
+    estimate = W.policy_kl(constant_actor(m1, s1), constant_actor(m2, s2), torch.randn(64, 3), samples=500)
+    assert estimate == pytest.approx(closed, rel=0.02)
+    assert W.policy_kl(constant_actor(m1, s1), constant_actor(m1, s1), torch.randn(8, 3)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_q_softmax_kl_against_a_hand_computed_value():
+    class FixedActor(nn.Module):
+        def __init__(self, a):
+            super().__init__()
+            self.a = a
+
+        def sample(self, obs):
+            return torch.full((len(obs), 1), self.a), torch.zeros(len(obs))
+
+    class Critic(nn.Module):  # 2 members; their mean is scale * a
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, obs, action, idx=None):
+            q = self.scale * action.squeeze(1)
+            return torch.stack([q - 1.0, q + 1.0])
+
+    # actions {0 (from pi_pre), 1 (from pi)}; Q_pre = 0 for both -> p = (1/2, 1/2);
+    # Q = (0, ln 3) -> q = (1/4, 3/4); KL = 1/2 ln(2) + 1/2 ln(2/3)
+    kl = W.q_softmax_kl(Critic(0.0), Critic(math.log(3.0)), FixedActor(0.0), FixedActor(1.0), torch.zeros(5, 2), 2)
+    assert kl == pytest.approx(0.5 * math.log(2.0) + 0.5 * math.log(2.0 / 3.0), rel=1e-5)
+    assert W.q_softmax_kl(Critic(2.0), Critic(2.0), FixedActor(0.0), FixedActor(1.0), torch.zeros(5, 2), 2) == \
+        pytest.approx(0.0, abs=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every ablation runs with updates
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags", [
+    dict(warmup_steps=0),
+    dict(warmup_policy="random"),
+    dict(warmup_policy="dataset"),
+    dict(init_policy=False),
+    dict(init_critic=False),
+    dict(offline_ratio=0.5),
+    dict(utd=2),
+    dict(num_min_qs=1),
+    dict(max_target_backup=True),
+    dict(online_algo="calql"),
+], ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+def test_each_ablation_runs_with_updates(pretrained, flags):
+    summary = run(pretrained, save_model=True, **flags)
+    pre, end = load(pretrained[1]), load(summary["checkpoint"])
+    assert not same_tensors(end["critic"], pre["critic"]) and not same_tensors(end["actor"], pre["actor"])
+    assert [s for s, _, _ in summary["evals"]] == [0, 30]
+
+
+def test_policy_freeze_trains_the_critic_only(pretrained):
+    summary = run(pretrained, save_model=True, policy_freeze_steps=100)  # longer than the run
+    pre, end = load(pretrained[1]), load(summary["checkpoint"])
+    assert same_tensors(end["actor"], pre["actor"]) and not same_tensors(end["critic"], pre["critic"])
+
+
+def test_analysis_logs_kl_and_q_from_the_switch(pretrained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = run(pretrained)
+    events = EventAccumulator(summary["run_dir"]).Reload()
+    for tag in ("analysis/q_heldout", "analysis/td_error_heldout", "analysis/policy_kl_heldout",
+                "analysis/q_softmax_kl_heldout"):
+        assert [e.step for e in events.Scalars(tag)] == [0, 15, 30], tag
+    assert events.Scalars("analysis/policy_kl_heldout")[0].value == pytest.approx(0.0, abs=1e-6)  # at the switch
+    for tag in ("analysis/q_online", "analysis/policy_kl_online", "analysis/q_softmax_kl_online"):
+        assert [e.step for e in events.Scalars(tag)] == [15, 30], tag
