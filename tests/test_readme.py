@@ -1,0 +1,23 @@
+"""The README's walk-through points at line ranges of wsrl_calql_sac.py: they must still show
+what the README says they show (an edit above them shifts every number)."""
+
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Algorithm 1 line(s) -> text that must appear in the README's range for it
+EXPECTED = {"1": "PHASE 1: OFFLINE PRE-TRAINING", "2": "Alg. 1, line 2", "3": "Alg. 1, line 3", "4": "Alg. 1, line 4",
+            "5-6": "Alg. 1 line 6", "7-8": "Alg. 1 line 8", "10": "Alg. 1, line 10", "11-12": "Alg. 1, lines 11-14",
+            "13": "update_critic(", "14": "update_actor_and_alpha("}
+
+
+def test_walkthrough_line_ranges_point_at_the_right_code():
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    script = open(os.path.join(ROOT, "wsrl_calql_sac.py"), encoding="utf-8").read().splitlines()
+    rows = re.findall(r"^\| ([\d-]+) \| [^|]+ \| \[L(\d+)-L(\d+)\]\(wsrl_calql_sac\.py#L\2-L\3\)", readme, re.M)
+    assert {row[0] for row in rows} == set(EXPECTED), rows
+    for alg_line, first, last in rows:
+        first, last = int(first), int(last)
+        assert first <= last and last - first < 40
+        text = "\n".join(script[first - 1:last])
+        assert EXPECTED[alg_line] in text, f"README's range for Alg. 1 line {alg_line} (L{first}-L{last}) lost it"
