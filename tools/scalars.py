@@ -17,6 +17,11 @@ import sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
+def points(events: EventAccumulator, tag: str) -> list:
+    """The tag's points, or none when this run does not log it (e.g. a baseline without KL)."""
+    return events.Scalars(tag) if tag in events.Tags()["scalars"] else []
+
+
 def load(run_dir: str) -> EventAccumulator:
     if not os.path.isdir(run_dir):
         sys.exit(f"error: no run folder {run_dir!r}")
@@ -39,7 +44,7 @@ def main() -> None:
             plot(runs, a.tag, a.plot)
         for tag in a.tag:
             print(f"\n{tag}")
-            table({label: {e.step: e.value for e in ev.Scalars(tag)} for label, ev in runs.items()})
+            table({label: {e.step: e.value for e in points(ev, tag)} for label, ev in runs.items()})
         return
     events = load(a.paths[0])
     tags = a.paths[1:]
@@ -54,6 +59,8 @@ def main() -> None:
 
 def table(columns: dict) -> None:
     steps = sorted(set().union(*[c.keys() for c in columns.values()]))
+    if not steps:
+        sys.exit("error: none of the runs logs that tag")
     print("| step | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for s in steps:
@@ -69,8 +76,8 @@ def plot(runs: dict, tags: list, path: str) -> None:
     fig, axes = plt.subplots(1, len(tags), figsize=(4.5 * len(tags), 3.5), squeeze=False)
     for ax, tag in zip(axes[0], tags):
         for label, ev in runs.items():
-            points = ev.Scalars(tag)
-            ax.plot([e.step for e in points], [e.value for e in points], marker=".", label=label)
+            xs = points(ev, tag)
+            ax.plot([e.step for e in xs], [e.value for e in xs], marker=".", label=label)
         ax.set(title=tag, xlabel="step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
