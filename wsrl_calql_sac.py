@@ -1190,7 +1190,7 @@ def main(args: Args) -> dict:
         critic_opt = make_optimizers(actor, critic, log_alpha, args)[1]
 
     # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
-    step, last_return, episode_length = 0, float("nan"), 0
+    step, last_return, episode_length, info = 0, float("nan"), 0, {}  # no update yet: no losses to show
     if not interrupted:
         print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
               f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} =====")
