@@ -945,6 +945,20 @@ def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[flo
     return mean, score
 
 
+def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env}__{exp_name}__{seed}__{unix time}, created here and unique: runs started in the
+    same second (seeds launched side by side) get a suffix instead of sharing one log folder."""
+    base = os.path.join("runs", f"{env_id}__{exp_name}__{seed}__{int(time.time())}")
+    run_dir, n = base, 1
+    while True:
+        try:
+            os.makedirs(run_dir)  # fails if it exists, even when another process made it a moment ago
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = f"{base}_{n}"
+
+
 def save_checkpoint(path: str, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
                     args, step: int, **extra) -> None:
     """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
@@ -1072,8 +1086,7 @@ def main(args: Args) -> dict:
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
     target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
 
-    run_name = f"{env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join("runs", run_name)
+    run_dir = make_run_dir(env_id, args.exp_name, args.seed)
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
@@ -1110,8 +1123,10 @@ def main(args: Args) -> dict:
             writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
 
     def log_diagnostics(prefix: str, step: int, batches: dict) -> None:
+        # the TD error of the target being trained: Cal-QL's offline, the online learner's after the switch
+        target_args = calql_args if prefix.startswith("offline") or args.online_algo == "calql" else args
         for name, batch in batches.items():
-            for key, value in q_diagnostics(critic, critic_target, actor, log_alpha, batch, args).items():
+            for key, value in q_diagnostics(critic, critic_target, actor, log_alpha, batch, target_args).items():
                 writer.add_scalar(f"{prefix}{key}_{name}", value, step)
             if prefix == "analysis/":  # online: how far fine-tuning has moved from the pre-trained agent (Fig. 8)
                 writer.add_scalar(f"analysis/policy_kl_{name}", policy_kl(actor_pre, actor, batch["obs"]), step)
