@@ -1037,9 +1037,11 @@ def restore(ckpt: dict, actor, critic, critic_target, log_alpha, actor_opt, crit
                          f"does not fit this environment's observation/action sizes:\n{e}")
     with torch.no_grad():
         log_alpha.copy_(ckpt["log_alpha"])
-    actor_opt.load_state_dict(ckpt["actor_opt"])
-    critic_opt.load_state_dict(ckpt["critic_opt"])
-    alpha_opt.load_state_dict(ckpt["alpha_opt"])
+    for opt, key in ((actor_opt, "actor_opt"), (critic_opt, "critic_opt"), (alpha_opt, "alpha_opt")):
+        lrs = [group["lr"] for group in opt.param_groups]
+        opt.load_state_dict(ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
+        for group, lr in zip(opt.param_groups, lrs):
+            group["lr"] = lr  # ... but the learning rates are this run's flags, not the checkpoint's
 
 
 # [end copy]

@@ -239,6 +239,13 @@ def test_checkpoint_round_trip_restores_weights_and_optimizer_states_exactly(tmp
             for k in so["state"][i]:
                 assert torch.equal(so["state"][i][k], sn["state"][i][k]), (i, k)
     assert ckpt["step"] == 3 and ckpt["cql_log_alpha"] == 0.25 and ckpt["args"]["num_qs"] == 3
+    # the learning rates stay this run's: a checkpoint must not override --actor-lr and friends
+    _, other = make_agent(2)
+    for group in other[4].param_groups:
+        group["lr"] = 0.123
+    C.restore(ckpt, *other)
+    assert other[4].param_groups[0]["lr"] == 0.123 and torch.equal(
+        other[4].state_dict()["state"][0]["exp_avg"], agent[4].state_dict()["state"][0]["exp_avg"])
 
 
 def test_bad_checkpoints_fail_with_a_clear_message(tmp_path):
