@@ -225,3 +225,15 @@ def test_analysis_logs_kl_and_q_from_the_switch(pretrained):
     assert events.Scalars("analysis/policy_kl_heldout")[0].value == pytest.approx(0.0, abs=1e-6)  # at the switch
     for tag in ("analysis/q_online", "analysis/policy_kl_online", "analysis/q_softmax_kl_online"):
         assert [e.step for e in events.Scalars(tag)] == [15, 30], tag
+
+
+def test_help_lists_the_ablation_flags():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "wsrl_calql_sac.py", "--help"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(W.__file__)), timeout=60).stdout
+    for flag in ("--warmup-steps", "--warmup-policy", "--no-init-policy", "--no-init-critic", "--policy-freeze-steps",
+                 "--offline-ratio", "--utd", "--num-qs", "--num-min-qs", "--max-target-backup", "--online-algo",
+                 "--pretrained-checkpoint", "--offline-steps", "--online-steps"):
+        assert flag in out, flag
