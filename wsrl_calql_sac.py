@@ -371,15 +371,15 @@ def check_dataset_id_is_free(dataset_id: str) -> None:
 # Domain presets (SPEC sections 2, 3, 6): what the paper changes from one benchmark to another.
 # A flag left at None takes the preset of the dataset's domain; a flag given on the command line wins.
 # ---------------------------------------------------------------------------------------------
-DOMAIN_PRESETS = {
+DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
     "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2,
-                       cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False),
+                       cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=3.0),
     "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2,
-                    cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True),
+                    cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
     "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2,
-                   cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False),
+                   cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
     "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3,
-                    cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False),
+                    cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
 }
 
 
@@ -876,7 +876,7 @@ def to_batch(data: dict, device: torch.device) -> dict:
     """Flat offline arrays -> the dict of tensors that ReplayBuffer.sample returns."""
     names = {"obs": "observations", "actions": "actions", "rewards": "rewards", "next_obs": "next_observations",
              "terminals": "terminals", "mc_returns": "mc_returns"}
-    return {k: torch.as_tensor(data[v], dtype=torch.float32, device=device) for k, v in names.items()}
+    return {k: torch.as_tensor(data[v], dtype=torch.float32, device=device) for k, v in names.items() if v in data}
 
 
 @torch.no_grad()

@@ -1,0 +1,105 @@
+"""Tests of wsrl_iql_sac.py: IQL's losses against hand-computed values, the IQL -> SAC hand-over
+(weights carried over exactly, value net dropped, temperature reset), and runs through every
+phase. The phases 2 and 3 are wsrl_calql_sac.py's code and are tested there."""
+
+import math
+import os
+
+import pytest
+import torch
+
+import wsrl_iql_sac as I
+
+TINY = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32, offline_eval_interval=20, eval_interval=30,
+            eval_episodes=1, analysis_interval=15, heldout_size=50, analysis_actions=4)
+
+
+def test_expectile_loss_by_hand():
+    # diff = Q - V = (2, -1), expectile 0.7: weights 0.7 and 0.3 -> (0.7 * 4 + 0.3 * 1) / 2 = 1.55
+    assert I.expectile_loss(torch.tensor([2.0, -1.0]), 0.7).item() == pytest.approx(1.55)
+    # expectile 0.5 is half the mean squared error
+    assert I.expectile_loss(torch.tensor([2.0, -1.0]), 0.5).item() == pytest.approx(0.5 * 2.5)
+
+
+def test_awr_weights_and_their_clip():
+    w = I.awr_weights(torch.tensor([0.0, 1.0, -1.0, 10.0]), beta=3.0, max_weight=100.0)
+    torch.testing.assert_close(w, torch.tensor([1.0, math.exp(3.0), math.exp(-3.0), 100.0]))  # exp(30) -> 100
+
+
+def test_dataset_log_prob_is_finite_at_the_action_bounds():
+    actor = I.Actor(3, 2, 8, 1)
+    lp = I.dataset_log_prob(actor, torch.zeros(2, 3), torch.tensor([[1.0, -1.0], [0.3, 0.0]]))
+    assert torch.isfinite(lp).all()
+    mean, log_std = actor(torch.zeros(1, 3))
+    expected = I.tanh_gaussian_log_prob(torch.atanh(torch.tensor([[0.3, 0.0]])), mean, log_std)
+    torch.testing.assert_close(lp[1:], expected)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("iql")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+        mp.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+        env = I.make_env("Hopper-v5", 0)
+        rb = I.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
+        obs, _ = env.reset(seed=0)
+        episodes = 0
+        while episodes < 30:
+            (o, a, r, next_o, terminated, ended), obs, _ = I.env_step(env, obs, env.action_space.sample())
+            rb.add(o, a, r, next_o, terminated, ended)
+            episodes += int(ended)
+        I.save_minari("test/hopper/random-v0", rb.episodes(), "Hopper-v5", I.D4RL_REF_SCORES["hopper"], "random")
+        yield "test/hopper/random-v0"
+
+
+def test_hand_over_copies_iql_weights_drops_value_and_resets_temperature(dataset, monkeypatch):
+    first = {}
+    original = I.sac_update
+
+    def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, *rest, **kw):
+        if not first:
+            clone = lambda sd: {k: v.clone() for k, v in sd.items()}
+            first.update(actor=clone(actor.state_dict()), critic=clone(critic.state_dict()),
+                         critic_target=clone(critic_target.state_dict()), log_alpha=log_alpha.item(),
+                         alpha_state=alpha_opt.state_dict()["state"], actor_lr=actor_opt.param_groups[0]["lr"],
+                         critic_lr=critic_opt.param_groups[0]["lr"],
+                         actor_moments=clone(actor_opt.state_dict()["state"][0]))
+        return original(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, *rest, **kw)
+
+    monkeypatch.setattr(I, "sac_update", sac_update)
+    summary = I.main(I.Args(dataset_id=dataset, offline_steps=20, online_steps=30, warmup_steps=10, save_model=True,
+                            init_temperature=0.5, **TINY))
+    pre = I.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
+    assert "value" in pre  # the IQL checkpoint keeps V, for --online-algo iql
+    for key in ("actor", "critic", "critic_target"):
+        for name, tensor in pre[key].items():
+            assert torch.equal(first[key][name], tensor), (key, name)
+    for name, tensor in pre["actor_opt"]["state"][0].items():  # Adam moments carried over
+        assert torch.equal(first["actor_moments"][name], tensor), name
+    assert first["actor_lr"] == 1e-4 and first["critic_lr"] == 3e-4  # SAC's rates, not IQL's 3e-4 / 3e-4
+    assert pre["actor_opt"]["param_groups"][0]["lr"] == 3e-4  # (IQL trained the actor at 3e-4)
+    assert first["log_alpha"] == pytest.approx(math.log(0.5)) and first["alpha_state"] == {}
+    assert "value" not in I.read_checkpoint(summary["checkpoint"], torch.device("cpu"))  # dropped
+
+
+def test_online_iql_baseline_keeps_training_the_value_net(dataset):
+    summary = I.main(I.Args(dataset_id=dataset, offline_steps=20, online_steps=30, warmup_steps=0, save_model=True,
+                            online_algo="iql", **TINY))
+    assert [s for s, _, _ in summary["evals"]] == [0, 30]
+    pre = I.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
+    end = I.read_checkpoint(summary["checkpoint"], torch.device("cpu"))
+    assert not torch.equal(pre["critic"]["head.weight"], end["critic"]["head.weight"])
+
+
+def test_presets_give_iql_its_domain_values():
+    args = I.Args()
+    I.apply_domain_preset(args, "antmaze")
+    assert (args.expectile, args.awr_beta) == (0.9, 10.0)
+    args = I.Args()
+    I.apply_domain_preset(args, "kitchen")
+    assert (args.expectile, args.awr_beta) == (0.7, 0.5)
+    args = I.Args(awr_beta=1.0)
+    I.apply_domain_preset(args, "locomotion")
+    assert (args.expectile, args.awr_beta) == (0.7, 1.0)

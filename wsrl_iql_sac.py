@@ -1,0 +1,1265 @@
+"""WSRL from an IQL initialisation: pre-train with IQL, DISCARD the offline data, warm up with
+the frozen pre-trained policy, then fine-tune with high-UTD ensemble SAC.
+
+Appendix H of "Efficient Online RL Fine-Tuning Need Not Retain Offline Data" (Zhou et al., ICLR
+2025): WSRL does not depend on which offline method produced the initialisation. This script
+is `wsrl_calql_sac.py` with phase 1 replaced by Implicit Q-Learning (Kostrikov et al., 2022;
+SPEC section 4) and a hand-over from IQL's networks to SAC's; phases 2 and 3, the flags and the
+analysis are the same code. The official code has no IQL-to-SAC path: ours trains IQL with the
+SAME 10-member critic ensemble and tanh-Gaussian actor that SAC uses, so they carry over as they
+are (see the HAND-OVER comment in main).
+
+    python wsrl_iql_sac.py --dataset-id local/hopper/replay-30k-v0          # CPU-sized run
+    python wsrl_iql_sac.py --dataset-id local/hopper/replay-30k-v0 --online-algo iql   # the IQL baseline
+    python wsrl_iql_sac.py --dataset-id mujoco/hopper/medium-v0 --offline-steps 250000 \\
+        --online-steps 1000000 --utd 4 --eval-interval 10000 --eval-episodes 20   # paper scale (GPU)
+"""
+
+import copy
+import math
+import os
+import random
+import re
+import socket
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # ---- generic --------------------------------------------------------------------------
+    exp_name: str = "wsrl_iql_sac"
+    """name of this experiment (used in the run folder name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch, environment)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when it is available (the CPU is used otherwise)"""
+    save_model: bool = False
+    """also save the FINE-TUNED checkpoint at the end to runs/{run_name}/{exp_name}.pt (the
+    pre-trained one, runs/{run_name}/{exp_name}_pretrained.pt, is always saved)"""
+
+    # ---- environment and data -------------------------------------------------------------
+    env_id: Optional[str] = None
+    """gymnasium environment id; default: the dataset's environment"""
+    dataset_id: Optional[str] = None
+    """Minari dataset id: a local one (made with `sac_fast.py --save-dataset-id`) or one to
+    download; default: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
+    domain: Literal["auto", "locomotion", "antmaze", "kitchen", "adroit"] = "auto"
+    """benchmark domain; sets the reward transform and the presets below (auto: from the dataset id)"""
+    offline_ratio: float = 0.0
+    """share of every online batch drawn from the offline data: 0 = WSRL (the data is
+    discarded); > 0 keeps it (ablation, App. L)"""
+    heldout_size: int = 1000
+    """offline transitions kept apart, never trained on, to measure Q, TD error and KL on
+    offline states (analysis/); at most a tenth of the dataset"""
+
+    # ---- phases -----------------------------------------------------------------------------
+    offline_steps: int = 5_000
+    """phase 1: IQL gradient steps (CPU default; paper: 250k locomotion and kitchen, 1M
+    antmaze, 20k adroit)"""
+    online_steps: int = 15_000
+    """environment steps online, warmup included (CPU default)"""
+    pretrained_checkpoint: Optional[str] = None
+    """start from this checkpoint (this script's, or any script's --save-model) and skip phase 1"""
+    warmup_steps: int = 5_000
+    """phase 2: steps acting with the frozen pre-trained policy before the first update (paper:
+    5,000; 0 = the no-warmup ablation)"""
+    warmup_policy: Literal["pretrained", "random", "dataset"] = "pretrained"
+    """who fills the buffer during warmup: the frozen pre-trained policy (WSRL), uniform random
+    actions, or `dataset`: no warmup steps, the buffer starts with --warmup-steps offline
+    transitions (App. K)"""
+    init_policy: bool = True
+    """fine-tune the pre-trained actor (`--no-init-policy`: a fresh one, App. H, Fig. 13)"""
+    init_critic: bool = True
+    """fine-tune the pre-trained critics and target (`--no-init-critic`: fresh ones, Fig. 12)"""
+    policy_freeze_steps: int = 0
+    """after warmup, train only the critic for this many steps (App. F; SAC only)"""
+    online_algo: Literal["sac", "iql"] = "sac"
+    """phase 3 learner: SAC (WSRL) or IQL continued online (the paper's IQL baseline)"""
+    offline_eval_interval: int = 1_000
+    """evaluate every this many offline gradient steps"""
+    eval_interval: int = 2_500
+    """evaluate every this many online environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation (paper: 20)"""
+    analysis_interval: int = 250
+    """log analysis/ (Q, TD error, KL to the pre-trained agent, on held-out offline data and on
+    online data) every this many online steps"""
+    analysis_actions: int = 20
+    """actions per state for the KL between softmax(Q_pre) and softmax(Q): half from pi_pre, half from pi"""
+
+    # ---- algorithm --------------------------------------------------------------------------
+    buffer_size: int = 1_000_000
+    """online replay buffer capacity"""
+    batch_size: int = 256
+    """transitions per critic update"""
+    utd: int = 1
+    """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
+    num_qs: int = 10
+    """critics in the ensemble (paper: 10)"""
+    num_min_qs: int = 2
+    """critics drawn (without replacement) for the target min and for the CQL term (paper: 2)"""
+    critic_hidden: Optional[int] = None
+    """width of the critics' hidden layers (default: domain preset)"""
+    critic_layers: Optional[int] = None
+    """hidden layers of each critic (default: domain preset)"""
+    actor_hidden: Optional[int] = None
+    """width of the actor's hidden layers (default: domain preset)"""
+    actor_layers: Optional[int] = None
+    """hidden layers of the actor (default: domain preset)"""
+    actor_lr: float = 1e-4
+    """actor learning rate"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    temp_lr: float = 1e-4
+    """temperature learning rate"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """target smoothing coefficient (after every critic update)"""
+    init_temperature: float = 1.0
+    """initial entropy temperature alpha"""
+    target_entropy: Optional[float] = None
+    """entropy the temperature aims for; default -|A|"""
+    backup_entropy: bool = False
+    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
+    max_target_backup: Optional[bool] = None
+    """online SAC's TD target from the best of 10 sampled next actions (default: on for antmaze
+    only, App. I)"""
+    expectile: Optional[float] = None
+    """IQL: the expectile V(s) fits of Q(s, a_data) (default: domain preset: antmaze 0.9, others 0.7)"""
+    awr_beta: Optional[float] = None
+    """IQL: inverse temperature of the advantage weights exp(beta * A) (default: domain preset:
+    antmaze 10, locomotion 3, kitchen and adroit 0.5)"""
+    awr_max_weight: float = 100.0
+    """IQL: advantage weights are clipped at this value"""
+    iql_lr: float = 3e-4
+    """IQL's learning rate for actor, critics and value net (SAC's own rates apply after the hand-over)"""
+
+
+# [copy: cpu-speed]
+def keep_freed_memory() -> None:
+    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
+    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
+    `sys` time). Keeping freed blocks up to 32 MiB for reuse took the paper's config from 5.6 to
+    7.6 env-steps/s on our 2-core machine (`python tools/speed.py --no-malloc-tuning` to compare).
+    Harmless elsewhere: it only changes when memory is returned to the OS."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
+
+
+# [end copy]
+
+
+# [copy: minari-data]
+# ---------------------------------------------------------------------------------------------
+# Data: Minari datasets (loading, flattening, reward transform), made locally or downloaded
+# ---------------------------------------------------------------------------------------------
+# D4RL's reference returns (random policy, expert policy) for the normalised score
+# 100 * (R - random) / (expert - random). Minari's `mujoco/*` datasets do not carry them.
+D4RL_REF_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+}
+# SPEC section 6: applied to offline rewards, online rewards and returns-to-go, never to the
+# evaluation return. Sparse tasks get a negative reward per step so that "not there yet" costs.
+REWARD_TRANSFORMS = {
+    "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
+    "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
+    "kitchen": lambda r: r - 4.0,  # 0..4 subtasks done becomes -4..0
+    "locomotion": lambda r: r,
+}
+DATASET_ID_RE = re.compile(r"^(?:[\w-]+/)*[\w-]+-v\d+$")
+
+
+def domain_of(name: str) -> str:
+    """The benchmark domain of an env or dataset id; it picks the reward transform."""
+    name = name.lower()
+    if "antmaze" in name:
+        return "antmaze"
+    if "kitchen" in name:
+        return "kitchen"
+    if any(task in name for task in ("door", "pen", "relocate", "hammer")):
+        return "adroit"
+    return "locomotion"
+
+
+def reference_scores(env_id: str, metadata: Optional[dict] = None):
+    """(random, expert) returns for the normalised score, or None when unknown."""
+    if metadata and metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
+        return float(metadata["ref_min_score"]), float(metadata["ref_max_score"])
+    base = env_id.split("-v")[0].lower()  # "Hopper-v5" -> "hopper", "AntMaze_..." stays apart
+    return D4RL_REF_SCORES.get(base)
+
+
+def validate_dataset_id(dataset_id: str) -> None:
+    """Fail before anything is written: a malformed id would leave a folder that breaks Minari."""
+    if not DATASET_ID_RE.match(dataset_id) or "//" in dataset_id:
+        raise SystemExit(
+            f"error: bad dataset id {dataset_id!r}. A Minari id is NAMESPACE/NAME-vN with a version "
+            "suffix, letters, digits, '_' and '-' only, e.g. local/hopper/sac-v0."
+        )
+
+
+def local_datasets_message() -> str:
+    import minari
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = sorted(minari.list_local_datasets().keys())
+    where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+    listing = "\n".join(f"    {d}" for d in local) if local else "    (none)"
+    return (
+        f"Local Minari datasets (in {where}):\n{listing}\n"
+        "Make one with this repository's own code, e.g.\n"
+        "    python sac_fast.py --total-timesteps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+    )
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Can Minari's remote (the Hugging Face hub by default) be reached at all? Answered in at
+    most `timeout` seconds: without this check an offline download retries for ~24 s."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    if not os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):
+        return True  # another remote (e.g. gcs://): let Minari try it and report its own error
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    match = re.match(r"^(\w+)://([^/:]+)(?::(\d+))?", endpoint)
+    if not match:
+        return False
+    host, port = match.group(2), int(match.group(3) or (443 if match.group(1) == "https" else 80))
+    result = []
+
+    def probe():  # DNS lookups ignore socket timeouts, so the probe runs in a thread we can abandon
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result)
+
+
+def load_minari(dataset_id: str):
+    """Load a local Minari dataset, or download it when a network is there; fail fast otherwise."""
+    import minari
+
+    validate_dataset_id(dataset_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset_id in minari.list_local_datasets():
+            return minari.load_dataset(dataset_id)
+    if not hub_reachable():
+        raise SystemExit(
+            f"error: dataset {dataset_id!r} is not on this machine and Minari's hub cannot be reached "
+            f"(no network?).\n{local_datasets_message()}"
+        )
+    try:  # the real download path, for users with a network
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as e:  # unknown id, incompatible version, missing huggingface_hub, ...
+        raise SystemExit(f"error: could not download {dataset_id!r}: {e}\n{local_datasets_message()}")
+
+
+def flatten_dataset(dataset) -> dict:
+    """Episodes -> flat transition arrays, cached next to the dataset (h5py costs ~2 ms an
+    episode, so a 2,000-episode dataset would cost seconds at every start)."""
+    cache = os.path.join(os.path.dirname(dataset.storage.data_path), "flat_cache.npz")
+    if os.path.exists(cache):
+        with np.load(cache) as f:
+            return {k: f[k] for k in f.files}
+    parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    for ep in dataset.iterate_episodes():
+        if not isinstance(ep.observations, np.ndarray):
+            raise SystemExit("error: dict observations are not supported by this script yet.")
+        parts["observations"].append(ep.observations[:-1])  # an episode stores N+1 observations
+        parts["next_observations"].append(ep.observations[1:])
+        parts["actions"].append(ep.actions)
+        parts["rewards"].append(ep.rewards)
+        parts["terminals"].append(ep.terminations)
+        # An episode that ends without terminating was cut (time limit): not terminal, but the
+        # trajectory ends there (returns-to-go must not run into the next episode).
+        last = np.arange(len(ep.rewards)) == len(ep.rewards) - 1
+        parts["timeouts"].append(last & ~np.asarray(ep.terminations, dtype=bool))
+    flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
+    np.savez(cache, **flat)
+    return flat
+
+
+def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
+    """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
+    dataset = load_minari(dataset_id)
+    data = flatten_dataset(dataset)
+    data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
+    data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
+    metadata = dict(dataset.storage.metadata)
+    metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
+    return data, metadata
+
+
+def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str) -> str:
+    """Write episodes [(obs (N+1, d), actions (N, a), rewards, terminations, truncations)] as a
+    Minari dataset with Minari's own writer; returns the folder."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    buffers = [
+        EpisodeBuffer(id=i, observations=o, actions=a, rewards=r, terminations=te, truncations=tr, infos={})
+        for i, (o, a, r, te, tr) in enumerate(episodes)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Minari warns about every metadata field left empty
+        dataset = minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env_id, algorithm_name=algorithm, author="wsrl reference scripts",
+            author_email="n/a", code_permalink="n/a", description=f"{algorithm} data on {env_id}",
+            ref_min_score=float(ref_scores[0]), ref_max_score=float(ref_scores[1]),  # both, or none is stored
+        )
+    return os.path.dirname(dataset.storage.data_path)
+
+
+def check_dataset_id_is_free(dataset_id: str) -> None:
+    """Refuse, before any training, an id Minari would refuse after it (data would be lost)."""
+    import minari
+
+    validate_dataset_id(dataset_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset_id in minari.list_local_datasets():
+            raise SystemExit(
+                f"error: dataset {dataset_id!r} already exists. Pick another name or version, or "
+                f"delete it with `minari delete {dataset_id}`."
+            )
+
+
+# [end copy]
+
+
+# [copy: domain-presets]
+# ---------------------------------------------------------------------------------------------
+# Domain presets (SPEC sections 2, 3, 6): what the paper changes from one benchmark to another.
+# A flag left at None takes the preset of the dataset's domain; a flag given on the command line wins.
+# ---------------------------------------------------------------------------------------------
+DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
+    "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2,
+                       cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=3.0),
+    "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2,
+                    cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
+    "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2,
+                   cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
+    "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3,
+                    cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
+}
+
+
+def apply_domain_preset(args, domain: str) -> dict:
+    """Fill the flags left at None with the domain's values; returns {flag: value} it set."""
+    chosen = {}
+    for key, value in DOMAIN_PRESETS[domain].items():
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, value)
+            chosen[key] = value
+    return chosen
+
+
+# [end copy]
+
+
+# [copy: env]
+# ---------------------------------------------------------------------------------------------
+# Environment: one env, reset by hand, so no transition ever spans two episodes
+# ---------------------------------------------------------------------------------------------
+def make_env(env_id: str, seed: int) -> gym.Env:
+    env = gym.make(env_id)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    low, high = env.action_space.low, env.action_space.high
+    if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
+        raise SystemExit(f"error: {env_id} has actions in [{low.min()}, {high.max()}]; these scripts expect [-1, 1].")
+    env.action_space.seed(seed)
+    return env
+
+
+def env_step(env: gym.Env, obs: np.ndarray, action: np.ndarray):
+    """Step once. Returns the transition to store and the observation to act from next.
+
+    Gymnasium 1.x vector envs reset on the step AFTER an episode ends: that step ignores the
+    action and returns the first observation of the next episode, a classic source of
+    transitions that span two episodes. A single env that we reset here cannot do that. The
+    stored `terminated` flag is the true termination only: a time-limit truncation is not
+    terminal, so its TD target still bootstraps from next_obs."""
+    next_obs, reward, terminated, truncated, info = env.step(action)
+    transition = (obs, action, float(reward), next_obs, bool(terminated), bool(terminated or truncated))
+    episode = info.get("episode") if (terminated or truncated) else None  # {"r": return, "l": length}
+    if terminated or truncated:
+        next_obs, _ = env.reset()
+    return transition, next_obs, episode
+
+
+# [end copy]
+
+
+# [copy: replay-buffer]
+class ReplayBuffer:
+    """Flat circular buffer of transitions kept as torch tensors, so sampling is one index op."""
+
+    # Tensors live on the training device from the start: at UTD 4 we sample 1,024 transitions
+    # per env step, and a numpy -> torch copy of each batch would cost more than the indexing.
+    # The same class holds the offline dataset (RLPD), so both are sampled the same way.
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device):
+        self.capacity, self.device, self.size, self.pos = capacity, device, 0, 0
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, act_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.terminals = torch.zeros(capacity, device=device)  # 1 = terminated: do not bootstrap
+        self.ends = torch.zeros(capacity, dtype=torch.bool, device=device)  # episode ended here (for export)
+        # Cal-QL's lower bound: the discounted return-to-go of the trajectory through each
+        # transition; -inf = not known (yet), which leaves the bound off. Unused by plain SAC.
+        self.mc_returns = torch.full((capacity,), -math.inf, device=device)
+
+    @classmethod
+    def from_arrays(cls, data: dict, device: torch.device) -> "ReplayBuffer":
+        n, obs_dim = data["observations"].shape
+        rb = cls(obs_dim, data["actions"].shape[1], n, device)
+        rb.obs[:] = torch.as_tensor(data["observations"])
+        rb.actions[:] = torch.as_tensor(data["actions"])
+        rb.rewards[:] = torch.as_tensor(data["rewards"])
+        rb.next_obs[:] = torch.as_tensor(data["next_observations"])
+        rb.terminals[:] = torch.as_tensor(data["terminals"], dtype=torch.float32)
+        rb.ends[:] = torch.as_tensor(data["terminals"] | data["timeouts"])
+        if "mc_returns" in data:
+            rb.mc_returns[:] = torch.as_tensor(data["mc_returns"])
+        rb.size = n
+        return rb
+
+    def add(self, obs, action, reward, next_obs, terminated, ended):
+        i = self.pos
+        self.obs[i] = torch.as_tensor(obs)
+        self.actions[i] = torch.as_tensor(action)
+        self.rewards[i] = reward
+        self.next_obs[i] = torch.as_tensor(next_obs)
+        self.terminals[i] = float(terminated)
+        self.ends[i] = ended
+        self.mc_returns[i] = -math.inf
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, shape: tuple, generator: torch.Generator) -> dict:
+        # uniform over what is stored; our own generator keeps runs reproducible for a seed
+        idx = torch.randint(0, self.size, shape, generator=generator, device="cpu").to(self.device)
+        return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
+                "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
+
+    def episodes(self) -> list:
+        """The stored transitions cut back into episodes, oldest first (for dataset export)."""
+        order = torch.arange(self.size)
+        if self.size == self.capacity:  # wrapped around: the oldest transition sits at `pos`
+            order = torch.roll(order, -self.pos)
+        episodes, start = [], 0
+        ends = self.ends[order].cpu().numpy()
+        ends[-1] = True  # an unfinished last episode is stored as truncated
+        for stop in np.flatnonzero(ends) + 1:
+            ix = order[start:stop]
+            obs = torch.cat([self.obs[ix], self.next_obs[ix[-1:]]]).cpu().numpy()
+            terminations = self.terminals[ix].cpu().numpy().astype(bool)
+            episodes.append((obs, self.actions[ix].cpu().numpy(), self.rewards[ix].cpu().numpy().astype(np.float64),
+                             terminations, ~terminations & (np.arange(len(ix)) == len(ix) - 1)))
+            start = stop
+        return episodes
+
+
+def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int, batch_size: int,
+                 offline_ratio: float, generator: torch.Generator) -> dict:
+    """utd minibatches of batch_size, stacked as (utd * batch_size, ...). With offline data every
+    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50)."""
+    n_off = int(round(batch_size * offline_ratio)) if offline is not None else 0
+    # (utd, b_online) and (utd, b_offline) joined along dim 1, so minibatch k (row k) holds
+    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...)
+    parts = [online.sample((utd, batch_size - n_off), generator)]
+    if n_off > 0:
+        parts.append(offline.sample((utd, n_off), generator))
+    return {k: torch.cat([p[k] for p in parts], dim=1).flatten(0, 1) for k in parts[0]}
+
+
+# [end copy]
+
+
+# [copy: networks]
+# ---------------------------------------------------------------------------------------------
+# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
+# ---------------------------------------------------------------------------------------------
+class VectorizedLinear(nn.Module):
+    """E independent linear layers applied at once: (E, B, in) -> (E, B, out) with one batched
+    matmul. Each member is initialised like its own nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default: U(-1/sqrt(in), 1/sqrt(in))
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.baddbmm(b, x, w)  # b + x @ w, batched over members
+
+
+class VectorizedLayerNorm(nn.Module):
+    """LayerNorm over features with a separate scale and shift for each ensemble member."""
+
+    def __init__(self, features: int, ensemble_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)  # b + norm(x) * w in one pass
+
+
+class QEnsemble(nn.Module):
+    """num_qs critics Q_i(s, a), each Dense -> LayerNorm -> ReLU per hidden layer, then its OWN
+    output head. (The official code shares one head across the trunks; an ensemble of
+    independent Q-functions is what the paper describes, so we do not.)"""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int):
+        super().__init__()
+        self.num_qs = num_qs
+        sizes = [obs_dim + act_dim] + [hidden] * layers
+        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
+        self.head = VectorizedLinear(hidden, 1, num_qs)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Q-values (E, B) of all members, or only of the members in `idx` (the target needs 2
+        of 10: computing only those saves 80% of the target's cost)."""
+        # Every member sees the same (s, a); the members differ only by their weights, so the
+        # whole ensemble is a few batched matmuls (E, B, in) x (E, in, out).
+        x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
+        n = self.num_qs if idx is None else len(idx)
+        x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
+        for linear, norm in zip(self.linears, self.norms):
+            x = F.relu(norm(linear(x, idx), idx), inplace=True)
+        return self.head(x, idx).squeeze(-1)  # (E, B)
+
+
+LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
+
+
+class Actor(nn.Module):
+    """tanh-squashed diagonal Gaussian policy with a state-dependent std."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int):
+        super().__init__()
+        sizes = [obs_dim] + [hidden] * layers
+        self.trunk = nn.Sequential(*[m for i, o in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(i, o), nn.ReLU())])
+        self.mean = nn.Linear(hidden, act_dim)
+        self.log_std = nn.Linear(hidden, act_dim)
+
+    def forward(self, obs: torch.Tensor):
+        h = self.trunk(obs)
+        # the std depends on the state (two heads on one trunk); clamping log std = clipping std
+        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, obs: torch.Tensor):
+        """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
+        mean, log_std = self(obs)
+        # reparameterisation trick: the noise is an input, so gradients reach mean and std
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.mean.weight.device).unsqueeze(0)
+        action = torch.tanh(self(obs_t)[0]) if deterministic else self.sample(obs_t)[0]  # eval: tanh(mean)
+        return action[0].cpu().numpy()
+
+
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(tanh(u)) = log N(u; mean, std) - sum log(1 - tanh(u)^2), with the stable identity
+    log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))."""
+    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    return (gauss - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+
+
+# [end copy]
+
+
+# [copy: sac-core]
+# ---------------------------------------------------------------------------------------------
+# SAC pieces every script shares: target, actor + temperature step, optimizers
+# (shapes: E ensemble members, B batch, A action dims)
+# ---------------------------------------------------------------------------------------------
+BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def td_target(critic_target, actor, log_alpha, batch: dict, args) -> torch.Tensor:
+    """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
+    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With
+    `--max-target-backup`, a' is the best of BACKUP_ACTIONS sampled next actions under that min."""
+    next_obs = batch["next_obs"]  # (B, obs)
+    if args.max_target_backup:  # sparse rewards: back up the best next action, not a random one
+        next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
+    next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
+    # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
+    # (the official code draws with replacement; SPEC section 2).
+    idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(log_alpha.device)
+    next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
+    if args.max_target_backup:
+        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
+        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
+    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
+        next_q = next_q - log_alpha.exp() * next_log_pi
+    return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
+
+def update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, obs: torch.Tensor,
+                           target_entropy: float) -> dict:
+    """One actor step and one temperature step on the whole (utd * batch) sample."""
+    # N = utd * batch_size: the actor sees every transition the critics were trained on this step
+    actions, log_pi = actor.sample(obs)  # (N, A), (N,)
+    q = critic(obs, actions).min(dim=0).values  # min over the WHOLE ensemble (official code), (N,)
+    alpha = log_alpha.exp().detach()
+    # maximise Q - alpha * log pi: high value, but keep the policy's entropy (SAC)
+    actor_loss = (alpha * log_pi - q).mean()
+    actor_opt.zero_grad(set_to_none=True)
+    # Only the actor's weights need gradients: asking for them alone skips the critic weight
+    # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
+    actor_loss.backward(inputs=list(actor.parameters()))
+    actor_opt.step()
+    # Temperature: alpha = exp(log_alpha) (CleanRL's parameterisation; the official code uses a
+    # softplus). It grows when the entropy is below target and shrinks when above.
+    entropy = -log_pi.detach().mean()
+    alpha_loss = log_alpha.exp() * (entropy - target_entropy)
+    alpha_opt.zero_grad(set_to_none=True)
+    alpha_loss.backward()
+    alpha_opt.step()
+    return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
+            "alpha": log_alpha.detach().exp()}
+
+
+def make_optimizers(actor, critic, log_alpha, args):
+    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
+    fused = {"fused": True} if log_alpha.device.type in ("cpu", "cuda") else {}
+    return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
+            torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
+            torch.optim.Adam([log_alpha], lr=args.temp_lr, **fused))
+
+
+# [end copy]
+
+
+# [copy: sac-update]
+# ---------------------------------------------------------------------------------------------
+# SAC's critic step and the high-UTD step of one environment step (the online learner)
+# ---------------------------------------------------------------------------------------------
+def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: dict, args) -> dict:
+    """One TD step on all members of the ensemble, then the target update."""
+    target_q = td_target(critic_target, actor, log_alpha, batch, args)  # (B,)
+    q = critic(batch["obs"], batch["actions"])  # (E, B)
+    # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
+    # comes from independent initialisations. Mean over members and batch (official code).
+    loss = F.mse_loss(q, target_q.expand_as(q))
+    critic_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    critic_opt.step()
+    soft_update(critic_target, critic, args.tau)  # after every critic step
+    return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
+
+
+def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, batch: dict,
+               args, target_entropy: float, update_actor: bool = True) -> dict:
+    """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
+    sample (target update after each), then ONE actor + temperature update on all of it
+    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
+    # High UTD (App. I): several critic steps per env step learn more from each transition; the
+    # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
+    for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
+        minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
+        info = update_critic(critic, critic_target, actor, log_alpha, critic_opt, minibatch, args)
+    if update_actor:
+        info.update(update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"], target_entropy))
+    return info
+
+
+# [end copy]
+
+
+# [copy: iql-update]
+# ---------------------------------------------------------------------------------------------
+# IQL (Kostrikov et al., 2022; SPEC section 4): in-sample learning, no action outside the data
+# is ever evaluated. B = batch, E = ensemble members.
+# ---------------------------------------------------------------------------------------------
+class ValueNet(nn.Module):
+    """V(s): IQL's state value, an upper expectile of Q(s, a) over the dataset's actions."""
+
+    def __init__(self, obs_dim: int, hidden: int, layers: int):
+        super().__init__()
+        sizes = [obs_dim] + [hidden] * layers
+        self.net = nn.Sequential(*[m for i, o in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(i, o), nn.ReLU())],
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)  # (B,)
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """Asymmetric squared loss on diff = Q - V: |expectile - 1(diff < 0)| * diff^2. With
+    expectile > 0.5, V is pulled up more than down, towards the best actions IN the data."""
+    weight = torch.where(diff > 0, expectile, 1.0 - expectile)
+    return (weight * diff.pow(2)).mean()
+
+
+def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
+    """exp(beta * A), clipped at max_weight (100): a few huge advantages must not own the batch."""
+    return torch.exp(beta * advantage).clamp(max=max_weight)
+
+
+def dataset_log_prob(actor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi(a_data | s) under the tanh-Gaussian: the dataset action is un-squashed with atanh,
+    clipped to +-(1 - 1e-6) first so that atanh stays finite (SPEC section 4)."""
+    mean, log_std = actor(obs)
+    u = torch.atanh(actions.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+    return tanh_gaussian_log_prob(u, mean, log_std)  # (B,)
+
+
+def iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value_opt, batch: dict, args) -> dict:
+    """One IQL step: V to the expectile of the target critics' Q, Q to r + gamma V(s'), and the
+    actor by advantage-weighted regression onto the dataset's actions."""
+    obs, actions = batch["obs"], batch["actions"]
+    with torch.no_grad():  # min over 2 target members drawn without replacement, as SAC's target
+        idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(obs.device)
+        q_target = critic_target(obs, actions, idx).min(dim=0).values  # (B,)
+    v = value(obs)  # (B,)
+    value_loss = expectile_loss(q_target - v, args.expectile)
+    value_opt.zero_grad(set_to_none=True)
+    value_loss.backward()
+    value_opt.step()
+
+    # actor: imitate the data's actions, each weighted by how much better than V(s) it is
+    weights = awr_weights(q_target - v.detach(), args.awr_beta, args.awr_max_weight)  # (B,)
+    actor_loss = -(weights * dataset_log_prob(actor, obs, actions)).mean()
+    actor_opt.zero_grad(set_to_none=True)
+    actor_loss.backward()
+    actor_opt.step()
+
+    with torch.no_grad():  # the TD target bootstraps from V(s'), never from a new action
+        target = batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * value(batch["next_obs"])  # (B,)
+    q = critic(obs, actions)  # (E, B): every member regresses to the same target
+    critic_loss = F.mse_loss(q, target.expand_as(q))
+    critic_opt.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    critic_opt.step()
+    soft_update(critic_target, critic, args.tau)
+    return {"qf_loss": critic_loss.detach(), "qf_mean": q.detach().mean(), "value_loss": value_loss.detach(),
+            "actor_loss": actor_loss.detach(), "awr_weight_mean": weights.mean()}
+
+
+# [end copy]
+
+
+# [copy: q-diagnostics]
+# ---------------------------------------------------------------------------------------------
+# The paper's evidence (SPEC section 7): Q and TD error on data the critic is not trained on
+# ---------------------------------------------------------------------------------------------
+def heldout_split(data: dict, size: int, seed: int) -> tuple[dict, dict]:
+    """Split the flat offline arrays into (training, held-out): `size` random transitions (at most
+    a tenth) are set aside for evaluation only, so Q on offline data can still be measured once
+    the dataset has been discarded."""
+    n = len(data["rewards"])
+    held = np.random.default_rng(seed).permutation(n)[: min(size, n // 10)]
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return {k: v[~mask] for k, v in data.items()}, {k: v[mask] for k, v in data.items()}
+
+
+def to_batch(data: dict, device: torch.device) -> dict:
+    """Flat offline arrays -> the dict of tensors that ReplayBuffer.sample returns."""
+    names = {"obs": "observations", "actions": "actions", "rewards": "rewards", "next_obs": "next_observations",
+             "terminals": "terminals", "mc_returns": "mc_returns"}
+    return {k: torch.as_tensor(data[v], dtype=torch.float32, device=device) for k, v in names.items() if v in data}
+
+
+@torch.no_grad()
+def q_diagnostics(critic, critic_target, actor, log_alpha, batch: dict, args) -> dict:
+    """Mean Q(s, a) over members and transitions, and the mean squared TD error, on a batch.
+    On held-out offline data, a falling Q after the switch is the "downward spiral" (Fig. 4)."""
+    q = critic(batch["obs"], batch["actions"])  # (E, B)
+    target = td_target(critic_target, actor, log_alpha, batch, args)  # (B,)
+    return {"q": float(q.mean()), "td_error": float((q - target).pow(2).mean())}
+
+
+# [end copy]
+
+
+# [copy: kl-diagnostics]
+# ---------------------------------------------------------------------------------------------
+# Did fine-tuning forget the pre-trained agent? (SPEC section 7, paper Fig. 8)
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def policy_kl(actor_pre: Actor, actor: Actor, obs: torch.Tensor, samples: int = 10) -> float:
+    """KL(pi_pre(.|s) || pi(.|s)) averaged over states, estimated by Monte Carlo with actions
+    drawn from pi_pre: mean of log pi_pre(a|s) - log pi(a|s). Both policies squash the same
+    pre-tanh sample u, and tanh's Jacobian term cancels in the difference, so this estimates
+    the KL of the two Gaussians over u (which equals the KL of the squashed policies)."""
+    mean_pre, log_std_pre = actor_pre(obs)  # (B, A)
+    mean, log_std = actor(obs)
+    u = mean_pre + log_std_pre.exp() * torch.randn(samples, *mean_pre.shape, device=obs.device)  # (S, B, A)
+    return float((tanh_gaussian_log_prob(u, mean_pre, log_std_pre) - tanh_gaussian_log_prob(u, mean, log_std)).mean())
+
+
+@torch.no_grad()
+def q_softmax_kl(critic_pre, critic, actor_pre: Actor, actor: Actor, obs: torch.Tensor, n_actions: int) -> float:
+    """KL(softmax(Q_pre(s, .)) || softmax(Q(s, .))) over n_actions actions per state, half drawn
+    from pi_pre(s) and half from pi(s), averaged over states. It compares what the two critics
+    PREFER, whatever their scale (Q is the ensemble mean)."""
+    B, half = len(obs), n_actions // 2
+    obs_rep = obs.repeat_interleave(half, dim=0)  # (B * half, obs)
+    actions = torch.cat([actor_pre.sample(obs_rep)[0].view(B, half, -1), actor.sample(obs_rep)[0].view(B, half, -1)], dim=1)
+    obs_all, actions = obs.repeat_interleave(2 * half, dim=0), actions.flatten(0, 1)  # (B * 2half, ...)
+    log_p = F.log_softmax(critic_pre(obs_all, actions).mean(0).view(B, -1), dim=1)  # (B, n)
+    log_q = F.log_softmax(critic(obs_all, actions).mean(0).view(B, -1), dim=1)
+    return float((log_p.exp() * (log_p - log_q)).sum(1).mean())
+
+
+# [end copy]
+
+
+# [copy: evaluate]
+# ---------------------------------------------------------------------------------------------
+# Evaluation, checkpoints, curves
+# ---------------------------------------------------------------------------------------------
+def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float]]:
+    """Mean return of the deterministic policy tanh(mean) (untransformed rewards) and its
+    normalised score 100 * (R - random) / (expert - random) when reference scores are known."""
+    returns = []
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(actor.act(obs, deterministic=True))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    mean = float(np.mean(returns))
+    score = None if ref_scores is None else 100.0 * (mean - ref_scores[0]) / (ref_scores[1] - ref_scores[0])
+    return mean, score
+
+
+def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env}__{exp_name}__{seed}__{unix time}, created here and unique: runs started in the
+    same second (seeds launched side by side) get a suffix instead of sharing one log folder."""
+    base = os.path.join("runs", f"{env_id}__{exp_name}__{seed}__{int(time.time())}")
+    run_dir, n = base, 1
+    while True:
+        try:
+            os.makedirs(run_dir)  # fails if it exists, even when another process made it a moment ago
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = f"{base}_{n}"
+
+
+def save_checkpoint(path: str, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
+                    args, step: int, **extra) -> None:
+    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
+    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
+    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                "critic_target": critic_target.state_dict(), "log_alpha": log_alpha.detach().cpu(),
+                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step, **extra}, path)
+
+
+def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
+    """Evaluation return against environment steps, as a PNG next to the tensorboard logs;
+    `marks` {label: step} draws the phase boundaries (e.g. where updates start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([e[0] for e in evals], [e[1] for e in evals], marker="o")
+    for label, step in (marks or {}).items():
+        ax.axvline(step, color="gray", linestyle="--", linewidth=1)
+        ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), fontsize=8, color="gray",
+                    rotation=90, ha="right", va="top")
+    ax.set(xlabel="environment steps", ylabel="evaluation return", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# [end copy]
+
+
+# [copy: checkpoint-load]
+# ---------------------------------------------------------------------------------------------
+# Loading a checkpoint written by save_checkpoint (any script of this repository)
+# ---------------------------------------------------------------------------------------------
+NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers")
+
+
+def read_checkpoint(path: str, device: torch.device) -> dict:
+    if not os.path.isfile(path):
+        raise SystemExit(
+            f"error: no checkpoint at {path!r}. Pre-train one with `python calql_offline.py --dataset-id ID` "
+            "(it writes runs/<run>/calql_offline_pretrained.pt), or save one with any script's --save-model."
+        )
+    try:  # weights_only: a checkpoint holds tensors, numbers and strings, never code to run
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise SystemExit(f"error: cannot read checkpoint {path!r}: {e}")
+    missing = [k for k in ("actor", "critic", "critic_target", "log_alpha", "actor_opt", "critic_opt",
+                           "alpha_opt", "args") if k not in ckpt]
+    if missing:
+        raise SystemExit(f"error: {path!r} is not a checkpoint of these scripts (it lacks {', '.join(missing)}).")
+    return ckpt
+
+
+def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
+    """The networks must be built with the checkpoint's sizes: they override the flags (said aloud)."""
+    for key in NETWORK_ARGS:
+        value = ckpt["args"][key]
+        if getattr(args, key) not in (None, value):
+            print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
+        setattr(args, key, value)
+
+
+def restore(ckpt: dict, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt) -> None:
+    """Weights, temperature and Adam states, exactly as saved."""
+    try:
+        actor.load_state_dict(ckpt["actor"])
+        critic.load_state_dict(ckpt["critic"])
+        critic_target.load_state_dict(ckpt["critic_target"])
+    except RuntimeError as e:
+        raise SystemExit(f"error: the checkpoint (trained on {ckpt['args'].get('env_id') or ckpt['args'].get('dataset_id')}) "
+                         f"does not fit this environment's observation/action sizes:\n{e}")
+    with torch.no_grad():
+        log_alpha.copy_(ckpt["log_alpha"])
+    for opt, key in ((actor_opt, "actor_opt"), (critic_opt, "critic_opt"), (alpha_opt, "alpha_opt")):
+        lrs = [group["lr"] for group in opt.param_groups]
+        opt.load_state_dict(ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
+        for group, lr in zip(opt.param_groups, lrs):
+            group["lr"] = lr  # ... but the learning rates are this run's flags, not the checkpoint's
+
+
+# [end copy]
+
+
+def main(args: Args) -> dict:
+    # ===== SETUP =================================================================================
+    if not 0.0 <= args.offline_ratio < 1.0:
+        raise SystemExit("error: --offline-ratio must be in [0, 1).")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    ckpt = None
+    if args.pretrained_checkpoint:
+        ckpt = read_checkpoint(args.pretrained_checkpoint, device)
+        use_checkpoint_network_sizes(args, ckpt)
+        args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
+    args.dataset_id = args.dataset_id or "mujoco/hopper/medium-v0"
+    domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
+    preset = apply_domain_preset(args, domain)
+    if args.max_target_backup is None:  # App. I: online SAC backs up the best next action on antmaze only
+        args.max_target_backup = domain == "antmaze"
+    data, metadata = load_offline_data(args.dataset_id, domain)
+    env_id = args.env_id or metadata.get("env_id") or "Hopper-v5"
+    reward_transform = REWARD_TRANSFORMS[domain]
+    ref_scores = reference_scores(env_id, metadata)
+    train_data, heldout_data = heldout_split(data, args.heldout_size, args.seed)
+    del data
+
+    keep_freed_memory()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
+
+    env, eval_env = make_env(env_id, args.seed), make_env(env_id, args.seed + 10_000)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if train_data["observations"].shape[1] != obs_dim:
+        raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
+                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+
+    run_dir = make_run_dir(env_id, args.exp_name, args.seed)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
+    # the temperature is learned in log space, so alpha = exp(log_alpha) stays positive
+    log_alpha = torch.tensor(math.log(args.init_temperature), device=device, requires_grad=True)
+    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, log_alpha, args)
+    # IQL's value net, used in phase 1 (and online with --online-algo iql) only
+    value = ValueNet(obs_dim, args.critic_hidden, args.critic_layers).to(device)
+    value_opt = torch.optim.Adam(value.parameters(), lr=args.iql_lr)
+    if ckpt is not None:
+        restore(ckpt, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt)
+        if "value" in ckpt:  # an IQL checkpoint of this script
+            value.load_state_dict(ckpt["value"])
+            value_opt.load_state_dict(ckpt["value_opt"])
+    for opt in (actor_opt, critic_opt):  # IQL trains actor and critics at its own rate (3e-4)
+        for group in opt.param_groups:
+            group["lr"] = args.iql_lr
+
+    offline_rb = ReplayBuffer.from_arrays(train_data, device)
+    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
+    del train_data, heldout_data  # from here on the offline data lives in offline_rb alone
+
+    def iql_step(batch: dict) -> dict:  # one IQL step: phase 1, and phase 3 with --online-algo iql
+        return iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value_opt, batch, args)
+
+    def evaluate_and_log(prefix: str, step: int, evals: list) -> None:
+        ret, score = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
+        evals.append((step, ret, score))
+        writer.add_scalar(f"{prefix}eval/return", ret, step)
+        if score is not None:
+            writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
+
+    def log_diagnostics(prefix: str, step: int, batches: dict) -> None:
+        # (the TD error is measured against SAC's target in both phases: IQL's V(s') is gone after the hand-over)
+        for name, batch in batches.items():
+            for key, number in q_diagnostics(critic, critic_target, actor, log_alpha, batch, args).items():
+                writer.add_scalar(f"{prefix}{key}_{name}", number, step)
+            if prefix == "analysis/":  # online: how far fine-tuning has moved from the pre-trained agent (Fig. 8)
+                writer.add_scalar(f"analysis/policy_kl_{name}", policy_kl(actor_pre, actor, batch["obs"]), step)
+                writer.add_scalar(f"analysis/q_softmax_kl_{name}", q_softmax_kl(
+                    critic_pre, critic, actor_pre, actor, batch["obs"], args.analysis_actions), step)
+
+    print(f"WSRL (IQL initialisation) on {env_id} | {device} | data {args.dataset_id}: {offline_rb.size:,} transitions "
+          f"(+{len(heldout['rewards']):,} held out) | domain {domain}"
+          + (f" (preset: {', '.join(f'{k}={v}' for k, v in preset.items())})" if preset else "")
+          + f" | logs: {run_dir}")
+    summary = {"run_dir": run_dir, "evals": [], "offline_evals": [], "first_losses": None}
+    start_time, info, interrupted = time.time(), {}, False
+    eval_env.reset(seed=args.seed + 10_000)
+
+    # ===== PHASE 1: OFFLINE PRE-TRAINING WITH IQL (Alg. 1, line 1) =================================
+    step = 0
+    if ckpt is None:
+        print(f"===== PHASE 1: offline pre-training (IQL), {args.offline_steps:,} gradient steps =====")
+        try:
+            for step in range(1, args.offline_steps + 1):
+                info = iql_step(offline_rb.sample((args.batch_size,), gen))
+                if summary["first_losses"] is None:
+                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                if step % 100 == 0 or step == args.offline_steps:
+                    for k, v in info.items():
+                        writer.add_scalar(f"offline/losses/{k}", float(v), step)
+                if step % args.offline_eval_interval == 0 or step == args.offline_steps:
+                    evaluate_and_log("offline/", step, summary["offline_evals"])
+                    log_diagnostics("offline/analysis/", step, {"heldout": heldout})
+                if step % 250 == 0 or step == args.offline_steps:
+                    sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
+                                         summary["offline_evals"], info, phase="offline")
+                    writer.add_scalar("offline/SPS", sps, step)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted at offline step {step:,}; saving the checkpoint so far")
+            interrupted = True
+        # The hand-over to fine-tuning, and to the WSRL scripts and jsrl.py (--pretrained-checkpoint)
+        path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
+        save_checkpoint(path, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
+                        args, step, value=value.state_dict(), value_opt=value_opt.state_dict(), env_id=env_id)
+        summary["pretrained_checkpoint"] = path
+        print(f"pre-trained checkpoint: {path}")
+    else:
+        print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
+
+    # ===== DISCARD THE OFFLINE DATA (Sec. 4: WSRL fine-tunes without it) ==========================
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # Alg. 1, line 2: a fresh, EMPTY buffer
+    warmup_env_steps = args.warmup_steps
+    if args.warmup_policy == "dataset":  # App. K ablation: K offline transitions instead of K warmup steps
+        seed_batch = offline_rb.sample((args.warmup_steps,), gen)
+        for i in range(args.warmup_steps):
+            rb.add(seed_batch["obs"][i], seed_batch["actions"][i], seed_batch["rewards"][i],
+                   seed_batch["next_obs"][i], bool(seed_batch["terminals"][i]), False)
+        warmup_env_steps = 0
+    if args.offline_ratio > 0:
+        retained = offline_rb  # App. L ablation: keep part of every batch offline
+        print(f"offline data RETAINED (ablation): {args.offline_ratio:.0%} of every online batch comes from it")
+    else:
+        retained = None  # WSRL: no retention (SPEC section 1)
+        print("offline data DISCARDED: online batches come from the online buffer only")
+    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
+
+    # ===== HAND-OVER: SAC starts from the pre-trained agent (Alg. 1, line 3; App. H) ===============
+    # IQL -> SAC (SPEC section 4; not in the official code). IQL was trained with SAC's own
+    # networks: the same 10-member LayerNorm critic ensemble (its Q regressed to r + gamma V(s'))
+    # and the same tanh-Gaussian actor (trained by weighted log-likelihood of the data's actions).
+    # So the actor, critics and target carry over as they are, with their Adam moments. What SAC
+    # does not have is dropped or reset:
+    # - the value net V(s): SAC's target uses Q(s', a' ~ pi) instead (kept only for --online-algo iql);
+    # - the temperature: IQL has no entropy term, so alpha starts at --init-temperature (1.0) with a
+    #   fresh Adam, as SAC from scratch would;
+    # - the learning rates: IQL's 3e-4 for all, SAC's --actor-lr / --critic-lr from here on.
+    if args.online_algo == "sac":
+        del value, value_opt
+    with torch.no_grad():
+        log_alpha.fill_(math.log(args.init_temperature))
+    alpha_opt = make_optimizers(actor, critic, log_alpha, args)[2]
+    for opt, lr in ((actor_opt, args.actor_lr), (critic_opt, args.critic_lr)):
+        for group in opt.param_groups:
+            group["lr"] = lr
+    # frozen copies: the warmup acts with pi_pre, and the analysis measures the distance to both
+    actor_pre = copy.deepcopy(actor).requires_grad_(False)
+    critic_pre = copy.deepcopy(critic).requires_grad_(False)
+    # The actor, critics, target, temperature AND their Adam states carry over (the paper keeps the
+    # optimizer state), unless an ablation asks for fresh networks.
+    if not args.init_policy:  # Fig. 13: fine-tune a randomly initialised policy
+        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
+        actor_opt = make_optimizers(actor, critic, log_alpha, args)[0]
+    if not args.init_critic:  # Fig. 12 (left): fine-tune randomly initialised critics
+        critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+        critic_target.load_state_dict(critic.state_dict())
+        critic_opt = make_optimizers(actor, critic, log_alpha, args)[1]
+
+    # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
+    step, last_return, info = 0, float("nan"), {}  # no update yet: no losses to show
+    if not interrupted:
+        print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
+              f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} =====")
+        # step 0 = the pre-trained agent, so every online curve starts at the offline result
+        evaluate_and_log("", 0, summary["evals"])
+        log_diagnostics("analysis/", 0, {"heldout": heldout})
+        obs, _ = env.reset(seed=args.seed)
+        online_start, updates_start = time.time(), None
+        try:
+            for step in range(1, args.online_steps + 1):  # Alg. 1, line 4
+                if step <= warmup_env_steps:  # PHASE 2, Alg. 1 line 6: the FROZEN pre-trained policy acts,
+                    # sampling (not its mean), so the first online batches look like the offline data (Sec. 4)
+                    if args.warmup_policy == "pretrained":
+                        action = actor_pre.act(obs, deterministic=False)
+                    else:  # ablation: uniform random actions
+                        action = env.action_space.sample()
+                else:  # PHASE 3, Alg. 1 line 8: the policy being fine-tuned acts
+                    action = actor.act(obs, deterministic=False)
+                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+                rb.add(o, a, reward_transform(r), next_o, terminated, ended)  # Alg. 1, line 10
+                if episode is not None:
+                    last_return = float(episode["r"])
+                    writer.add_scalar("charts/episodic_return", last_return, step)
+                    writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
+
+                if step > warmup_env_steps:  # Alg. 1, lines 11-14: no gradient step during warmup
+                    if updates_start is None:
+                        updates_start = (time.time(), step)
+                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen)
+                    if args.online_algo == "sac":  # plain SAC: no pessimism, no behaviour constraint
+                        info = sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
+                                          batch, args, target_entropy,
+                                          update_actor=step - warmup_env_steps > args.policy_freeze_steps)
+                    else:  # the IQL baseline: IQL's in-sample updates continued online, one per minibatch
+                        for k in range(args.utd):
+                            info = iql_step({key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()})
+                    if step % 100 == 0 or step == args.online_steps:
+                        for k, v in info.items():
+                            writer.add_scalar(f"losses/{k}", float(v), step)
+                if step % args.analysis_interval == 0:
+                    log_diagnostics("analysis/", step, {"heldout": heldout, "online": rb.sample((args.batch_size,), gen)})
+                if step % args.eval_interval == 0 or step == args.online_steps:
+                    evaluate_and_log("", step, summary["evals"])
+                if step % 1000 == 0 or step == args.online_steps:
+                    summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
+                                                    last_return, summary["evals"], info, phase="online")
+                    writer.add_scalar("charts/SPS", summary["sps"], step)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted at online step {step:,}; saving what there is")
+
+    # ===== SAVE =================================================================================
+    if args.save_model:
+        path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        save_checkpoint(path, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, args, step,
+                        env_id=env_id)
+        summary["checkpoint"] = path
+    if summary["offline_evals"]:
+        save_curve(os.path.join(run_dir, "offline_eval_curve.png"), summary["offline_evals"],
+                   f"IQL offline on {args.dataset_id}")
+    if summary["evals"]:
+        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"WSRL (IQL init) on {env_id}",
+                   {"updates start": warmup_env_steps} if warmup_env_steps else None)
+    env.close()
+    eval_env.close()
+    writer.close()
+    print_summary(summary, step, start_time)
+    return summary
+
+
+# [copy: progress]
+def print_progress(step, total, start_time, updates_start, last_return, evals, info, phase: str = "step") -> float:
+    """One status line: progress, speed of the update phase, time left, latest returns.
+    Returns the speed in steps per second (since updates began, once they have)."""
+    now = time.time()
+    if updates_start is not None and step > updates_start[1]:
+        sps = (step - updates_start[1]) / (now - updates_start[0])  # speed with gradient updates
+    else:
+        sps = step / max(now - start_time, 1e-9)
+    # before the first update the speed says nothing about what is left: updates cost far more
+    eta = f"ETA {(total - step) / max(sps, 1e-9) / 60:5.1f} min" if updates_start is not None else "warmup, no updates"
+    line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s | {eta}"
+    if not math.isnan(last_return):  # nan: no episode finished yet (or none at all, offline)
+        line += f" | episode return {last_return:8.1f}"
+    if evals:
+        s, ret, score = evals[-1]
+        line += f" | eval {ret:8.1f}" + (f" ({score:5.1f})" if score is not None else "")
+    if info:
+        line += f" | qf_loss {float(info['qf_loss']):.3g}"
+        if "alpha" in info:  # not while the actor and temperature are frozen (WSRL's App. F ablation)
+            line += f" | alpha {float(info['alpha']):.3g}"
+    print(line, flush=True)
+    return sps
+
+
+def print_summary(summary: dict, step: int, start_time: float) -> None:
+    minutes = (time.time() - start_time) / 60
+    print(f"\n===== SUMMARY: {step:,} steps in {minutes:.1f} min =====")
+    for phase in ("offline", "online"):  # scripts with an offline phase keep its evals apart
+        evals = summary["evals"] if phase == "online" else summary.get("offline_evals", [])
+        if evals and "offline_evals" in summary:
+            print(f"  {phase} phase ({'gradient' if phase == 'offline' else 'environment'} steps):")
+        for s, ret, score in evals:
+            print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
+    print(f"  tensorboard --logdir {os.path.dirname(summary['run_dir'])}   (curve: {summary['run_dir']}/eval_curve.png)")
+    for key in ("pretrained_checkpoint", "checkpoint", "dataset"):
+        if key in summary:
+            print(f"  {key}: {summary[key]}")
+
+
+# [end copy]
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
