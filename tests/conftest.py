@@ -16,3 +16,32 @@ def sandbox(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return tmp_path
+
+
+def write_random_dataset(S, dataset_id: str = "test/hopper/random-v0", episodes: int = 30) -> str:
+    """`episodes` episodes of a uniformly random policy on Hopper-v5, written with Minari's own
+    writer through script module S (any script: they share these blocks)."""
+    import torch
+
+    env = S.make_env("Hopper-v5", 0)
+    rb = S.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
+    obs, _ = env.reset(seed=0)
+    done = 0
+    while done < episodes:
+        (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
+        rb.add(o, a, r, next_o, terminated, ended)
+        done += int(ended)
+    S.save_minari(dataset_id, rb.episodes(), "Hopper-v5", S.D4RL_REF_SCORES["hopper"], "random")
+    return dataset_id
+
+
+@pytest.fixture(scope="module")
+def module_sandbox(tmp_path_factory):
+    """Like `sandbox`, for fixtures shared by a whole test module (e.g. one pre-trained checkpoint)."""
+    root = tmp_path_factory.mktemp("module")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+        mp.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+        mp.delenv("HF_HUB_OFFLINE", raising=False)
+        yield root

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 import calql_offline as C
+from conftest import write_random_dataset
 
 TINY = dict(offline_steps=40, online_steps=40, num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
             cql_n_actions=4, offline_eval_interval=40, eval_interval=40, eval_episodes=1, analysis_interval=20,
@@ -261,17 +262,7 @@ def test_bad_checkpoints_fail_with_a_clear_message(tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def dataset(sandbox):
-    """30 episodes of a random policy on Hopper-v5, written with Minari's own writer."""
-    env = C.make_env("Hopper-v5", 0)
-    rb = C.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
-    obs, _ = env.reset(seed=0)
-    episodes = 0
-    while episodes < 30:
-        (o, a, r, next_o, terminated, ended), obs, _ = C.env_step(env, obs, env.action_space.sample())
-        rb.add(o, a, r, next_o, terminated, ended)
-        episodes += int(ended)
-    C.save_minari("test/hopper/random-v0", rb.episodes(), "Hopper-v5", C.D4RL_REF_SCORES["hopper"], "random")
-    return "test/hopper/random-v0"
+    return write_random_dataset(C)
 
 
 def run(dataset, **overrides):

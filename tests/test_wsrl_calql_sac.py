@@ -11,34 +11,22 @@ import torch
 import torch.nn as nn
 
 import wsrl_calql_sac as W
+from conftest import write_random_dataset
 
 TINY = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32, cql_n_actions=4, offline_eval_interval=20,
             eval_interval=30, eval_episodes=1, analysis_interval=15, heldout_size=50, analysis_actions=4)
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
+def pretrained(module_sandbox):
     """A random-policy Hopper dataset and a 20-step Cal-QL checkpoint, made once for the module."""
-    root = tmp_path_factory.mktemp("wsrl")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
-        mp.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-        env = W.make_env("Hopper-v5", 0)
-        rb = W.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
-        obs, _ = env.reset(seed=0)
-        episodes = 0
-        while episodes < 30:
-            (o, a, r, next_o, terminated, ended), obs, _ = W.env_step(env, obs, env.action_space.sample())
-            rb.add(o, a, r, next_o, terminated, ended)
-            episodes += int(ended)
-        W.save_minari("test/hopper/random-v0", rb.episodes(), "Hopper-v5", W.D4RL_REF_SCORES["hopper"], "random")
-        summary = W.main(W.Args(dataset_id="test/hopper/random-v0", offline_steps=20, online_steps=0, **TINY))
-        yield root, os.path.abspath(summary["pretrained_checkpoint"]), mp
+    write_random_dataset(W)
+    summary = W.main(W.Args(dataset_id="test/hopper/random-v0", offline_steps=20, online_steps=0, **TINY))
+    return module_sandbox, os.path.abspath(summary["pretrained_checkpoint"])
 
 
 def run(pretrained, **overrides):
-    root, ckpt, mp = pretrained
+    root, ckpt = pretrained
     args = {**TINY, "pretrained_checkpoint": ckpt, "online_steps": 30, "warmup_steps": 10, **overrides}
     return W.main(W.Args(**args))
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import wsrl_iql_sac as I
+from conftest import write_random_dataset
 
 TINY = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32, offline_eval_interval=20, eval_interval=30,
             eval_episodes=1, analysis_interval=15, heldout_size=50, analysis_actions=4)
@@ -36,22 +37,8 @@ def test_dataset_log_prob_is_finite_at_the_action_bounds():
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("iql")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
-        mp.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-        env = I.make_env("Hopper-v5", 0)
-        rb = I.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
-        obs, _ = env.reset(seed=0)
-        episodes = 0
-        while episodes < 30:
-            (o, a, r, next_o, terminated, ended), obs, _ = I.env_step(env, obs, env.action_space.sample())
-            rb.add(o, a, r, next_o, terminated, ended)
-            episodes += int(ended)
-        I.save_minari("test/hopper/random-v0", rb.episodes(), "Hopper-v5", I.D4RL_REF_SCORES["hopper"], "random")
-        yield "test/hopper/random-v0"
+def dataset(module_sandbox):
+    return write_random_dataset(I)
 
 
 def test_hand_over_copies_iql_weights_drops_value_and_resets_temperature(dataset, monkeypatch):
