@@ -1,0 +1,1007 @@
+"""Jump-Start RL (JSRL): a frozen pre-trained guide rolls in, the learning policy rolls out.
+
+JSRL (Uchendu et al., 2023) is the baseline closest to WSRL in the WSRL paper (Zhou et al.,
+ICLR 2025, Fig. 7). Both start online fine-tuning from an offline pre-trained agent without
+keeping the offline data, and both let the pre-trained policy shape the first online data.
+WSRL does it once: K warmup steps of the frozen policy, then it steps aside. JSRL does it as a
+curriculum, episode by episode:
+
+  at the start of each episode, with probability p (0.5 at first, decaying linearly to 0 over
+  the first --jsrl-decay-steps = 100k steps), the frozen GUIDE acts for a roll-in of H steps,
+  H ~ Geometric (it continues with probability 0.99 after each step, so E[H] = 100); then
+  the LEARNING policy acts to the end of the episode. Otherwise the learner acts throughout.
+  Both parts of an episode go to the replay buffer.
+
+As in the paper's (stronger) variant, the learning policy starts as a copy of the guide, and
+the critics start from the checkpoint too (`--no-init-critic`: fresh ones). Training is the
+high-UTD ensemble SAC of sac_fast.py, the same marked copies, with no offline data. Evaluation
+uses the learning policy alone: the guide never acts there.
+
+`diff sac_fast.py jsrl.py` shows exactly what JSRL adds: the checkpoint loading, the guide,
+and the roll-in in the training loop.
+
+    python calql_offline.py --dataset-id local/hopper/replay-30k-v0 --online-steps 0   # a checkpoint
+    python jsrl.py --pretrained-checkpoint runs/RUN/calql_offline_pretrained.pt          # CPU-sized run
+    python jsrl.py --pretrained-checkpoint CKPT --no-init-critic                         # fresh critics
+    python jsrl.py --pretrained-checkpoint CKPT --utd 4 --total-timesteps 1000000 --eval-interval 10000 --eval-episodes 20  # paper
+"""
+
+import copy
+import math
+import os
+import random
+import re
+import socket
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # ---- generic --------------------------------------------------------------------------
+    exp_name: str = "jsrl"
+    """name of this experiment (used in the run folder name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch, environment, roll-in draws)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when it is available (the CPU is used otherwise)"""
+    save_model: bool = False
+    """save a checkpoint (actor, critics, target, temperature, optimizer states, args) at the end
+    of the run, or when it is interrupted, to runs/{run_name}/{exp_name}.pt"""
+
+    # ---- guide ----------------------------------------------------------------------------
+    pretrained_checkpoint: Optional[str] = None
+    """REQUIRED: the pre-trained agent (calql_offline.py's runs/RUN/calql_offline_pretrained.pt,
+    a WSRL script's *_pretrained.pt, or any script's --save-model); it is the guide, and the
+    learning policy starts as a copy of it"""
+    env_id: Optional[str] = None
+    """gymnasium environment id; default: the checkpoint's environment"""
+    init_policy: bool = True
+    """start the learning policy from the guide (the paper's JSRL); `--no-init-policy`: a fresh
+    one, as in the original JSRL"""
+    init_critic: bool = True
+    """start the critics and target from the checkpoint (`--no-init-critic`: fresh ones)"""
+    jsrl_initial_prob: float = 0.5
+    """probability that an episode starts with a guide roll-in, at step 0"""
+    jsrl_decay_steps: int = 100_000
+    """steps over which that probability decays linearly to 0 (paper: 100k)"""
+    jsrl_continue_prob: float = 0.99
+    """after each roll-in step the guide continues with this probability (mean roll-in 1/(1-q) = 100)"""
+
+    # ---- algorithm --------------------------------------------------------------------------
+    total_timesteps: int = 15_000
+    """environment steps in total (CPU default; paper scale: 1,000,000 with --utd 4)"""
+    warmup_steps: int = 0
+    """steps (with the usual roll-ins) before the first update; 0: update from the first step,
+    as the paper's JSRL"""
+    buffer_size: int = 1_000_000
+    """replay buffer capacity"""
+    batch_size: int = 256
+    """transitions per critic update"""
+    utd: int = 1
+    """update-to-data ratio: critic updates per environment step (CPU default; paper: 4)"""
+    num_qs: Optional[int] = None
+    """critics in the ensemble (taken from the checkpoint)"""
+    num_min_qs: int = 2
+    """critics drawn (without replacement) whose min is the target (paper: 2)"""
+    critic_hidden: Optional[int] = None
+    """width of the critics' hidden layers (taken from the checkpoint)"""
+    critic_layers: Optional[int] = None
+    """hidden layers of each critic (taken from the checkpoint)"""
+    actor_hidden: Optional[int] = None
+    """width of the actor's hidden layers (taken from the checkpoint)"""
+    actor_layers: Optional[int] = None
+    """hidden layers of the actor (taken from the checkpoint)"""
+    actor_lr: float = 1e-4
+    """actor learning rate"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    temp_lr: float = 1e-4
+    """temperature learning rate"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """target smoothing coefficient (after every critic update)"""
+    init_temperature: float = 1.0
+    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
+    target_entropy: Optional[float] = None
+    """entropy the temperature aims for; default -|A|"""
+    backup_entropy: bool = False
+    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
+    max_target_backup: bool = False
+    """TD target from the best of 10 sampled next actions (the paper's SAC on antmaze)"""
+    eval_interval: int = 2_500
+    """evaluate the deterministic LEARNING policy every this many environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation (paper: 20)"""
+
+
+# [copy: cpu-speed]
+def keep_freed_memory() -> None:
+    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
+    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
+    `sys` time). Keeping freed blocks up to 32 MiB for reuse took the paper's config from 5.6 to
+    7.6 env-steps/s on our 2-core machine (`python tools/speed.py --no-malloc-tuning` to compare).
+    Harmless elsewhere: it only changes when memory is returned to the OS."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
+
+
+# [end copy]
+
+
+# [copy: minari-data]
+# ---------------------------------------------------------------------------------------------
+# Data: Minari datasets (loading, flattening, reward transform), made locally or downloaded
+# ---------------------------------------------------------------------------------------------
+# D4RL's reference returns (random policy, expert policy) for the normalised score
+# 100 * (R - random) / (expert - random). Minari's `mujoco/*` datasets do not carry them.
+D4RL_REF_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+}
+# SPEC section 6: applied to offline rewards, online rewards and returns-to-go, never to the
+# evaluation return. Sparse tasks get a negative reward per step so that "not there yet" costs.
+REWARD_TRANSFORMS = {
+    "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
+    "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
+    "kitchen": lambda r: r - 4.0,  # 0..4 subtasks done becomes -4..0
+    "locomotion": lambda r: r,
+}
+DATASET_ID_RE = re.compile(r"^(?:[\w-]+/)*[\w-]+-v\d+$")
+
+
+def domain_of(name: str) -> str:
+    """The benchmark domain of an env or dataset id; it picks the reward transform."""
+    name = name.lower()
+    if "antmaze" in name:
+        return "antmaze"
+    if "kitchen" in name:
+        return "kitchen"
+    if any(task in name for task in ("door", "pen", "relocate", "hammer")):
+        return "adroit"
+    return "locomotion"
+
+
+def reference_scores(env_id: str, metadata: Optional[dict] = None):
+    """(random, expert) returns for the normalised score, or None when unknown."""
+    if metadata and metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
+        return float(metadata["ref_min_score"]), float(metadata["ref_max_score"])
+    base = env_id.split("-v")[0].lower()  # "Hopper-v5" -> "hopper", "AntMaze_..." stays apart
+    return D4RL_REF_SCORES.get(base)
+
+
+def validate_dataset_id(dataset_id: str) -> None:
+    """Fail before anything is written: a malformed id would leave a folder that breaks Minari."""
+    if not DATASET_ID_RE.match(dataset_id) or "//" in dataset_id:
+        raise SystemExit(
+            f"error: bad dataset id {dataset_id!r}. A Minari id is NAMESPACE/NAME-vN with a version "
+            "suffix, letters, digits, '_' and '-' only, e.g. local/hopper/sac-v0."
+        )
+
+
+def local_datasets_message() -> str:
+    import minari
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = sorted(minari.list_local_datasets().keys())
+    where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+    listing = "\n".join(f"    {d}" for d in local) if local else "    (none)"
+    return (
+        f"Local Minari datasets (in {where}):\n{listing}\n"
+        "Make one with this repository's own code, e.g.\n"
+        "    python sac_fast.py --total-timesteps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+    )
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Can Minari's remote (the Hugging Face hub by default) be reached at all? Answered in at
+    most `timeout` seconds: without this check an offline download retries for ~24 s."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    if not os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):
+        return True  # another remote (e.g. gcs://): let Minari try it and report its own error
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    match = re.match(r"^(\w+)://([^/:]+)(?::(\d+))?", endpoint)
+    if not match:
+        return False
+    host, port = match.group(2), int(match.group(3) or (443 if match.group(1) == "https" else 80))
+    result = []
+
+    def probe():  # DNS lookups ignore socket timeouts, so the probe runs in a thread we can abandon
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result)
+
+
+def load_minari(dataset_id: str):
+    """Load a local Minari dataset, or download it when a network is there; fail fast otherwise."""
+    import minari
+
+    validate_dataset_id(dataset_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset_id in minari.list_local_datasets():
+            return minari.load_dataset(dataset_id)
+    if not hub_reachable():
+        raise SystemExit(
+            f"error: dataset {dataset_id!r} is not on this machine and Minari's hub cannot be reached "
+            f"(no network?).\n{local_datasets_message()}"
+        )
+    try:  # the real download path, for users with a network
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as e:  # unknown id, incompatible version, missing huggingface_hub, ...
+        raise SystemExit(f"error: could not download {dataset_id!r}: {e}\n{local_datasets_message()}")
+
+
+def flatten_dataset(dataset) -> dict:
+    """Episodes -> flat transition arrays, cached next to the dataset (h5py costs ~2 ms an
+    episode, so a 2,000-episode dataset would cost seconds at every start)."""
+    cache = os.path.join(os.path.dirname(dataset.storage.data_path), "flat_cache.npz")
+    if os.path.exists(cache):
+        with np.load(cache) as f:
+            return {k: f[k] for k in f.files}
+    parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    for ep in dataset.iterate_episodes():
+        if not isinstance(ep.observations, np.ndarray):
+            raise SystemExit("error: dict observations are not supported by this script yet.")
+        parts["observations"].append(ep.observations[:-1])  # an episode stores N+1 observations
+        parts["next_observations"].append(ep.observations[1:])
+        parts["actions"].append(ep.actions)
+        parts["rewards"].append(ep.rewards)
+        parts["terminals"].append(ep.terminations)
+        # An episode that ends without terminating was cut (time limit): not terminal, but the
+        # trajectory ends there (returns-to-go must not run into the next episode).
+        last = np.arange(len(ep.rewards)) == len(ep.rewards) - 1
+        parts["timeouts"].append(last & ~np.asarray(ep.terminations, dtype=bool))
+    flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
+    np.savez(cache, **flat)
+    return flat
+
+
+def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
+    """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
+    dataset = load_minari(dataset_id)
+    data = flatten_dataset(dataset)
+    data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
+    data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
+    metadata = dict(dataset.storage.metadata)
+    metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
+    return data, metadata
+
+
+def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str) -> str:
+    """Write episodes [(obs (N+1, d), actions (N, a), rewards, terminations, truncations)] as a
+    Minari dataset with Minari's own writer; returns the folder."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    buffers = [
+        EpisodeBuffer(id=i, observations=o, actions=a, rewards=r, terminations=te, truncations=tr, infos={})
+        for i, (o, a, r, te, tr) in enumerate(episodes)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Minari warns about every metadata field left empty
+        dataset = minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env_id, algorithm_name=algorithm, author="wsrl reference scripts",
+            author_email="n/a", code_permalink="n/a", description=f"{algorithm} data on {env_id}",
+            ref_min_score=float(ref_scores[0]), ref_max_score=float(ref_scores[1]),  # both, or none is stored
+        )
+    return os.path.dirname(dataset.storage.data_path)
+
+
+def check_dataset_id_is_free(dataset_id: str) -> None:
+    """Refuse, before any training, an id Minari would refuse after it (data would be lost)."""
+    import minari
+
+    validate_dataset_id(dataset_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset_id in minari.list_local_datasets():
+            raise SystemExit(
+                f"error: dataset {dataset_id!r} already exists. Pick another name or version, or "
+                f"delete it with `minari delete {dataset_id}`."
+            )
+
+
+# [end copy]
+
+
+# [copy: env]
+# ---------------------------------------------------------------------------------------------
+# Environment: one env, reset by hand, so no transition ever spans two episodes
+# ---------------------------------------------------------------------------------------------
+def make_env(env_id: str, seed: int) -> gym.Env:
+    env = gym.make(env_id)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    low, high = env.action_space.low, env.action_space.high
+    if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
+        raise SystemExit(f"error: {env_id} has actions in [{low.min()}, {high.max()}]; these scripts expect [-1, 1].")
+    env.action_space.seed(seed)
+    return env
+
+
+def env_step(env: gym.Env, obs: np.ndarray, action: np.ndarray):
+    """Step once. Returns the transition to store and the observation to act from next.
+
+    Gymnasium 1.x vector envs reset on the step AFTER an episode ends: that step ignores the
+    action and returns the first observation of the next episode, a classic source of
+    transitions that span two episodes. A single env that we reset here cannot do that. The
+    stored `terminated` flag is the true termination only: a time-limit truncation is not
+    terminal, so its TD target still bootstraps from next_obs."""
+    next_obs, reward, terminated, truncated, info = env.step(action)
+    transition = (obs, action, float(reward), next_obs, bool(terminated), bool(terminated or truncated))
+    episode = info.get("episode") if (terminated or truncated) else None  # {"r": return, "l": length}
+    if terminated or truncated:
+        next_obs, _ = env.reset()
+    return transition, next_obs, episode
+
+
+# [end copy]
+
+
+# [copy: replay-buffer]
+class ReplayBuffer:
+    """Flat circular buffer of transitions kept as torch tensors, so sampling is one index op."""
+
+    # Tensors live on the training device from the start: at UTD 4 we sample 1,024 transitions
+    # per env step, and a numpy -> torch copy of each batch would cost more than the indexing.
+    # The same class holds the offline dataset (RLPD), so both are sampled the same way.
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device):
+        self.capacity, self.device, self.size, self.pos = capacity, device, 0, 0
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, act_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.terminals = torch.zeros(capacity, device=device)  # 1 = terminated: do not bootstrap
+        self.ends = torch.zeros(capacity, dtype=torch.bool, device=device)  # episode ended here (for export)
+        # Cal-QL's lower bound: the discounted return-to-go of the trajectory through each
+        # transition; -inf = not known (yet), which leaves the bound off. Unused by plain SAC.
+        self.mc_returns = torch.full((capacity,), -math.inf, device=device)
+
+    @classmethod
+    def from_arrays(cls, data: dict, device: torch.device) -> "ReplayBuffer":
+        n, obs_dim = data["observations"].shape
+        rb = cls(obs_dim, data["actions"].shape[1], n, device)
+        rb.obs[:] = torch.as_tensor(data["observations"])
+        rb.actions[:] = torch.as_tensor(data["actions"])
+        rb.rewards[:] = torch.as_tensor(data["rewards"])
+        rb.next_obs[:] = torch.as_tensor(data["next_observations"])
+        rb.terminals[:] = torch.as_tensor(data["terminals"], dtype=torch.float32)
+        rb.ends[:] = torch.as_tensor(data["terminals"] | data["timeouts"])
+        if "mc_returns" in data:
+            rb.mc_returns[:] = torch.as_tensor(data["mc_returns"])
+        rb.size = n
+        return rb
+
+    def add(self, obs, action, reward, next_obs, terminated, ended):
+        i = self.pos
+        self.obs[i] = torch.as_tensor(obs)
+        self.actions[i] = torch.as_tensor(action)
+        self.rewards[i] = reward
+        self.next_obs[i] = torch.as_tensor(next_obs)
+        self.terminals[i] = float(terminated)
+        self.ends[i] = ended
+        self.mc_returns[i] = -math.inf
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, shape: tuple, generator: torch.Generator) -> dict:
+        # uniform over what is stored; our own generator keeps runs reproducible for a seed
+        idx = torch.randint(0, self.size, shape, generator=generator, device="cpu").to(self.device)
+        return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
+                "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
+
+    def episodes(self) -> list:
+        """The stored transitions cut back into episodes, oldest first (for dataset export)."""
+        order = torch.arange(self.size)
+        if self.size == self.capacity:  # wrapped around: the oldest transition sits at `pos`
+            order = torch.roll(order, -self.pos)
+        episodes, start = [], 0
+        ends = self.ends[order].cpu().numpy()
+        ends[-1] = True  # an unfinished last episode is stored as truncated
+        for stop in np.flatnonzero(ends) + 1:
+            ix = order[start:stop]
+            obs = torch.cat([self.obs[ix], self.next_obs[ix[-1:]]]).cpu().numpy()
+            terminations = self.terminals[ix].cpu().numpy().astype(bool)
+            episodes.append((obs, self.actions[ix].cpu().numpy(), self.rewards[ix].cpu().numpy().astype(np.float64),
+                             terminations, ~terminations & (np.arange(len(ix)) == len(ix) - 1)))
+            start = stop
+        return episodes
+
+
+def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int, batch_size: int,
+                 offline_ratio: float, generator: torch.Generator) -> dict:
+    """utd minibatches of batch_size, stacked as (utd * batch_size, ...). With offline data every
+    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50)."""
+    n_off = int(round(batch_size * offline_ratio)) if offline is not None else 0
+    # (utd, b_online) and (utd, b_offline) joined along dim 1, so minibatch k (row k) holds
+    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...)
+    parts = [online.sample((utd, batch_size - n_off), generator)]
+    if n_off > 0:
+        parts.append(offline.sample((utd, n_off), generator))
+    return {k: torch.cat([p[k] for p in parts], dim=1).flatten(0, 1) for k in parts[0]}
+
+
+# [end copy]
+
+
+# [copy: networks]
+# ---------------------------------------------------------------------------------------------
+# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
+# ---------------------------------------------------------------------------------------------
+class VectorizedLinear(nn.Module):
+    """E independent linear layers applied at once: (E, B, in) -> (E, B, out) with one batched
+    matmul. Each member is initialised like its own nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default: U(-1/sqrt(in), 1/sqrt(in))
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.baddbmm(b, x, w)  # b + x @ w, batched over members
+
+
+class VectorizedLayerNorm(nn.Module):
+    """LayerNorm over features with a separate scale and shift for each ensemble member."""
+
+    def __init__(self, features: int, ensemble_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)  # b + norm(x) * w in one pass
+
+
+class QEnsemble(nn.Module):
+    """num_qs critics Q_i(s, a), each Dense -> LayerNorm -> ReLU per hidden layer, then its OWN
+    output head. (The official code shares one head across the trunks; an ensemble of
+    independent Q-functions is what the paper describes, so we do not.)"""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int):
+        super().__init__()
+        self.num_qs = num_qs
+        sizes = [obs_dim + act_dim] + [hidden] * layers
+        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
+        self.head = VectorizedLinear(hidden, 1, num_qs)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Q-values (E, B) of all members, or only of the members in `idx` (the target needs 2
+        of 10: computing only those saves 80% of the target's cost)."""
+        # Every member sees the same (s, a); the members differ only by their weights, so the
+        # whole ensemble is a few batched matmuls (E, B, in) x (E, in, out).
+        x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
+        n = self.num_qs if idx is None else len(idx)
+        x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
+        for linear, norm in zip(self.linears, self.norms):
+            x = F.relu(norm(linear(x, idx), idx), inplace=True)
+        return self.head(x, idx).squeeze(-1)  # (E, B)
+
+
+LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
+
+
+class Actor(nn.Module):
+    """tanh-squashed diagonal Gaussian policy with a state-dependent std."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int):
+        super().__init__()
+        sizes = [obs_dim] + [hidden] * layers
+        self.trunk = nn.Sequential(*[m for i, o in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(i, o), nn.ReLU())])
+        self.mean = nn.Linear(hidden, act_dim)
+        self.log_std = nn.Linear(hidden, act_dim)
+
+    def forward(self, obs: torch.Tensor):
+        h = self.trunk(obs)
+        # the std depends on the state (two heads on one trunk); clamping log std = clipping std
+        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, obs: torch.Tensor):
+        """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
+        mean, log_std = self(obs)
+        # reparameterisation trick: the noise is an input, so gradients reach mean and std
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.mean.weight.device).unsqueeze(0)
+        action = torch.tanh(self(obs_t)[0]) if deterministic else self.sample(obs_t)[0]  # eval: tanh(mean)
+        return action[0].cpu().numpy()
+
+
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(tanh(u)) = log N(u; mean, std) - sum log(1 - tanh(u)^2), with the stable identity
+    log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))."""
+    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    return (gauss - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+
+
+# [end copy]
+
+
+# [copy: sac-core]
+# ---------------------------------------------------------------------------------------------
+# SAC pieces every script shares: target, actor + temperature step, optimizers
+# (shapes: E ensemble members, B batch, A action dims)
+# ---------------------------------------------------------------------------------------------
+BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def td_target(critic_target, actor, log_alpha, batch: dict, args) -> torch.Tensor:
+    """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
+    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With
+    `--max-target-backup`, a' is the best of BACKUP_ACTIONS sampled next actions under that min."""
+    next_obs = batch["next_obs"]  # (B, obs)
+    if args.max_target_backup:  # sparse rewards: back up the best next action, not a random one
+        next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
+    next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
+    # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
+    # (the official code draws with replacement; SPEC section 2).
+    idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(log_alpha.device)
+    next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
+    if args.max_target_backup:
+        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
+        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
+    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
+        next_q = next_q - log_alpha.exp() * next_log_pi
+    return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
+
+def update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, obs: torch.Tensor,
+                           target_entropy: float) -> dict:
+    """One actor step and one temperature step on the whole (utd * batch) sample."""
+    # N = utd * batch_size: the actor sees every transition the critics were trained on this step
+    actions, log_pi = actor.sample(obs)  # (N, A), (N,)
+    q = critic(obs, actions).min(dim=0).values  # min over the WHOLE ensemble (official code), (N,)
+    alpha = log_alpha.exp().detach()
+    # maximise Q - alpha * log pi: high value, but keep the policy's entropy (SAC)
+    actor_loss = (alpha * log_pi - q).mean()
+    actor_opt.zero_grad(set_to_none=True)
+    # Only the actor's weights need gradients: asking for them alone skips the critic weight
+    # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
+    actor_loss.backward(inputs=list(actor.parameters()))
+    actor_opt.step()
+    # Temperature: alpha = exp(log_alpha) (CleanRL's parameterisation; the official code uses a
+    # softplus). It grows when the entropy is below target and shrinks when above.
+    entropy = -log_pi.detach().mean()
+    alpha_loss = log_alpha.exp() * (entropy - target_entropy)
+    alpha_opt.zero_grad(set_to_none=True)
+    alpha_loss.backward()
+    alpha_opt.step()
+    return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
+            "alpha": log_alpha.detach().exp()}
+
+
+def make_optimizers(actor, critic, log_alpha, args):
+    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
+    fused = {"fused": True} if log_alpha.device.type in ("cpu", "cuda") else {}
+    return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
+            torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
+            torch.optim.Adam([log_alpha], lr=args.temp_lr, **fused))
+
+
+# [end copy]
+
+
+# [copy: sac-update]
+# ---------------------------------------------------------------------------------------------
+# SAC's critic step and the high-UTD step of one environment step (the online learner)
+# ---------------------------------------------------------------------------------------------
+def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: dict, args) -> dict:
+    """One TD step on all members of the ensemble, then the target update."""
+    target_q = td_target(critic_target, actor, log_alpha, batch, args)  # (B,)
+    q = critic(batch["obs"], batch["actions"])  # (E, B)
+    # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
+    # comes from independent initialisations. Mean over members and batch (official code).
+    loss = F.mse_loss(q, target_q.expand_as(q))
+    critic_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    critic_opt.step()
+    soft_update(critic_target, critic, args.tau)  # after every critic step
+    return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
+
+
+def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, batch: dict,
+               args, target_entropy: float, update_actor: bool = True) -> dict:
+    """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
+    sample (target update after each), then ONE actor + temperature update on all of it
+    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
+    # High UTD (App. I): several critic steps per env step learn more from each transition; the
+    # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
+    for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
+        minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
+        info = update_critic(critic, critic_target, actor, log_alpha, critic_opt, minibatch, args)
+    if update_actor:
+        info.update(update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"], target_entropy))
+    return info
+
+
+# [end copy]
+
+
+# [copy: evaluate]
+# ---------------------------------------------------------------------------------------------
+# Evaluation, checkpoints, curves
+# ---------------------------------------------------------------------------------------------
+def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float]]:
+    """Mean return of the deterministic policy tanh(mean) (untransformed rewards) and its
+    normalised score 100 * (R - random) / (expert - random) when reference scores are known."""
+    returns = []
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(actor.act(obs, deterministic=True))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    mean = float(np.mean(returns))
+    score = None if ref_scores is None else 100.0 * (mean - ref_scores[0]) / (ref_scores[1] - ref_scores[0])
+    return mean, score
+
+
+def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env}__{exp_name}__{seed}__{unix time}, created here and unique: runs started in the
+    same second (seeds launched side by side) get a suffix instead of sharing one log folder."""
+    base = os.path.join("runs", f"{env_id}__{exp_name}__{seed}__{int(time.time())}")
+    run_dir, n = base, 1
+    while True:
+        try:
+            os.makedirs(run_dir)  # fails if it exists, even when another process made it a moment ago
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = f"{base}_{n}"
+
+
+def save_checkpoint(path: str, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
+                    args, step: int, **extra) -> None:
+    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
+    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
+    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                "critic_target": critic_target.state_dict(), "log_alpha": log_alpha.detach().cpu(),
+                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step, **extra}, path)
+
+
+def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
+    """Evaluation return against environment steps, as a PNG next to the tensorboard logs;
+    `marks` {label: step} draws the phase boundaries (e.g. where updates start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([e[0] for e in evals], [e[1] for e in evals], marker="o")
+    for label, step in (marks or {}).items():
+        ax.axvline(step, color="gray", linestyle="--", linewidth=1)
+        ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), fontsize=8, color="gray",
+                    rotation=90, ha="right", va="top")
+    ax.set(xlabel="environment steps", ylabel="evaluation return", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# [end copy]
+
+
+
+# [copy: checkpoint-load]
+# ---------------------------------------------------------------------------------------------
+# Loading a checkpoint written by save_checkpoint (any script of this repository)
+# ---------------------------------------------------------------------------------------------
+NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers")
+
+
+def read_checkpoint(path: str, device: torch.device) -> dict:
+    if not os.path.isfile(path):
+        raise SystemExit(
+            f"error: no checkpoint at {path!r}. Pre-train one with `python calql_offline.py --dataset-id ID` "
+            "(it writes runs/<run>/calql_offline_pretrained.pt), or save one with any script's --save-model."
+        )
+    try:  # weights_only: a checkpoint holds tensors, numbers and strings, never code to run
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise SystemExit(f"error: cannot read checkpoint {path!r}: {e}")
+    missing = [k for k in ("actor", "critic", "critic_target", "log_alpha", "actor_opt", "critic_opt",
+                           "alpha_opt", "args") if k not in ckpt]
+    if missing:
+        raise SystemExit(f"error: {path!r} is not a checkpoint of these scripts (it lacks {', '.join(missing)}).")
+    return ckpt
+
+
+def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
+    """The networks must be built with the checkpoint's sizes: they override the flags (said aloud)."""
+    for key in NETWORK_ARGS:
+        value = ckpt["args"][key]
+        if getattr(args, key) not in (None, value):
+            print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
+        setattr(args, key, value)
+
+
+def restore(ckpt: dict, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt) -> None:
+    """Weights, temperature and Adam states, exactly as saved."""
+    try:
+        actor.load_state_dict(ckpt["actor"])
+        critic.load_state_dict(ckpt["critic"])
+        critic_target.load_state_dict(ckpt["critic_target"])
+    except RuntimeError as e:
+        raise SystemExit(f"error: the checkpoint (trained on {ckpt['args'].get('env_id') or ckpt['args'].get('dataset_id')}) "
+                         f"does not fit this environment's observation/action sizes:\n{e}")
+    with torch.no_grad():
+        log_alpha.copy_(ckpt["log_alpha"])
+    for opt, key in ((actor_opt, "actor_opt"), (critic_opt, "critic_opt"), (alpha_opt, "alpha_opt")):
+        lrs = [group["lr"] for group in opt.param_groups]
+        opt.load_state_dict(ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
+        for group, lr in zip(opt.param_groups, lrs):
+            group["lr"] = lr  # ... but the learning rates are this run's flags, not the checkpoint's
+
+
+# [end copy]
+
+# ---------------------------------------------------------------------------------------------
+# JSRL: the guide's curriculum (what this script adds to sac_fast.py, with the roll-in in main)
+# ---------------------------------------------------------------------------------------------
+def rollin_probability(step: int, initial_prob: float, decay_steps: int) -> float:
+    """Probability that an episode starting after `step` environment steps begins with a guide
+    roll-in: `initial_prob` at step 0, linearly down to 0 at `decay_steps`, 0 from then on."""
+    if decay_steps <= 0:
+        return 0.0
+    return initial_prob * max(0.0, 1.0 - step / decay_steps)
+
+
+def draw_rollin_length(rng: np.random.Generator, prob: float, continue_prob: float) -> int:
+    """Guide steps at the start of a new episode. With probability 1 - `prob`: 0 (the learner
+    acts throughout). Otherwise the guide acts once, then after each step continues with
+    probability `continue_prob`: a geometric length, P(H = k) = q^(k-1) (1 - q), mean 1 / (1 - q)
+    (100 for q = 0.99). An episode that ends first simply cuts the roll-in short."""
+    if rng.random() >= prob:
+        return 0
+    return int(rng.geometric(1.0 - continue_prob))  # numpy's geometric counts trials to the first success
+
+
+def main(args: Args) -> dict:
+    # ===== SETUP =================================================================================
+    if not args.pretrained_checkpoint:
+        raise SystemExit(
+            "error: JSRL needs a pre-trained guide: pass --pretrained-checkpoint PATH. Make one with\n"
+            "    python calql_offline.py --dataset-id local/hopper/replay-30k-v0 --online-steps 0\n"
+            "(it writes runs/<run>/calql_offline_pretrained.pt); the WSRL scripts' *_pretrained.pt work too."
+        )
+    if not 0.0 <= args.jsrl_initial_prob <= 1.0:
+        raise SystemExit("error: --jsrl-initial-prob must be in [0, 1].")
+    if not 0.0 <= args.jsrl_continue_prob < 1.0:
+        raise SystemExit("error: --jsrl-continue-prob must be in [0, 1) (1 would never hand over to the learner).")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    ckpt = read_checkpoint(args.pretrained_checkpoint, device)
+    use_checkpoint_network_sizes(args, ckpt)
+    # the environment and the reward transform of the data the guide was trained on
+    env_id = args.env_id or ckpt.get("env_id") or ckpt["args"].get("env_id") or "Hopper-v5"
+    domain = domain_of(ckpt["args"].get("dataset_id") or env_id)
+    reward_transform = REWARD_TRANSFORMS[domain]
+    ref_scores = reference_scores(env_id)
+
+    keep_freed_memory()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
+    rollin_rng = np.random.default_rng(args.seed)  # roll-in draws, apart from everything else
+
+    env, eval_env = make_env(env_id, args.seed), make_env(env_id, args.seed + 10_000)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+
+    run_dir = make_run_dir(env_id, args.exp_name, args.seed)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
+    # the temperature is learned in log space, so alpha = exp(log_alpha) stays positive
+    log_alpha = torch.tensor(math.log(args.init_temperature), device=device, requires_grad=True)
+    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, log_alpha, args)
+
+    # ===== THE GUIDE AND THE INITIALISATION ======================================================
+    # Everything (weights, temperature, Adam states) as pre-trained; the GUIDE is a frozen copy of
+    # the pre-trained actor: it only ever acts, no optimizer holds its parameters.
+    restore(ckpt, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt)
+    guide = copy.deepcopy(actor).requires_grad_(False)
+    if not args.init_policy:  # the original JSRL: the learner starts from scratch
+        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
+        actor_opt = make_optimizers(actor, critic, log_alpha, args)[0]
+    if not args.init_critic:  # fresh critics (and a target that copies them)
+        critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+        critic_target.load_state_dict(critic.state_dict())
+        critic_opt = make_optimizers(actor, critic, log_alpha, args)[1]
+    del ckpt
+
+    # JSRL, like WSRL, keeps no offline data: the buffer starts empty and holds online data only
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
+
+    print(f"JSRL on {env_id} | {device} | guide and start: {args.pretrained_checkpoint} | "
+          f"roll-in prob {args.jsrl_initial_prob} -> 0 over {args.jsrl_decay_steps:,} steps, mean length "
+          f"{1 / (1 - args.jsrl_continue_prob):.0f} | {args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, "
+          f"batch {args.batch_size} | {args.total_timesteps:,} steps | logs: {run_dir}")
+
+    # ===== TRAINING: guide roll-in then learner roll-out in each episode; one update per step ===
+    summary = {"run_dir": run_dir, "evals": [], "first_losses": None, "rollins": []}
+
+    def evaluate_and_log(step: int) -> None:  # the LEARNING policy alone: the guide never acts here
+        ret, score = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
+        summary["evals"].append((step, ret, score))
+        writer.add_scalar("eval/return", ret, step)
+        if score is not None:
+            writer.add_scalar("eval/normalized_score", score, step)
+
+    def start_episode(step: int) -> int:  # draw the new episode's roll-in length, log the curriculum
+        prob = rollin_probability(step, args.jsrl_initial_prob, args.jsrl_decay_steps)
+        writer.add_scalar("jsrl/rollin_prob", prob, step)
+        return draw_rollin_length(rollin_rng, prob, args.jsrl_continue_prob)
+
+    obs, _ = env.reset(seed=args.seed)
+    eval_env.reset(seed=args.seed + 10_000)
+    start_time, updates_start, step = time.time(), None, 0
+    last_return, info = float("nan"), {}
+    evaluate_and_log(0)  # step 0 = the pre-trained agent, so the curve starts at the offline result
+    rollin_left, guide_steps, guide_total = start_episode(0), 0, 0
+    try:
+        for step in range(1, args.total_timesteps + 1):
+            if rollin_left > 0:  # ROLL-IN: the frozen guide acts, sampling as during pre-training
+                action = guide.act(obs, deterministic=False)
+                rollin_left -= 1
+                guide_steps += 1
+            else:  # ROLL-OUT: the learning policy acts to the end of the episode
+                action = actor.act(obs, deterministic=False)
+            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
+            # episode boundaries. Guide and learner transitions go to the same buffer.
+            rb.add(o, a, reward_transform(r), next_o, terminated, ended)
+            if episode is not None:
+                last_return = float(episode["r"])
+                writer.add_scalar("charts/episodic_return", last_return, step)
+                writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
+                writer.add_scalar("jsrl/rollin_length", guide_steps, step)  # guide steps this episode
+                guide_total += guide_steps
+                writer.add_scalar("jsrl/guide_step_fraction", guide_total / step, step)
+                summary["rollins"].append((step, guide_steps, int(episode["l"])))
+                rollin_left, guide_steps = start_episode(step), 0
+
+            # one high-UTD update per env step (after the optional --warmup-steps)
+            if step > args.warmup_steps:
+                if updates_start is None:
+                    updates_start = (time.time(), step)
+                batch = sample_batch(rb, None, args.utd, args.batch_size, 0.0, gen)
+                info = sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
+                                  batch, args, target_entropy)
+                if summary["first_losses"] is None:
+                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                if step % 100 == 0:
+                    for k, v in info.items():
+                        writer.add_scalar(f"losses/{k}", float(v), step)
+
+            # evaluation uses its own env, so the training episode in progress is not disturbed
+            if step % args.eval_interval == 0 or step == args.total_timesteps:
+                evaluate_and_log(step)
+            if step % 1000 == 0 or step == args.total_timesteps:
+                summary["sps"] = print_progress(step, args.total_timesteps, start_time, updates_start, last_return,
+                                                summary["evals"], info)
+                writer.add_scalar("charts/SPS", summary["sps"], step)
+    except KeyboardInterrupt:  # keep what was learned: the checkpoint is still saved
+        print(f"\ninterrupted at step {step:,}; saving what there is")
+
+    # ===== SAVE =================================================================================
+    summary["guide"] = guide  # the frozen guide, for inspection (tests check it never changed)
+    if args.save_model:
+        path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        save_checkpoint(path, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, args, step,
+                        env_id=env_id)
+        summary["checkpoint"] = path
+    if summary["evals"]:
+        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"JSRL on {env_id}",
+                   {"updates start": args.warmup_steps} if args.warmup_steps else None)
+    env.close()
+    eval_env.close()
+    writer.close()
+    print_summary(summary, step, start_time)
+    rollins = [g for _, g, _ in summary["rollins"] if g > 0]
+    print(f"  guide roll-ins: {len(rollins)} of {len(summary['rollins'])} finished episodes"
+          + (f", {np.mean(rollins):.1f} guide steps on average" if rollins else ""))
+    return summary
+
+
+# [copy: progress]
+def print_progress(step, total, start_time, updates_start, last_return, evals, info, phase: str = "step") -> float:
+    """One status line: progress, speed of the update phase, time left, latest returns.
+    Returns the speed in steps per second (since updates began, once they have)."""
+    now = time.time()
+    if updates_start is not None and step > updates_start[1]:
+        sps = (step - updates_start[1]) / (now - updates_start[0])  # speed with gradient updates
+    else:
+        sps = step / max(now - start_time, 1e-9)
+    # before the first update the speed says nothing about what is left: updates cost far more
+    eta = f"ETA {(total - step) / max(sps, 1e-9) / 60:5.1f} min" if updates_start is not None else "warmup, no updates"
+    line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s | {eta}"
+    if not math.isnan(last_return):  # nan: no episode finished yet (or none at all, offline)
+        line += f" | episode return {last_return:8.1f}"
+    if evals:
+        s, ret, score = evals[-1]
+        line += f" | eval {ret:8.1f}" + (f" ({score:5.1f})" if score is not None else "")
+    if info:
+        line += f" | qf_loss {float(info['qf_loss']):.3g}"
+        if "alpha" in info:  # not while the actor and temperature are frozen (WSRL's App. F ablation)
+            line += f" | alpha {float(info['alpha']):.3g}"
+    print(line, flush=True)
+    return sps
+
+
+def print_summary(summary: dict, step: int, start_time: float) -> None:
+    minutes = (time.time() - start_time) / 60
+    print(f"\n===== SUMMARY: {step:,} steps in {minutes:.1f} min =====")
+    for phase in ("offline", "online"):  # scripts with an offline phase keep its evals apart
+        evals = summary["evals"] if phase == "online" else summary.get("offline_evals", [])
+        if evals and "offline_evals" in summary:
+            print(f"  {phase} phase ({'gradient' if phase == 'offline' else 'environment'} steps):")
+        for s, ret, score in evals:
+            print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
+    print(f"  tensorboard --logdir {os.path.dirname(summary['run_dir'])}   (curve: {summary['run_dir']}/eval_curve.png)")
+    for key in ("pretrained_checkpoint", "checkpoint", "dataset"):
+        if key in summary:
+            print(f"  {key}: {summary[key]}")
+
+
+# [end copy]
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
