@@ -1,0 +1,205 @@
+"""Turn a folder of benchmark runs (tensorboard logs) into figures and a score table.
+
+benchmark.sh runs every method with `--exp-name METHOD`, so each run folder is named
+`ENV__METHOD__SEED__TIME`. This tool groups the folders by method, reads the tensorboard logs
+back and writes, into --out:
+
+- `curves.png`: normalized score against online environment steps, one line per method: the
+  mean over seeds, with the band from the lowest to the highest seed;
+- `analysis.png`: the `analysis/` curves around the offline-to-online switch (mean Q and TD
+  error on held-out offline data, KL to the pre-trained policy), for the methods that log them
+  (the shape of the paper's Fig. 4 and 11);
+- `scores.md`: final scores per method with every seed, plus the numbers behind the figures.
+
+    python tools/benchmark_report.py --runs results/cpu/runs --out results/cpu --note "2-core VM, 2026-11-21"
+"""
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+
+import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+# (exp_name used by benchmark.sh, label); the order of the legend and the table
+METHODS = [
+    ("wsrl", "WSRL (Cal-QL)"),
+    ("wsrl_iql", "WSRL (IQL)"),
+    ("wsrl_no_warmup", "WSRL, no warmup"),
+    ("calql_no_retention", "Cal-QL, no retention"),
+    ("calql_retention", "Cal-QL, retention"),
+    ("jsrl", "JSRL"),
+    ("rlpd", "RLPD (retention)"),
+    ("sac_fast", "SAC (fast), from scratch"),
+]
+ANALYSIS_TAGS = [
+    ("analysis/q_heldout", "mean Q on held-out offline data", False),
+    ("analysis/td_error_heldout", "TD error on held-out offline data", True),
+    ("analysis/policy_kl_heldout", "KL(pi_pre || pi) on offline states", False),
+]
+
+
+def parse_run_name(name: str):
+    """ENV__METHOD__SEED__TIME[_N] -> (METHOD, SEED), or None for other folders."""
+    parts = name.split("__")
+    if len(parts) != 4 or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
+
+
+def read_runs(runs_dir: str, tags: list) -> dict:
+    """{method: {seed: {tag: {step: value}}}} for every run folder under runs_dir."""
+    if not os.path.isdir(runs_dir):
+        sys.exit(f"error: no folder {runs_dir!r}; run benchmark.sh first")
+    out = defaultdict(dict)
+    for name in sorted(os.listdir(runs_dir)):
+        parsed = parse_run_name(name)
+        if parsed is None:
+            continue
+        method, seed = parsed
+        events = EventAccumulator(os.path.join(runs_dir, name), size_guidance={"scalars": 0}).Reload()
+        have = set(events.Tags()["scalars"])
+        if seed in out[method]:
+            print(f"warning: two runs of {method} seed {seed}; keeping the later one ({name})")
+        out[method][seed] = {t: {e.step: e.value for e in events.Scalars(t)} for t in tags if t in have}
+    return dict(out)
+
+
+def seed_matrix(per_seed: dict, tag: str):
+    """Steps logged by EVERY seed, and a (seeds, steps) array of the values there."""
+    series = [s[tag] for s in per_seed.values() if tag in s]
+    if not series:
+        return None, None
+    steps = sorted(set.intersection(*[set(s) for s in series]))
+    return np.array(steps), np.array([[s[k] for k in steps] for s in series])
+
+
+def plot_curves(runs: dict, methods: list, tag: str, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, (method, label) in enumerate(methods):
+        steps, values = seed_matrix(runs.get(method, {}), tag)
+        if steps is None or len(steps) == 0:
+            continue
+        color = f"C{i}"
+        ax.plot(steps, values.mean(0), color=color, marker=".", label=f"{label} ({len(values)} seeds)")
+        ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
+    ax.set(xlabel="online environment steps", ylabel=tag.split("/")[-1].replace("_", " "), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_analysis(runs: dict, methods: list, path: str, title: str, warmup: int = 0) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [(m, l) for m, l in methods if any(t in s for s in runs.get(m, {}).values() for t, _, _ in ANALYSIS_TAGS)]
+    if not present:
+        return False
+    fig, axes = plt.subplots(1, len(ANALYSIS_TAGS), figsize=(5 * len(ANALYSIS_TAGS), 3.8))
+    for ax, (tag, name, log) in zip(axes, ANALYSIS_TAGS):
+        for i, (method, label) in enumerate(methods):
+            if (method, label) not in present:
+                continue
+            steps, values = seed_matrix(runs[method], tag)
+            if steps is None or len(steps) == 0:
+                continue
+            ax.plot(steps, values.mean(0), color=f"C{i}", label=label)
+            ax.fill_between(steps, values.min(0), values.max(0), color=f"C{i}", alpha=0.15, linewidth=0)
+        if warmup:
+            ax.axvline(warmup, color="gray", linestyle="--", linewidth=1)
+        ax.set(title=name, xlabel="online environment steps (0 = the switch)")
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def score_rows(runs: dict, methods: list, tag: str) -> list:
+    rows = []
+    for method, label in methods:
+        per_seed = runs.get(method, {})
+        finals, means, lows, starts = {}, {}, {}, {}
+        for seed, tags in sorted(per_seed.items()):
+            curve = tags.get(tag)
+            if not curve:
+                continue
+            steps = sorted(curve)
+            finals[seed] = curve[steps[-1]]
+            means[seed] = float(np.mean([curve[k] for k in steps]))
+            if steps[0] == 0 and len(steps) > 1:  # starts from a pre-trained agent: how far does it fall?
+                starts[seed] = curve[0]
+                lows[seed] = min(curve[k] for k in steps[1:])
+        if finals:
+            rows.append((label, finals, means, starts, lows, steps[-1]))
+    return rows
+
+
+def fmt(values: dict) -> str:
+    v = np.array(list(values.values()))
+    return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v.mean():.1f}"
+
+
+def write_table(rows: list, path: str, tag: str, note: str, command: str) -> str:
+    lines = [
+        f"# Final scores ({tag})",
+        "",
+        *([f"Command: `{command}`", ""] if command else []),
+        *([note, ""] if note else []),
+        "mean ± std over seeds (population std); `start`: the pre-trained agent at online step 0; "
+        "`lowest`: the worst evaluation after the switch (the initial dip); `average`: the mean over "
+        "all evaluations of the run (sample efficiency).",
+        "",
+        "| method | seeds | final | per seed (final) | average over the run | start | lowest after start |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, finals, means, starts, lows, last in rows:
+        per_seed = ", ".join(f"{s}: {v:.1f}" for s, v in finals.items())
+        lines.append(f"| {label} | {len(finals)} | {fmt(finals)} | {per_seed} | {fmt(means)} | "
+                     f"{fmt(starts) if starts else '-'} | {fmt(lows) if lows else '-'} |")
+    text = "\n".join(lines) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", required=True, help="folder holding the run folders (ENV__METHOD__SEED__TIME)")
+    p.add_argument("--out", required=True, help="where curves.png, analysis.png and scores.md go")
+    p.add_argument("--tag", default="eval/normalized_score", help="the score to plot and tabulate")
+    p.add_argument("--title", default="", help="figure title (e.g. the environment and budget)")
+    p.add_argument("--note", default="", help="a line for scores.md: machine, date, budgets")
+    p.add_argument("--command", default="", help="the command that produced the runs, for scores.md")
+    p.add_argument("--warmup", type=int, default=0, help="draw the end of WSRL's warmup at this step")
+    a = p.parse_args()
+    runs = read_runs(a.runs, [a.tag] + [t for t, _, _ in ANALYSIS_TAGS])
+    unknown = sorted(set(runs) - {m for m, _ in METHODS})
+    methods = METHODS + [(m, m) for m in unknown if m not in ("pretrain", "dataset")]  # others, by name
+    if not any(a.tag in s for m, _ in methods for s in runs.get(m, {}).values()):
+        sys.exit(f"error: no run under {a.runs} logs {a.tag}")
+    os.makedirs(a.out, exist_ok=True)
+    plot_curves(runs, methods, a.tag, os.path.join(a.out, "curves.png"), a.title)
+    drew = plot_analysis(runs, methods, os.path.join(a.out, "analysis.png"), a.title, a.warmup)
+    text = write_table(score_rows(runs, methods, a.tag), os.path.join(a.out, "scores.md"), a.tag, a.note, a.command)
+    print(text)
+    print(f"wrote {a.out}/curves.png" + (f", {a.out}/analysis.png" if drew else "") + f" and {a.out}/scores.md")
+
+
+if __name__ == "__main__":
+    main()
