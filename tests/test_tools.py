@@ -33,3 +33,22 @@ def test_scalars_table_plot_and_errors(tmp_path):
     assert "| step | A | B |" in out and "| 50 |  | 30 |" in out and png.stat().st_size > 1000
     bad = scalars(str(tmp_path / "a"), "no/such_tag")
     assert bad.returncode != 0 and "no tag no/such_tag" in bad.stderr
+
+
+def test_speed_table_times_every_scripts_updates():
+    """`benchmark.sh speed` prints one row per update of each script; the marked copies are the
+    same code, so the same update must count the same FLOPs in every script that has it."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "speed.py"), "--table", "--device", "cpu",
+                           "--hidden", "32", "--num-qs", "3", "--batch-size", "16", "--utd", "2", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and ".py" in line]
+    got = {(r[0][2:], r[1]): float(r[3]) for r in rows}  # (script, update) -> GFLOP per step
+    sac = "SAC, UTD 2: 2 critic + 1 actor update per env step"
+    assert set(got) == {("sac_fast.py", sac), ("jsrl.py", sac), ("wsrl_calql_sac.py", sac),
+                        ("wsrl_iql_sac.py", sac), ("calql_offline.py", "Cal-QL step (offline; online at UTD 1)"),
+                        ("wsrl_calql_sac.py", "Cal-QL step (offline; online at UTD 1)"),
+                        ("wsrl_iql_sac.py", "IQL step (offline)")}
+    assert len({v for (_, what), v in got.items() if what == sac}) == 1 and got[("sac_fast.py", sac)] > 0
+    cal = "Cal-QL step (offline; online at UTD 1)"
+    assert got[("calql_offline.py", cal)] == got[("wsrl_calql_sac.py", cal)] > got[("sac_fast.py", sac)] / 2

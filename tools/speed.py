@@ -9,6 +9,7 @@ of this machine in the same process, so the share is not compared against anothe
     python tools/speed.py --steps 300 --num-qs 10 --utd 4 --batch-size 256
     python tools/speed.py --no-malloc-tuning      # what keep_freed_memory() is worth
     python tools/speed.py --script calql_offline  # one Cal-QL gradient step (locomotion preset)
+    python tools/speed.py --table                 # every script's updates, one markdown table (benchmark.sh speed)
 """
 
 import argparse
@@ -26,17 +27,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def matmul_peak(seconds: float = 1.5) -> float:
-    """Best sustained fp32 GFLOP/s of square matmuls (sizes where BLAS does best)."""
+def sync(device: torch.device) -> None:
+    """GPU kernels run asynchronously: wait for them before reading the clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(seconds: float = 1.5, device: torch.device = torch.device("cpu")) -> float:
+    """Best sustained fp32 GFLOP/s of square matmuls (sizes where BLAS does best; on a GPU
+    larger ones are needed to fill it)."""
     best = 0.0
-    for n in (512, 1024):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+    for n in (512, 1024) if device.type == "cpu" else (4096, 8192):
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         for _ in range(3):
             a @ b
+        sync(device)
         start, k = time.perf_counter(), 0
         while time.perf_counter() - start < seconds:
             a @ b
             k += 1
+            if k % 10 == 0:
+                sync(device)
+        sync(device)
         best = max(best, 2 * n**3 * k / (time.perf_counter() - start) / 1e9)
     return best
 
@@ -114,6 +126,92 @@ def calql_step(S, a, obs_dim: int, act_dim: int, repeats: int = 10) -> tuple[flo
     return counter.get_total_flops(), 1000 * (time.perf_counter() - start) / repeats
 
 
+# ---------------------------------------------------------------------------------------------
+# --table: every script's own update functions at the paper's configuration
+# ---------------------------------------------------------------------------------------------
+def measure(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Matmul FLOPs of one call and its mean milliseconds (after 3 warm-up calls)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    for _ in range(3):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return counter.get_total_flops(), 1000 * (time.perf_counter() - start) / repeats
+
+
+def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device) -> list:
+    """[(script, what, unit, flops, ms)] for the update(s) script `name` runs, built from ITS OWN
+    functions (the marked copies are identical, but each script is timed as it is)."""
+    S = importlib.import_module(name)
+    args = S.Args()
+    if hasattr(S, "apply_domain_preset"):
+        S.apply_domain_preset(args, "locomotion")
+    for key, value in dict(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden,
+                           critic_layers=2, actor_layers=2).items():
+        setattr(args, key, value)
+    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
+    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+    log_alpha = torch.zeros((), requires_grad=True, device=device)
+    opts = S.make_optimizers(actor, critic, log_alpha, args)
+
+    def batch(n: int) -> dict:
+        b = {"obs": torch.randn(n, obs_dim), "actions": torch.rand(n, act_dim) * 2 - 1, "rewards": torch.randn(n),
+             "next_obs": torch.randn(n, obs_dim), "terminals": torch.zeros(n), "mc_returns": torch.randn(n)}
+        return {k: v.to(device) for k, v in b.items()}
+
+    rows = []
+    if hasattr(S, "calql_update"):
+        cql_log_alpha = torch.zeros((), requires_grad=True, device=device)
+        cql_opt = torch.optim.Adam([cql_log_alpha])
+        b = batch(args.batch_size)
+        calql_args = dataclasses.replace(args, max_target_backup=True)  # Cal-QL always backs up the best action
+        step = lambda: S.calql_update(actor, critic, target, log_alpha, cql_log_alpha, *opts, cql_opt, b, calql_args,
+                                      -float(act_dim))
+        rows.append((name, "Cal-QL step (offline; online at UTD 1)", "gradient steps/s",
+                     *measure(step, a.repeats, device)))
+    if hasattr(S, "iql_update"):
+        value = S.ValueNet(obs_dim, args.critic_hidden, args.critic_layers).to(device)
+        value_opt = torch.optim.Adam(value.parameters(), lr=3e-4)
+        b = batch(args.batch_size)
+        step = lambda: S.iql_update(actor, critic, target, value, opts[0], opts[1], value_opt, b, args)
+        rows.append((name, "IQL step (offline)", "gradient steps/s", *measure(step, a.repeats, device)))
+    if hasattr(S, "sac_update"):
+        args.utd = a.utd
+        args.max_target_backup = False  # SAC on locomotion: one next action (App. I; antmaze would back up 10)
+        b = batch(args.utd * args.batch_size)
+        step = lambda: S.sac_update(actor, critic, target, log_alpha, *opts, b, args, -float(act_dim))
+        rows.append((name, f"SAC, UTD {args.utd}: {args.utd} critic + 1 actor update per env step", "env-steps/s",
+                     *measure(step, a.repeats, device)))
+    return rows
+
+
+def print_table(a) -> None:
+    device = torch.device(a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    env = importlib.import_module("sac_fast").make_env(a.env_id, 0)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    importlib.import_module("sac_fast").keep_freed_memory()
+    rows = [r for name in ("sac_fast", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "jsrl")
+            for r in update_rows(name, a, obs_dim, act_dim, device)]
+    peak = matmul_peak(device=device)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU, {torch.get_num_threads()} threads")
+    print(f"Updates only (no env step, no replay sampling), {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden} "
+          f"(2 layers), batch {a.batch_size}, torch {torch.__version__}, {where}, "
+          f"fp32 matmul peak {peak:.0f} GFLOP/s measured in this process. `python tools/speed.py` times the whole "
+          "loop of sac_fast.py on the CPU, env steps included.\n")
+    print("| script | update | rate | GFLOP per step | ms per step | GFLOP/s | share of peak |")
+    print("|---|---|---|---|---|---|---|")
+    for script, what, unit, flops, ms in rows:
+        achieved = flops / ms / 1e6
+        print(f"| {script}.py | {what} | {1000 / ms:.1f} {unit} | {flops / 1e9:.3g} | {ms:.1f} | {achieved:.0f} | "
+              f"{100 * achieved / peak:.0f}% |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--script", default="sac_fast", help="module name of the script to time")
@@ -125,7 +223,14 @@ def main():
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="skip the script's keep_freed_memory(), to measure what it is worth")
+    p.add_argument("--table", action="store_true",
+                   help="time every script's own update functions (no env loop) and print one markdown table")
+    p.add_argument("--repeats", type=int, default=10, help="with --table: timed calls per update")
+    p.add_argument("--device", default="auto", help="with --table: cpu, cuda, or auto (cuda when there is one)")
     a = p.parse_args()
+    if a.table:
+        print_table(a)
+        return
 
     S = importlib.import_module(a.script)
     if a.no_malloc_tuning:
