@@ -6,9 +6,10 @@ back and writes, into --out:
 
 - `curves.png`: normalized score against online environment steps, one line per method: the
   mean over seeds, with the band from the lowest to the highest seed;
-- `analysis.png`: the `analysis/` curves around the offline-to-online switch (mean Q and TD
-  error on held-out offline data, KL to the pre-trained policy), for the methods that log them
-  (the shape of the paper's Fig. 4 and 11);
+- `analysis.png`: the `analysis/` curves around the offline-to-online switch (mean Q on online
+  batches and on held-out offline data, TD error on the held-out data: the panels of the paper's
+  Fig. 11, whose Q panels show Fig. 4's downward spiral when it happens; and KL(pi_pre || pi)),
+  for the methods that log them;
 - `scores.md`: final scores per method with every seed, plus the numbers behind the figures.
 
     python tools/benchmark_report.py --runs results/cpu/runs --out results/cpu --note "2-core VM, 2026-11-21"
@@ -17,6 +18,7 @@ back and writes, into --out:
 import argparse
 import os
 import sys
+import textwrap
 from collections import defaultdict
 
 import numpy as np
@@ -33,7 +35,9 @@ METHODS = [
     ("rlpd", "RLPD (retention)"),
     ("sac_fast", "SAC (fast), from scratch"),
 ]
+# (tag, panel title, log scale): Fig. 11's three panels, then how far the policy moved (Fig. 8)
 ANALYSIS_TAGS = [
+    ("analysis/q_online", "mean Q on online batches", False),
     ("analysis/q_heldout", "mean Q on held-out offline data", False),
     ("analysis/td_error_heldout", "TD error on held-out offline data", True),
     ("analysis/policy_kl_heldout", "KL(pi_pre || pi) on offline states", False),
@@ -75,13 +79,13 @@ def seed_matrix(per_seed: dict, tag: str):
     return np.array(steps), np.array([[s[k] for k in steps] for s in series])
 
 
-def plot_curves(runs: dict, methods: list, tag: str, path: str, title: str) -> None:
+def plot_curves(runs: dict, methods: list, tag: str, path: str, title: str, warmup: int = 0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     for i, (method, label) in enumerate(methods):
         steps, values = seed_matrix(runs.get(method, {}), tag)
         if steps is None or len(steps) == 0:
@@ -89,9 +93,13 @@ def plot_curves(runs: dict, methods: list, tag: str, path: str, title: str) -> N
         color = f"C{i}"
         ax.plot(steps, values.mean(0), color=color, marker=".", label=f"{label} ({len(values)} seeds)")
         ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
-    ax.set(xlabel="online environment steps", ylabel=tag.split("/")[-1].replace("_", " "), title=title)
+    if warmup:
+        ax.axvline(warmup, color="gray", linestyle="--", linewidth=1, label="end of WSRL's warmup")
+    ax.set(xlabel="online environment steps", ylabel=tag.split("/")[-1].replace("_", " "))
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)  # long titles (budgets, seeds) wrap, not cut
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    # outside the axes: eight methods' labels would hide the curves' start, where the dips are
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -106,7 +114,8 @@ def plot_analysis(runs: dict, methods: list, path: str, title: str, warmup: int 
     present = [(m, l) for m, l in methods if any(t in s for s in runs.get(m, {}).values() for t, _, _ in ANALYSIS_TAGS)]
     if not present:
         return False
-    fig, axes = plt.subplots(1, len(ANALYSIS_TAGS), figsize=(5 * len(ANALYSIS_TAGS), 3.8))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    axes = axes.ravel()
     for ax, (tag, name, log) in zip(axes, ANALYSIS_TAGS):
         for i, (method, label) in enumerate(methods):
             if (method, label) not in present:
@@ -116,14 +125,15 @@ def plot_analysis(runs: dict, methods: list, path: str, title: str, warmup: int 
                 continue
             ax.plot(steps, values.mean(0), color=f"C{i}", label=label)
             ax.fill_between(steps, values.min(0), values.max(0), color=f"C{i}", alpha=0.15, linewidth=0)
-        if warmup:
-            ax.axvline(warmup, color="gray", linestyle="--", linewidth=1)
+        if warmup:  # WSRL's updates start here; the Cal-QL runs and no-warmup WSRL update from 0
+            ax.axvline(warmup, color="gray", linestyle="--", linewidth=1,
+                       label="end of WSRL's warmup" if ax is axes[0] else None)
         ax.set(title=name, xlabel="online environment steps (0 = the switch)")
         if log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -194,7 +204,7 @@ def main() -> None:
     if not any(a.tag in s for m, _ in methods for s in runs.get(m, {}).values()):
         sys.exit(f"error: no run under {a.runs} logs {a.tag}")
     os.makedirs(a.out, exist_ok=True)
-    plot_curves(runs, methods, a.tag, os.path.join(a.out, "curves.png"), a.title)
+    plot_curves(runs, methods, a.tag, os.path.join(a.out, "curves.png"), a.title, a.warmup)
     drew = plot_analysis(runs, methods, os.path.join(a.out, "analysis.png"), a.title, a.warmup)
     text = write_table(score_rows(runs, methods, a.tag), os.path.join(a.out, "scores.md"), a.tag, a.note, a.command)
     print(text)
