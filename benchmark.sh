@@ -2,17 +2,19 @@
 # Reproduce the paper's no-retention comparison (WSRL Fig. 7, with the analysis of Fig. 4 and 11)
 # with this repository's own scripts, and regenerate the figures and table of the README.
 #
-#   bash benchmark.sh cpu     # ~50 min on a 2-core machine with no network: Hopper, small budgets, 2 seeds
+#   bash benchmark.sh cpu     # ~45 min on a 2-core machine with no network: Hopper, small budgets, 2 seeds
 #   bash benchmark.sh full    # the paper's budgets (250k pre-training, 10 critics 2x256, UTD 4): a GPU job
 #   bash benchmark.sh speed   # env-steps/s of each script's update at the paper's config, as a markdown table
 #
 # Every tier writes under results/<tier>/: runs/ (tensorboard logs and checkpoints), logs/ (the
 # console of every run), curves.png, analysis.png, scores.md. Settings can be changed with
 # environment variables, e.g. `SEEDS="1 2 3" JOBS=3 bash benchmark.sh cpu`:
-#   SEEDS  seeds to run (cpu: "1 2"; full: "1 2 3")
-#   JOBS   seeds run side by side (cpu: 2, one thread each; full: as many as SEEDS)
+#   SEEDS    seeds to run (cpu: "1 2"; full: "1 2 3")
+#   JOBS     runs side by side (cpu: 2, one thread each; full: as many as SEEDS)
+#   RESUME=1 finish an interrupted benchmark: finished runs are kept, unfinished ones restarted
+#   DRY_RUN=1 print every command with its budgets, run nothing
 #
-# What runs, for each seed (the seeds run side by side, each seed's runs one after the other):
+# What runs, for each seed (JOBS workers share one queue of all seeds' runs):
 #   pretrain   calql_offline.py, offline only: the Cal-QL checkpoint every method below starts from
 #   then, online, without the offline data unless said:
 #   wsrl                 wsrl_calql_sac.py from that checkpoint: warmup, then SAC
@@ -29,7 +31,7 @@ ROOT=$(pwd)
 TIER=${1:-}
 
 usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   exit 1
 }
 
@@ -43,8 +45,8 @@ case "$TIER" in
     ENV_ID=${ENV_ID:-Hopper-v5}
     DATASET=${DATASET:-local/hopper/bench-replay-v0}
     DATASET_STEPS=${DATASET_STEPS:-10000}   # SAC steps that make the dataset (the first 5,000 random)
-    OFFLINE_STEPS=${OFFLINE_STEPS:-3000}    # paper: 250,000
-    ONLINE_STEPS=${ONLINE_STEPS:-5000}      # paper: hundreds of thousands
+    OFFLINE_STEPS=${OFFLINE_STEPS:-2500}    # paper: 250,000
+    ONLINE_STEPS=${ONLINE_STEPS:-4000}      # paper: 300,000 on locomotion (Fig. 7)
     WARMUP=${WARMUP:-1000}                  # paper: 5,000 (WSRL's warmup; SAC's and RLPD's random warmup)
     UTD=${UTD:-1}                           # paper: 4
     NET=${NET:-"--critic-hidden 128 --actor-hidden 128"}   # paper: 256; see the README (Cal-QL online is slow)
@@ -72,60 +74,117 @@ case "$TIER" in
     python tools/speed.py --table | tee results/speed/speed.md
     exit 0
     ;;
-  _seed) ;;  # internal: one seed's runs (below)
+  _job) ;;  # internal: one method for one seed (below)
   *) usage ;;
 esac
 
 export ENV_ID DATASET DATASET_STEPS OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET EVAL THREADS ROOT
 export OUT=${OUT:-results/$TIER}
 
-# ---- one seed: pre-train once, then every method from that checkpoint -------------------------
-if [ "$TIER" = "_seed" ]; then
-  SEED=$2
-  cd "$OUT"  # every script writes its runs/ here
-  run() {  # run NAME SCRIPT ARGS...: one method; its console goes to logs/NAME_SEED.log
-    local name=$1 script=$2
-    shift 2
-    echo "[$(date +%H:%M:%S)] seed $SEED: $name"
-    if ! OMP_NUM_THREADS=$THREADS python "$ROOT/$script" --exp-name "$name" --seed "$SEED" "$@" \
-        > "logs/${name}_${SEED}.log" 2>&1; then
-      echo "FAILED: $name, seed $SEED; the end of $OUT/logs/${name}_${SEED}.log:"
-      tail -5 "logs/${name}_${SEED}.log"
+# ---- one job: one method for one seed ----------------------------------------------------------
+# The jobs of every seed go through ONE queue that $JOBS workers share (`xargs -P` below), so a
+# core never idles while another seed still has work. A method that starts from the seed's
+# checkpoint waits for that seed's `pretrain` job to finish.
+if [ "$TIER" = "_job" ]; then
+  METHOD=$2 SEED=$3
+  [ -n "${DRY_RUN:-}" ] || cd "$OUT"  # every script writes its runs/ here
+  run() {  # run SCRIPT ARGS...: its console goes to logs/METHOD_SEED.log; .done marks it finished
+    local script=$1 log="logs/${METHOD}_$SEED.log"
+    shift
+    if [ -n "${DRY_RUN:-}" ]; then
+      echo "  (in $OUT) OMP_NUM_THREADS=$THREADS python $script --exp-name $METHOD --seed $SEED $*"
+      return
+    fi
+    if [ -f "$log.done" ]; then  # RESUME: finished in an earlier, interrupted benchmark
+      echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD already finished, kept"
+      return
+    fi
+    rm -rf runs/*__"$METHOD"__"$SEED"__* "$log.failed"  # what an interrupted try left (never a finished run)
+    echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD"
+    if ! OMP_NUM_THREADS=$THREADS python "$ROOT/$script" --exp-name "$METHOD" --seed "$SEED" "$@" > "$log" 2>&1; then
+      touch "$log.failed"
+      echo "FAILED: $METHOD, seed $SEED; the end of $OUT/$log:"
+      tail -5 "$log"
       exit 1
     fi
+    touch "$log.done"
   }
-  run pretrain calql_offline.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps 0 $NET \
-    --offline-eval-interval "$OFFLINE_STEPS"
-  CKPT=$(ls -d runs/*__pretrain__"$SEED"__* | tail -1)/pretrain_pretrained.pt
-  # the Cal-QL runs first: they are the slowest (a step with the CQL term costs five SAC steps).
-  # They run at UTD 1, as Cal-QL does; the SAC learners below run at $UTD.
-  run calql_no_retention calql_offline.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --offline-ratio 0 $EVAL
-  run calql_retention calql_offline.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --offline-ratio 0.5 $EVAL
-  run wsrl wsrl_calql_sac.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --warmup-steps "$WARMUP" \
-    --utd "$UTD" $EVAL
-  run wsrl_no_warmup wsrl_calql_sac.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --warmup-steps 0 \
-    --utd "$UTD" $EVAL
-  run jsrl jsrl.py --pretrained-checkpoint "$CKPT" --total-timesteps "$ONLINE_STEPS" --utd "$UTD" $EVAL
-  run wsrl_iql wsrl_iql_sac.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps "$ONLINE_STEPS" \
-    --warmup-steps "$WARMUP" --offline-eval-interval "$OFFLINE_STEPS" --utd "$UTD" $NET $EVAL
-  run rlpd sac_fast.py --dataset-id "$DATASET" --offline-ratio 0.5 --total-timesteps "$ONLINE_STEPS" \
-    --warmup-steps "$WARMUP" --utd "$UTD" $NET $EVAL
-  run sac_fast sac_fast.py --env-id "$ENV_ID" --total-timesteps "$ONLINE_STEPS" --warmup-steps "$WARMUP" \
-    --utd "$UTD" $NET $EVAL
-  echo "[$(date +%H:%M:%S)] seed $SEED: done"
+  checkpoint() {  # the seed's Cal-QL checkpoint, once its pre-training has finished
+    if [ -n "${DRY_RUN:-}" ]; then
+      echo "runs/${ENV_ID}__pretrain__${SEED}__TIME/pretrain_pretrained.pt"
+      return
+    fi
+    while [ ! -f "logs/pretrain_$SEED.log.done" ]; do
+      if [ -f "logs/pretrain_$SEED.log.failed" ]; then
+        echo "FAILED: $METHOD, seed $SEED: the pre-training of seed $SEED failed" >&2
+        exit 1
+      fi
+      sleep 5
+    done
+    echo "$(ls -d runs/*__pretrain__"$SEED"__* | tail -1)/pretrain_pretrained.pt"
+  }
+  case $METHOD in
+    pretrain)  # Cal-QL, offline only: the checkpoint the next five methods start from
+      run calql_offline.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps 0 $NET \
+        --offline-eval-interval "$OFFLINE_STEPS" ;;
+    # Cal-QL runs at UTD 1, as Cal-QL does; the SAC learners below run at $UTD
+    calql_no_retention)
+      CKPT=$(checkpoint)
+      run calql_offline.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --offline-ratio 0 $EVAL ;;
+    calql_retention)
+      CKPT=$(checkpoint)
+      run calql_offline.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --offline-ratio 0.5 $EVAL ;;
+    wsrl)
+      CKPT=$(checkpoint)
+      run wsrl_calql_sac.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --warmup-steps "$WARMUP" \
+        --utd "$UTD" $EVAL ;;
+    wsrl_no_warmup)
+      CKPT=$(checkpoint)
+      run wsrl_calql_sac.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --warmup-steps 0 \
+        --utd "$UTD" $EVAL ;;
+    jsrl)
+      CKPT=$(checkpoint)
+      run jsrl.py --pretrained-checkpoint "$CKPT" --total-timesteps "$ONLINE_STEPS" --utd "$UTD" $EVAL ;;
+    wsrl_iql)  # its own IQL pre-training on the same data and steps, then WSRL
+      run wsrl_iql_sac.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps "$ONLINE_STEPS" \
+        --warmup-steps "$WARMUP" --offline-eval-interval "$OFFLINE_STEPS" --utd "$UTD" $NET $EVAL ;;
+    rlpd)
+      run sac_fast.py --dataset-id "$DATASET" --offline-ratio 0.5 --total-timesteps "$ONLINE_STEPS" \
+        --warmup-steps "$WARMUP" --utd "$UTD" $NET $EVAL ;;
+    sac_fast)
+      run sac_fast.py --env-id "$ENV_ID" --total-timesteps "$ONLINE_STEPS" --warmup-steps "$WARMUP" --utd "$UTD" \
+        $NET $EVAL ;;
+    *) echo "unknown method $METHOD" >&2; exit 1 ;;
+  esac
   exit 0
 fi
 
+# The queue, longest jobs first so that the short ones fill the gaps at the end: the
+# pre-trainings, the Cal-QL runs (a step with the CQL term costs several SAC steps), the methods
+# that start from the checkpoint, then those that need none.
+METHOD_ORDER="pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl wsrl_iql rlpd sac_fast"
+queue() {
+  for method in $METHOD_ORDER; do
+    for seed in $SEEDS; do echo "$method $seed"; done
+  done
+}
+
 # ---- the tier: dataset, the seeds side by side, the report ------------------------------------
 START=$(date +%s)
-if [ -d "$OUT/runs" ] && [ -n "$(ls -A "$OUT/runs")" ]; then
-  echo "error: $OUT/runs already holds runs; move it away (or set OUT=another/folder) so that the" >&2
-  echo "figures show this benchmark's runs only." >&2
+echo "benchmark $TIER: $ENV_ID, dataset $DATASET, seeds $SEEDS ($JOBS at a time), results in $OUT/"
+echo "  pre-training $OFFLINE_STEPS steps; online $ONLINE_STEPS steps, warmup $WARMUP, UTD $UTD; $NET; $EVAL"
+if [ -n "${DRY_RUN:-}" ]; then  # the commands each seed would run, one seed after the other
+  echo "DRY_RUN: nothing is run. Unless $DATASET is on this machine, it is made (cpu) or downloaded (full) first."
+  queue | while read -r method seed; do bash "$ROOT/benchmark.sh" _job "$method" "$seed"; done
+  exit 0
+fi
+if [ -z "${RESUME:-}" ] && [ -d "$OUT/runs" ] && [ -n "$(ls -A "$OUT/runs")" ]; then
+  echo "error: $OUT/runs already holds runs. To finish an interrupted benchmark (finished runs kept):" >&2
+  echo "  RESUME=1 bash benchmark.sh $TIER" >&2
+  echo "To start afresh, move $OUT away (or set OUT=another/folder): the figures must show one benchmark's runs." >&2
   exit 1
 fi
 mkdir -p "$OUT/runs" "$OUT/logs"
-echo "benchmark $TIER: $ENV_ID, dataset $DATASET, seeds $SEEDS ($JOBS at a time), results in $OUT/"
-echo "  pre-training $OFFLINE_STEPS steps; online $ONLINE_STEPS steps, warmup $WARMUP, UTD $UTD; $NET; $EVAL"
 
 if python -c "import minari, sys; sys.exit(0 if '$DATASET' in minari.list_local_datasets() else 1)" 2>/dev/null; then
   echo "dataset $DATASET: already on this machine, reused"
@@ -136,13 +195,19 @@ elif [ "$DATASET_STEPS" -gt 0 ]; then
     || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
 fi  # otherwise the scripts download it (full tier) or say how to make it
 
-# one worker per seed; `xargs -P` runs $JOBS of them side by side
-echo $SEEDS | tr ' ' '\n' | xargs -P "$JOBS" -I{} bash "$ROOT/benchmark.sh" _seed {}
+# $JOBS workers take the jobs from the queue in order; a failed job stops the benchmark (after
+# the jobs already running) before the report
+if ! queue | xargs -P "$JOBS" -L 1 bash "$ROOT/benchmark.sh" _job; then
+  echo "benchmark $TIER: a run failed (above). Fix it, then finish with: RESUME=1 bash benchmark.sh $TIER" >&2
+  exit 1
+fi
 
 MINUTES=$(( ($(date +%s) - START) / 60 ))
+WALL="Wall time: $MINUTES min"
+[ -z "${RESUME:-}" ] || WALL="$WALL (RESUME=1: the resumed part only)"
 MACHINE="$(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
 python tools/benchmark_report.py --runs "$OUT/runs" --out "$OUT" --warmup "$WARMUP" \
   --title "$ENV_ID, $DATASET: $OFFLINE_STEPS offline steps, $ONLINE_STEPS online, UTD $UTD, seeds $SEEDS" \
   --command "bash benchmark.sh $TIER" \
-  --note "Machine: $MACHINE. Date: $(date +%F). Wall time: $MINUTES min. Budgets: $OFFLINE_STEPS pre-training steps, $ONLINE_STEPS online steps (warmup $WARMUP), UTD $UTD for the SAC learners (Cal-QL: 1), $NET, $EVAL, seeds $SEEDS."
+  --note "Machine: $MACHINE. Date: $(date +%F). $WALL. Budgets: $OFFLINE_STEPS pre-training steps, $ONLINE_STEPS online steps (warmup $WARMUP), UTD $UTD for the SAC learners (Cal-QL: 1), $NET, $EVAL, seeds $SEEDS."
 echo "benchmark $TIER done in $MINUTES min: $OUT/curves.png, $OUT/analysis.png, $OUT/scores.md"

@@ -1,0 +1,121 @@
+"""benchmark.sh and tools/benchmark_report.py: the report's numbers against hand values from
+fake tensorboard logs, and a tiny end-to-end run of the cpu tier (every method, one seed)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from torch.utils.tensorboard import SummaryWriter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import benchmark_report as R  # noqa: E402
+
+
+def write_run(runs, name, scores, q=None):
+    writer = SummaryWriter(str(runs / name))
+    for step, v in scores:
+        writer.add_scalar("eval/normalized_score", v, step)
+    for step, v in q or []:
+        writer.add_scalar("analysis/q_heldout", v, step)
+    writer.close()
+
+
+def test_run_names_are_parsed_and_others_ignored():
+    assert R.parse_run_name("Hopper-v5__wsrl__2__1795272550") == ("wsrl", 2)
+    assert R.parse_run_name("Hopper-v5__wsrl_no_warmup__11__1795272550_3") == ("wsrl_no_warmup", 11)
+    assert R.parse_run_name("notes") is None
+    assert R.parse_run_name("Hopper-v5__wsrl__x__1") is None
+
+
+def test_scores_and_curves_from_logs(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "Hopper-v5__wsrl__1__100", [(0, 10.0), (500, 4.0), (1000, 20.0)], q=[(0, 5.0), (250, 3.0)])
+    write_run(runs, "Hopper-v5__wsrl__2__100", [(0, 12.0), (500, 8.0), (1000, 30.0)], q=[(0, 7.0), (250, 1.0)])
+    write_run(runs, "Hopper-v5__sac_fast__1__100", [(500, 1.0), (1000, 3.0)])
+    write_run(runs, "Hopper-v5__pretrain__1__100", [(0, 99.0)])  # not a method: left out
+    data = R.read_runs(str(runs), ["eval/normalized_score", "analysis/q_heldout"])
+    steps, values = R.seed_matrix(data["wsrl"], "analysis/q_heldout")
+    assert list(steps) == [0, 250] and values.tolist() == [[5.0, 3.0], [7.0, 1.0]]
+    rows = {r[0]: r for r in R.score_rows(data, R.METHODS, "eval/normalized_score")}
+    label, finals, means, starts, lows, last = rows["WSRL (Cal-QL)"]
+    assert finals == {1: 20.0, 2: 30.0} and last == 1000
+    assert means == pytest.approx({1: 34 / 3, 2: 50 / 3})
+    assert starts == {1: 10.0, 2: 12.0} and lows == {1: 4.0, 2: 8.0}  # the dip after the switch
+    _, finals, _, starts, lows, _ = rows["SAC (fast), from scratch"]
+    assert finals == {1: 3.0} and starts == {} and lows == {}  # from scratch: no step-0 agent
+    assert R.fmt({1: 20.0, 2: 30.0}) == "25.0 ± 5.0"
+
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_report.py"), "--runs", str(runs),
+                           "--out", str(out), "--note", "a note"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    table = (out / "scores.md").read_text()
+    assert "| WSRL (Cal-QL) | 2 | 25.0 ± 5.0 | 1: 20.0, 2: 30.0 |" in table and "pretrain" not in table
+    assert "a note" in table
+    assert (out / "curves.png").stat().st_size > 5000 and (out / "analysis.png").stat().st_size > 5000
+
+
+def test_report_fails_clearly_without_runs(tmp_path):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_report.py"), "--runs",
+                           str(tmp_path / "none"), "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "run benchmark.sh first" in done.stderr
+
+
+def test_tiny_cpu_tier_runs_every_method_from_one_checkpoint(sandbox):
+    """The whole pipeline at toy budgets: dataset, pre-training, the eight methods, the report."""
+    env = dict(os.environ, OUT=str(sandbox / "bench"), DATASET="local/hopper/tiny-v0", DATASET_STEPS="400",
+               OFFLINE_STEPS="20", ONLINE_STEPS="60", WARMUP="20", SEEDS="1", JOBS="1",
+               EVAL="--eval-interval 30 --eval-episodes 1",
+               NET="--critic-hidden 32 --actor-hidden 32 --num-qs 3 --batch-size 32")
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = (sandbox / "bench" / "scores.md").read_text()
+    for _, label in R.METHODS:
+        assert f"| {label} | 1 |" in table, label
+    assert (sandbox / "bench" / "curves.png").exists() and (sandbox / "bench" / "analysis.png").exists()
+    runs = os.listdir(sandbox / "bench" / "runs")
+    # one pre-training for the seed, and the Cal-QL, WSRL and JSRL runs all name its checkpoint
+    pretrain = [r for r in runs if "__pretrain__" in r]
+    assert len(pretrain) == 1
+    ckpt = os.path.join("runs", pretrain[0], "pretrain_pretrained.pt")
+    for name in ("calql_no_retention", "calql_retention", "wsrl", "wsrl_no_warmup", "jsrl"):
+        log = (sandbox / "bench" / "logs" / f"{name}_1.log").read_text()
+        assert ckpt in log, name
+    # a second run into the same folder is refused rather than mixed with the first
+    again = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode != 0 and "already holds runs" in again.stderr and "RESUME=1" in again.stderr
+    # RESUME=1 after an interruption during sac_fast (its run folder is there, its .done marker not):
+    # only sac_fast runs again, its partial folder is replaced, everything else is kept
+    os.remove(sandbox / "bench" / "logs" / "sac_fast_1.log.done")
+    (old_sac,) = [r for r in runs if "__sac_fast__" in r]
+    resumed = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=dict(env, RESUME="1"),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "seed 1: pretrain already finished, kept" in resumed.stdout
+    assert "seed 1: jsrl already finished, kept" in resumed.stdout and "seed 1: sac_fast\n" in resumed.stdout
+    after = os.listdir(sandbox / "bench" / "runs")
+    assert set(after) - set(runs) == {r for r in after if "__sac_fast__" in r} and old_sac not in after
+    assert len(after) == len(runs)
+    bad = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "nonsense"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "benchmark.sh cpu" in bad.stdout
+
+
+def test_dry_run_prints_the_full_tier_at_the_papers_budgets(tmp_path):
+    """`DRY_RUN=1 bash benchmark.sh full`: what a GPU run would do, without running anything."""
+    env = dict(os.environ, OUT=str(tmp_path / "full"), DRY_RUN="1")
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "full"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    commands = [line for line in done.stdout.splitlines() if "python " in line]
+    assert len(commands) == 3 * 9  # three seeds; pre-training and the eight methods each
+    pretrain = [c for c in commands if "--exp-name pretrain " in c]
+    assert len(pretrain) == 3 and all("--offline-steps 250000" in c and "mujoco/hopper/medium-v0" in c for c in pretrain)
+    wsrl = [c for c in commands if "--exp-name wsrl " in c]
+    assert all("--utd 4" in c and "--warmup-steps 5000" in c and "--online-steps 300000" in c for c in wsrl)
+    assert all("--eval-episodes 20" in c for c in commands if "pretrain" not in c)
+    assert not (tmp_path / "full").exists()  # nothing made
