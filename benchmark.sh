@@ -2,7 +2,7 @@
 # Reproduce the paper's no-retention comparison (WSRL Fig. 7, with the analysis of Fig. 4 and 11)
 # with this repository's own scripts, and regenerate the figures and table of the README.
 #
-#   bash benchmark.sh cpu     # ~45 min on a 2-core machine with no network: Hopper, small budgets, 2 seeds
+#   bash benchmark.sh cpu     # ~40 min on a 2-core machine with no network: Hopper, small budgets, 2 seeds
 #   bash benchmark.sh full    # the paper's budgets (250k pre-training, 10 critics 2x256, UTD 4): a GPU job
 #   bash benchmark.sh speed   # env-steps/s of each script's update at the paper's config, as a markdown table
 #

@@ -130,10 +130,10 @@ def calql_step(S, a, obs_dim: int, act_dim: int, repeats: int = 10) -> tuple[flo
 # --table: every script's own update functions at the paper's configuration
 # ---------------------------------------------------------------------------------------------
 def measure(fn, repeats: int, device: torch.device) -> tuple[float, float]:
-    """Matmul FLOPs of one call and its mean milliseconds (after 3 warm-up calls)."""
+    """Matmul FLOPs of one call and its mean milliseconds (after 5 warm-up calls)."""
     with FlopCounterMode(display=False) as counter:
         fn()
-    for _ in range(3):
+    for _ in range(5):
         fn()
     sync(device)
     start = time.perf_counter()
@@ -225,7 +225,7 @@ def main():
                    help="skip the script's keep_freed_memory(), to measure what it is worth")
     p.add_argument("--table", action="store_true",
                    help="time every script's own update functions (no env loop) and print one markdown table")
-    p.add_argument("--repeats", type=int, default=10, help="with --table: timed calls per update")
+    p.add_argument("--repeats", type=int, default=30, help="with --table: timed calls per update")
     p.add_argument("--device", default="auto", help="with --table: cpu, cuda, or auto (cuda when there is one)")
     a = p.parse_args()
     if a.table:
