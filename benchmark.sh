@@ -105,7 +105,7 @@ if [ "$TIER" = "_job" ]; then
       touch "$log.failed"
       echo "FAILED: $METHOD, seed $SEED; the end of $OUT/$log:"
       tail -5 "$log"
-      exit 1
+      exit 255  # tells xargs to start no further job (the ones running finish first)
     fi
     touch "$log.done"
   }
@@ -117,7 +117,7 @@ if [ "$TIER" = "_job" ]; then
     while [ ! -f "logs/pretrain_$SEED.log.done" ]; do
       if [ -f "logs/pretrain_$SEED.log.failed" ]; then
         echo "FAILED: $METHOD, seed $SEED: the pre-training of seed $SEED failed" >&2
-        exit 1
+        exit 255
       fi
       sleep 5
     done

@@ -119,3 +119,16 @@ def test_dry_run_prints_the_full_tier_at_the_papers_budgets(tmp_path):
     assert all("--utd 4" in c and "--warmup-steps 5000" in c and "--online-steps 300000" in c for c in wsrl)
     assert all("--eval-episodes 20" in c for c in commands if "pretrain" not in c)
     assert not (tmp_path / "full").exists()  # nothing made
+
+
+def test_a_failed_run_stops_the_queue_with_a_clear_message(sandbox):
+    """A pre-training that cannot start (no such dataset, no hub) must stop the benchmark at once,
+    not go on to hours of runs that cannot be compared, and say how to finish once fixed."""
+    env = dict(os.environ, OUT=str(sandbox / "bench"), DATASET="local/hopper/missing-v0", DATASET_STEPS="0",
+               SEEDS="1", JOBS="1")
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert "FAILED: pretrain, seed 1" in done.stdout and "is not on this machine" in done.stdout
+    assert "RESUME=1 bash benchmark.sh cpu" in done.stderr
+    assert sorted(os.listdir(sandbox / "bench" / "logs")) == ["pretrain_1.log", "pretrain_1.log.failed"]
