@@ -88,6 +88,9 @@ export OUT=${OUT:-results/$TIER}
 if [ "$TIER" = "_job" ]; then
   METHOD=$2 SEED=$3
   [ -n "${DRY_RUN:-}" ] || cd "$OUT"  # every script writes its runs/ here
+  # Ctrl-C reaches the script too, which saves what it has and exits normally: this worker must
+  # then stop WITHOUT marking the run finished (bash runs the trap once the script has exited)
+  trap 'echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD interrupted"; exit 130' INT
   run() {  # run SCRIPT ARGS...: its console goes to logs/METHOD_SEED.log; .done marks it finished
     local script=$1 log="logs/${METHOD}_$SEED.log"
     shift
@@ -106,6 +109,10 @@ if [ "$TIER" = "_job" ]; then
       echo "FAILED: $METHOD, seed $SEED; the end of $OUT/$log:"
       tail -5 "$log"
       exit 255  # tells xargs to start no further job (the ones running finish first)
+    fi
+    if grep -q "^interrupted at" "$log"; then  # stopped early (e.g. a signal to this one run)
+      echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD was interrupted; RESUME=1 runs it again"
+      exit 255
     fi
     touch "$log.done"
   }
@@ -169,11 +176,11 @@ queue() {
   done
 }
 
-# ---- the tier: dataset, the seeds side by side, the report ------------------------------------
+# ---- the tier: dataset, the queue of runs, the report -------------------------------------------
 START=$(date +%s)
 echo "benchmark $TIER: $ENV_ID, dataset $DATASET, seeds $SEEDS ($JOBS at a time), results in $OUT/"
 echo "  pre-training $OFFLINE_STEPS steps; online $ONLINE_STEPS steps, warmup $WARMUP, UTD $UTD; $NET; $EVAL"
-if [ -n "${DRY_RUN:-}" ]; then  # the commands each seed would run, one seed after the other
+if [ -n "${DRY_RUN:-}" ]; then  # the commands, in the queue's order
   echo "DRY_RUN: nothing is run. Unless $DATASET is on this machine, it is made (cpu) or downloaded (full) first."
   queue | while read -r method seed; do bash "$ROOT/benchmark.sh" _job "$method" "$seed"; done
   exit 0
@@ -185,14 +192,23 @@ if [ -z "${RESUME:-}" ] && [ -d "$OUT/runs" ] && [ -n "$(ls -A "$OUT/runs")" ]; 
   exit 1
 fi
 mkdir -p "$OUT/runs" "$OUT/logs"
+trap 'echo "benchmark $TIER interrupted; finish it with: RESUME=1 bash benchmark.sh $TIER" >&2; exit 130' INT
 
-if python -c "import minari, sys; sys.exit(0 if '$DATASET' in minari.list_local_datasets() else 1)" 2>/dev/null; then
+have_dataset() { python -c "import minari, sys; sys.exit(0 if '$DATASET' in minari.list_local_datasets() else 1)" 2>/dev/null; }
+if have_dataset && [ -f "$OUT/logs/dataset.log" ] && [ ! -f "$OUT/logs/dataset.log.done" ]; then
+  # this benchmark began making it and was interrupted: sac_fast.py saves a dataset on Ctrl-C,
+  # so what is there is a shorter run's buffer. Make it again rather than pre-train on that.
+  echo "dataset $DATASET: left unfinished by an interrupted benchmark; deleted, made again"
+  python -c "import minari; minari.delete_dataset('$DATASET')"
+fi
+if have_dataset; then
   echo "dataset $DATASET: already on this machine, reused"
 elif [ "$DATASET_STEPS" -gt 0 ]; then
   echo "[$(date +%H:%M:%S)] dataset $DATASET: the replay buffer of a $DATASET_STEPS-step SAC run"
   (cd "$OUT" && python "$ROOT/sac_fast.py" --exp-name dataset --env-id "$ENV_ID" --total-timesteps "$DATASET_STEPS" \
     $NET --eval-interval "$DATASET_STEPS" --save-dataset-id "$DATASET" > logs/dataset.log 2>&1) \
     || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
+  touch "$OUT/logs/dataset.log.done"  # (an interruption has already left through the trap above)
 fi  # otherwise the scripts download it (full tier) or say how to make it
 
 # $JOBS workers take the jobs from the queue in order; a failed job stops the benchmark (after

@@ -132,3 +132,50 @@ def test_a_failed_run_stops_the_queue_with_a_clear_message(sandbox):
     assert "FAILED: pretrain, seed 1" in done.stdout and "is not on this machine" in done.stdout
     assert "RESUME=1 bash benchmark.sh cpu" in done.stderr
     assert sorted(os.listdir(sandbox / "bench" / "logs")) == ["pretrain_1.log", "pretrain_1.log.failed"]
+
+
+def test_ctrl_c_then_resume_marks_nothing_finished_that_was_cut_short(sandbox):
+    """Ctrl-C reaches every process; the scripts save what they have and exit normally. The
+    benchmark must not take a cut-short dataset or run for a finished one when RESUME=1 follows."""
+    import signal
+    import time
+
+    import minari
+
+    bench = sandbox / "bench"
+    env = dict(os.environ, OUT=str(bench), DATASET="local/hopper/tiny-v0", SEEDS="1", JOBS="1",
+               EVAL="--eval-interval 30 --eval-episodes 1",
+               NET="--critic-hidden 32 --actor-hidden 32 --num-qs 3 --batch-size 32")
+
+    def interrupted(extra: dict, log: str, marker: str):
+        """start the cpu tier, press Ctrl-C once `marker` is in logs/`log`, return the result"""
+        p = subprocess.Popen(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=dict(env, **extra),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.time() + 120
+        while not ((bench / "logs" / log).exists() and marker in (bench / "logs" / log).read_text()):
+            assert p.poll() is None and time.time() < deadline, p.communicate()
+            time.sleep(0.2)
+        os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole process group
+        out, err = p.communicate(timeout=120)
+        return p.returncode, out, err
+
+    # 1. while the dataset is being made (a long run: the interruption comes first)
+    rc, out, err = interrupted({"DATASET_STEPS": "300000"}, "dataset.log", "step")
+    assert rc != 0 and "RESUME=1 bash benchmark.sh cpu" in err
+    assert "local/hopper/tiny-v0" in minari.list_local_datasets()  # sac_fast saved what it had...
+    assert not (bench / "logs" / "dataset.log.done").exists()  # ...and it is not taken as finished
+    # 2. resumed: the cut-short dataset is made again; then Ctrl-C during a long pre-training
+    rc, out, err = interrupted({"RESUME": "1", "DATASET_STEPS": "400", "OFFLINE_STEPS": "100000"}, "pretrain_1.log",
+                               "offline ")
+    assert "left unfinished by an interrupted benchmark; deleted, made again" in out
+    assert rc != 0 and "pretrain interrupted" in out
+    assert "interrupted at" in (bench / "logs" / "pretrain_1.log").read_text()
+    assert not (bench / "logs" / "pretrain_1.log.done").exists()
+    # 3. resumed at small budgets: the dataset is kept, the pre-training runs again, all finish
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], capture_output=True, text=True,
+                          env=dict(env, RESUME="1", DATASET_STEPS="400", OFFLINE_STEPS="20", ONLINE_STEPS="60",
+                                   WARMUP="20"), timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "already on this machine, reused" in done.stdout
+    assert len([r for r in os.listdir(bench / "runs") if "__pretrain__" in r]) == 1
+    assert minari.load_dataset("local/hopper/tiny-v0").total_steps == 400
