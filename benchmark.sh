@@ -111,6 +111,7 @@ if [ "$TIER" = "_job" ]; then
       exit 255  # tells xargs to start no further job (the ones running finish first)
     fi
     if grep -q "^interrupted at" "$log"; then  # stopped early (e.g. a signal to this one run)
+      touch "$log.failed"  # a job waiting for this seed's checkpoint must stop, not wait forever
       echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD was interrupted; RESUME=1 runs it again"
       exit 255
     fi

@@ -134,6 +134,27 @@ def test_a_failed_run_stops_the_queue_with_a_clear_message(sandbox):
     assert sorted(os.listdir(sandbox / "bench" / "logs")) == ["pretrain_1.log", "pretrain_1.log.failed"]
 
 
+def test_a_pretraining_cut_short_stops_the_jobs_waiting_for_its_checkpoint(tmp_path):
+    """A SIGINT to the pre-training alone (not Ctrl-C in the terminal): the script saves and exits
+    0 with "interrupted at". Its job must fail, and a job of the same seed that waits for the
+    checkpoint (JOBS larger than the number of seeds) must stop instead of waiting forever."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text("#!/bin/sh\necho 'interrupted at step 7; saving what there is'\n")
+    (fake / "python").chmod(0o755)
+    out = tmp_path / "bench"
+    (out / "logs").mkdir(parents=True)
+    env = dict(os.environ, OUT=str(out), PATH=f"{fake}:{os.environ['PATH']}", ENV_ID="Hopper-v5", DATASET="d/e/f-v0",
+               OFFLINE_STEPS="10", ONLINE_STEPS="10", WARMUP="5", UTD="1", NET="", EVAL="", THREADS="1")  # what the tier exports
+    job = lambda method: subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "_job", method, "1"], env=env,
+                                        capture_output=True, text=True, timeout=30)
+    pre = job("pretrain")
+    assert pre.returncode == 255 and "pretrain was interrupted; RESUME=1 runs it again" in pre.stdout
+    assert sorted(os.listdir(out / "logs")) == ["pretrain_1.log", "pretrain_1.log.failed"]
+    waiting = job("wsrl")  # would loop on `sleep 5` until the 30 s timeout without the .failed marker
+    assert waiting.returncode == 255 and "the pre-training of seed 1 failed" in waiting.stderr
+
+
 def test_ctrl_c_then_resume_marks_nothing_finished_that_was_cut_short(sandbox):
     """Ctrl-C reaches every process; the scripts save what they have and exit normally. The
     benchmark must not take a cut-short dataset or run for a finished one when RESUME=1 follows."""
