@@ -505,9 +505,14 @@ class ReplayBuffer:
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, shape: tuple, generator: torch.Generator) -> dict:
-        # uniform over what is stored; our own generator keeps runs reproducible for a seed
-        idx = torch.randint(0, self.size, shape, generator=generator, device="cpu").to(self.device)
+    def sample(self, shape: tuple, generator: torch.Generator, skip_newest: int = 0) -> dict:
+        """Uniform over what is stored, but the `skip_newest` transitions added last (Cal-QL
+        online: the unfinished episode, whose returns-to-go are not known yet)."""
+        # our own generator keeps runs reproducible for a seed
+        idx = torch.randint(0, self.size - skip_newest, shape, generator=generator, device="cpu")
+        if skip_newest:  # count back from just before the skipped ones (the buffer is circular)
+            idx = (self.pos - skip_newest - 1 - idx) % self.capacity
+        idx = idx.to(self.device)
         return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
                 "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
 
@@ -529,14 +534,23 @@ class ReplayBuffer:
         return episodes
 
 
+def offline_per_batch(batch_size: int, offline_ratio: float) -> int:
+    return int(round(batch_size * offline_ratio))
+
+
 def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int, batch_size: int,
-                 offline_ratio: float, generator: torch.Generator) -> dict:
+                 offline_ratio: float, generator: torch.Generator, skip_newest: int = 0) -> dict:
     """utd minibatches of batch_size, stacked as (utd * batch_size, ...). With offline data every
-    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50)."""
-    n_off = int(round(batch_size * offline_ratio)) if offline is not None else 0
+    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50). `skip_newest`: see
+    ReplayBuffer.sample."""
+    n_off = offline_per_batch(batch_size, offline_ratio) if offline is not None else 0
     # (utd, b_online) and (utd, b_offline) joined along dim 1, so minibatch k (row k) holds
-    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...)
-    parts = [online.sample((utd, batch_size - n_off), generator)]
+    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...). The
+    # official WSRL code concatenates the whole online sample and then the offline one, so at UTD
+    # 4 two of its minibatches are online-only and two offline-only; we keep RLPD's own mix inside
+    # every minibatch, which is what the RLPD paper describes and what keeps each critic step's
+    # data the same.
+    parts = [online.sample((utd, batch_size - n_off), generator, skip_newest)]
     if n_off > 0:
         parts.append(offline.sample((utd, n_off), generator))
     return {k: torch.cat([p[k] for p in parts], dim=1).flatten(0, 1) for k in parts[0]}

@@ -467,9 +467,14 @@ class ReplayBuffer:
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, shape: tuple, generator: torch.Generator) -> dict:
-        # uniform over what is stored; our own generator keeps runs reproducible for a seed
-        idx = torch.randint(0, self.size, shape, generator=generator, device="cpu").to(self.device)
+    def sample(self, shape: tuple, generator: torch.Generator, skip_newest: int = 0) -> dict:
+        """Uniform over what is stored, but the `skip_newest` transitions added last (Cal-QL
+        online: the unfinished episode, whose returns-to-go are not known yet)."""
+        # our own generator keeps runs reproducible for a seed
+        idx = torch.randint(0, self.size - skip_newest, shape, generator=generator, device="cpu")
+        if skip_newest:  # count back from just before the skipped ones (the buffer is circular)
+            idx = (self.pos - skip_newest - 1 - idx) % self.capacity
+        idx = idx.to(self.device)
         return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
                 "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
 
@@ -491,14 +496,23 @@ class ReplayBuffer:
         return episodes
 
 
+def offline_per_batch(batch_size: int, offline_ratio: float) -> int:
+    return int(round(batch_size * offline_ratio))
+
+
 def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int, batch_size: int,
-                 offline_ratio: float, generator: torch.Generator) -> dict:
+                 offline_ratio: float, generator: torch.Generator, skip_newest: int = 0) -> dict:
     """utd minibatches of batch_size, stacked as (utd * batch_size, ...). With offline data every
-    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50)."""
-    n_off = int(round(batch_size * offline_ratio)) if offline is not None else 0
+    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50). `skip_newest`: see
+    ReplayBuffer.sample."""
+    n_off = offline_per_batch(batch_size, offline_ratio) if offline is not None else 0
     # (utd, b_online) and (utd, b_offline) joined along dim 1, so minibatch k (row k) holds
-    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...)
-    parts = [online.sample((utd, batch_size - n_off), generator)]
+    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...). The
+    # official WSRL code concatenates the whole online sample and then the offline one, so at UTD
+    # 4 two of its minibatches are online-only and two offline-only; we keep RLPD's own mix inside
+    # every minibatch, which is what the RLPD paper describes and what keeps each critic step's
+    # data the same.
+    parts = [online.sample((utd, batch_size - n_off), generator, skip_newest)]
     if n_off > 0:
         parts.append(offline.sample((utd, n_off), generator))
     return {k: torch.cat([p[k] for p in parts], dim=1).flatten(0, 1) for k in parts[0]}
@@ -1126,14 +1140,15 @@ def main(args: Args) -> dict:
     # - the temperature: IQL has no entropy term, so alpha starts at --init-temperature (1.0) with a
     #   fresh Adam, as SAC from scratch would;
     # - the learning rates: IQL's 3e-4 for all, SAC's --actor-lr / --critic-lr from here on.
+    # With --online-algo iql nothing changes: the paper's IQL baseline fine-tunes at IQL's 3e-4.
     if args.online_algo == "sac":
         del value, value_opt
-    with torch.no_grad():
-        log_alpha.fill_(math.log(args.init_temperature))
-    alpha_opt = make_optimizers(actor, critic, log_alpha, args)[2]
-    for opt, lr in ((actor_opt, args.actor_lr), (critic_opt, args.critic_lr)):
-        for group in opt.param_groups:
-            group["lr"] = lr
+        with torch.no_grad():
+            log_alpha.fill_(math.log(args.init_temperature))
+        alpha_opt = make_optimizers(actor, critic, log_alpha, args)[2]
+        for opt, lr in ((actor_opt, args.actor_lr), (critic_opt, args.critic_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr
     # frozen copies: the warmup acts with pi_pre, and the analysis measures the distance to both
     actor_pre = copy.deepcopy(actor).requires_grad_(False)
     critic_pre = copy.deepcopy(critic).requires_grad_(False)
@@ -1146,6 +1161,10 @@ def main(args: Args) -> dict:
         critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
         critic_target.load_state_dict(critic.state_dict())
         critic_opt = make_optimizers(actor, critic, log_alpha, args)[1]
+    if args.online_algo == "iql":  # fresh optimizers too keep IQL's own rate
+        for opt in (actor_opt, critic_opt):
+            for group in opt.param_groups:
+                group["lr"] = args.iql_lr
 
     # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
     step, last_return, info = 0, float("nan"), {}  # no update yet: no losses to show
