@@ -106,6 +106,8 @@ class Args:
     """width of the actor's hidden layers (taken from the checkpoint)"""
     actor_layers: Optional[int] = None
     """hidden layers of the actor (taken from the checkpoint)"""
+    last_hidden_init_scale: Optional[float] = None
+    """orthogonal-init gain of the last hidden layer, for fresh networks (taken from the checkpoint)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -475,17 +477,33 @@ def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int
 # ---------------------------------------------------------------------------------------------
 # Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
 # ---------------------------------------------------------------------------------------------
+# Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
+# that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
+# LAST HIDDEN layer of actor and critic, which gets the gain `last_hidden_scale` (official: 1e-2
+# in locomotion, antmaze and adroit, sqrt(2) on kitchen). That layer is followed by LayerNorm, so
+# a small gain does not shrink what it outputs; it makes its weights small, so that early
+# updates change them (and the features) faster in relative terms.
+ORTHOGONAL_GAIN = math.sqrt(2.0)
+LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
+
+
+def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features)
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class VectorizedLinear(nn.Module):
     """E independent linear layers applied at once: (E, B, in) -> (E, B, out) with one batched
-    matmul. Each member is initialised like its own nn.Linear."""
+    matmul. Each member gets its own orthogonal initialisation."""
 
-    def __init__(self, in_features: int, out_features: int, ensemble_size: int):
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int, gain: float = ORTHOGONAL_GAIN):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
-        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
-        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default: U(-1/sqrt(in), 1/sqrt(in))
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
+        for member_weight in self.weight.data:  # (in, out) each, orthogonal columns (or rows)
+            nn.init.orthogonal_(member_weight, gain=gain)
 
     def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
@@ -502,7 +520,7 @@ class VectorizedLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
-        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)  # b + norm(x) * w in one pass
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS), w)  # b + norm(x) * w in one pass
 
 
 class QEnsemble(nn.Module):
@@ -510,11 +528,13 @@ class QEnsemble(nn.Module):
     output head. (The official code shares one head across the trunks; an ensemble of
     independent Q-functions is what the paper describes, so we do not.)"""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN):
         super().__init__()
         self.num_qs = num_qs
         sizes = [obs_dim + act_dim] + [hidden] * layers
-        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs) for i, o in zip(sizes[:-1], sizes[1:]))
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs, g) for i, o, g in zip(sizes[:-1], sizes[1:], gains))
         self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
         self.head = VectorizedLinear(hidden, 1, num_qs)
 
@@ -535,14 +555,19 @@ LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-
 
 
 class Actor(nn.Module):
-    """tanh-squashed diagonal Gaussian policy with a state-dependent std."""
+    """tanh-squashed diagonal Gaussian policy with a state-dependent std. Its trunk is Dense ->
+    LayerNorm -> ReLU per hidden layer, like the critics' (paper Sec. 4: "layer normalization in
+    both the actor and the critic"; official code: use_layer_norm=True for the policy too)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN):
         super().__init__()
         sizes = [obs_dim] + [hidden] * layers
-        self.trunk = nn.Sequential(*[m for i, o in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(i, o), nn.ReLU())])
-        self.mean = nn.Linear(hidden, act_dim)
-        self.log_std = nn.Linear(hidden, act_dim)
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
+                                     for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
+        self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
+        self.log_std = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
 
     def forward(self, obs: torch.Tensor):
         h = self.trunk(obs)
@@ -587,7 +612,7 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 @torch.no_grad()
-def td_target(critic_target, actor, log_alpha, batch: dict, args) -> torch.Tensor:
+def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Tensor:
     """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
     a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With
     `--max-target-backup`, a' is the best of BACKUP_ACTIONS sampled next actions under that min."""
@@ -597,22 +622,31 @@ def td_target(critic_target, actor, log_alpha, batch: dict, args) -> torch.Tenso
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
     # (the official code draws with replacement; SPEC section 2).
-    idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(log_alpha.device)
+    idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
     if args.max_target_backup:
         next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
         next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
     if args.backup_entropy:  # off in the paper: the target has no entropy bonus
-        next_q = next_q - log_alpha.exp() * next_log_pi
+        next_q = next_q - F.softplus(alpha_param) * next_log_pi
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
 
-def update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, obs: torch.Tensor,
+def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
                            target_entropy: float) -> dict:
     """One actor step and one temperature step on the whole (utd * batch) sample."""
     # N = utd * batch_size: the actor sees every transition the critics were trained on this step
+    obs = batch["obs"]  # (N, obs)
+    # The temperature's entropy estimate, taken as the official code does: from FRESH actions at
+    # the next states (10 per state with --max-target-backup, as the target samples them), drawn
+    # before the actor moves. (CleanRL reuses the actor step's log pi at s instead.)
+    with torch.no_grad():
+        next_obs = batch["next_obs"]
+        if args.max_target_backup:
+            next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (N * 10, obs)
+        entropy = -actor.sample(next_obs)[1].mean()
     actions, log_pi = actor.sample(obs)  # (N, A), (N,)
     q = critic(obs, actions).min(dim=0).values  # min over the WHOLE ensemble (official code), (N,)
-    alpha = log_alpha.exp().detach()
+    alpha = F.softplus(alpha_param).detach()
     # maximise Q - alpha * log pi: high value, but keep the policy's entropy (SAC)
     actor_loss = (alpha * log_pi - q).mean()
     actor_opt.zero_grad(set_to_none=True)
@@ -620,23 +654,27 @@ def update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, obs: 
     # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
     actor_loss.backward(inputs=list(actor.parameters()))
     actor_opt.step()
-    # Temperature: alpha = exp(log_alpha) (CleanRL's parameterisation; the official code uses a
-    # softplus). It grows when the entropy is below target and shrinks when above.
-    entropy = -log_pi.detach().mean()
-    alpha_loss = log_alpha.exp() * (entropy - target_entropy)
+    # Temperature, alpha = softplus(alpha_param) (official code; CleanRL uses exp): minimising
+    # alpha * (H - H_target) makes alpha grow while the entropy H is below target, shrink above.
+    alpha_loss = F.softplus(alpha_param) * (entropy - target_entropy)
     alpha_opt.zero_grad(set_to_none=True)
     alpha_loss.backward()
     alpha_opt.step()
     return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
-            "alpha": log_alpha.detach().exp()}
+            "alpha": F.softplus(alpha_param.detach())}
 
 
-def make_optimizers(actor, critic, log_alpha, args):
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
+
+
+def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
-    fused = {"fused": True} if log_alpha.device.type in ("cpu", "cuda") else {}
+    fused = {"fused": True} if alpha_param.device.type in ("cpu", "cuda") else {}
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
-            torch.optim.Adam([log_alpha], lr=args.temp_lr, **fused))
+            torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
 
 
 # [end copy]
@@ -646,9 +684,9 @@ def make_optimizers(actor, critic, log_alpha, args):
 # ---------------------------------------------------------------------------------------------
 # SAC's critic step and the high-UTD step of one environment step (the online learner)
 # ---------------------------------------------------------------------------------------------
-def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: dict, args) -> dict:
+def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
     """One TD step on all members of the ensemble, then the target update."""
-    target_q = td_target(critic_target, actor, log_alpha, batch, args)  # (B,)
+    target_q = td_target(critic_target, actor, alpha_param, batch, args)  # (B,)
     q = critic(batch["obs"], batch["actions"])  # (E, B)
     # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
     # comes from independent initialisations. Mean over members and batch (official code).
@@ -660,7 +698,7 @@ def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: di
     return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
 
 
-def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, batch: dict,
+def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch: dict,
                args, target_entropy: float, update_actor: bool = True) -> dict:
     """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
     sample (target update after each), then ONE actor + temperature update on all of it
@@ -669,9 +707,9 @@ def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, a
     # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
     for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
         minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-        info = update_critic(critic, critic_target, actor, log_alpha, critic_opt, minibatch, args)
+        info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
     if update_actor:
-        info.update(update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"], target_entropy))
+        info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
     return info
 
 
@@ -713,14 +751,20 @@ def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
             run_dir = f"{base}_{n}"
 
 
-def save_checkpoint(path: str, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
+# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
+# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
                     args, step: int, **extra) -> None:
     """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
     what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
     torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
-                "critic_target": critic_target.state_dict(), "log_alpha": log_alpha.detach().cpu(),
+                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
                 "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
-                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step, **extra}, path)
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
+                "format": CHECKPOINT_FORMAT, **extra}, path)
 
 
 def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
@@ -752,7 +796,7 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
 # ---------------------------------------------------------------------------------------------
 # Loading a checkpoint written by save_checkpoint (any script of this repository)
 # ---------------------------------------------------------------------------------------------
-NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers")
+NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale")
 
 
 def read_checkpoint(path: str, device: torch.device) -> dict:
@@ -765,10 +809,19 @@ def read_checkpoint(path: str, device: torch.device) -> dict:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise SystemExit(f"error: cannot read checkpoint {path!r}: {e}")
-    missing = [k for k in ("actor", "critic", "critic_target", "log_alpha", "actor_opt", "critic_opt",
-                           "alpha_opt", "args") if k not in ckpt]
+    if isinstance(ckpt, dict) and "log_alpha" in ckpt and "format" not in ckpt:
+        raise SystemExit(
+            f"error: {path!r} was written by an older version of these scripts (checkpoint format 1: no "
+            "LayerNorm in the actor, exp-parameterised temperature), which this version cannot load without "
+            "changing the networks. Pre-train it again, e.g. `python calql_offline.py --dataset-id ID`."
+        )
+    missing = [k for k in ("actor", "critic", "critic_target", "alpha_param", "actor_opt", "critic_opt",
+                           "alpha_opt", "args", "format") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise SystemExit(f"error: {path!r} is not a checkpoint of these scripts (it lacks {', '.join(missing)}).")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise SystemExit(f"error: {path!r} has checkpoint format {ckpt['format']}; this version reads format "
+                         f"{CHECKPOINT_FORMAT} only. Use the version of these scripts that wrote it, or pre-train again.")
     return ckpt
 
 
@@ -781,7 +834,7 @@ def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
         setattr(args, key, value)
 
 
-def restore(ckpt: dict, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt) -> None:
+def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt) -> None:
     """Weights, temperature and Adam states, exactly as saved."""
     try:
         actor.load_state_dict(ckpt["actor"])
@@ -791,7 +844,7 @@ def restore(ckpt: dict, actor, critic, critic_target, log_alpha, actor_opt, crit
         raise SystemExit(f"error: the checkpoint (trained on {ckpt['args'].get('env_id') or ckpt['args'].get('dataset_id')}) "
                          f"does not fit this environment's observation/action sizes:\n{e}")
     with torch.no_grad():
-        log_alpha.copy_(ckpt["log_alpha"])
+        alpha_param.copy_(ckpt["alpha_param"])
     for opt, key in ((actor_opt, "actor_opt"), (critic_opt, "critic_opt"), (alpha_opt, "alpha_opt")):
         lrs = [group["lr"] for group in opt.param_groups]
         opt.load_state_dict(ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
@@ -861,26 +914,26 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
     critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
-    # the temperature is learned in log space, so alpha = exp(log_alpha) stays positive
-    log_alpha = torch.tensor(math.log(args.init_temperature), device=device, requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, log_alpha, args)
+    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
+    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
+    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
 
     # ===== THE GUIDE AND THE INITIALISATION ======================================================
     # Everything (weights, temperature, Adam states) as pre-trained; the GUIDE is a frozen copy of
     # the pre-trained actor: it only ever acts, no optimizer holds its parameters.
-    restore(ckpt, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt)
+    restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
     guide = copy.deepcopy(actor).requires_grad_(False)
     if not args.init_policy:  # the original JSRL: the learner starts from scratch
-        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
-        actor_opt = make_optimizers(actor, critic, log_alpha, args)[0]
+        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+        actor_opt = make_optimizers(actor, critic, alpha_param, args)[0]
     if not args.init_critic:  # fresh critics (and a target that copies them)
-        critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+        critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
         critic_target.load_state_dict(critic.state_dict())
-        critic_opt = make_optimizers(actor, critic, log_alpha, args)[1]
+        critic_opt = make_optimizers(actor, critic, alpha_param, args)[1]
     del ckpt
 
     # JSRL, like WSRL, keeps no offline data: the buffer starts empty and holds online data only
@@ -939,7 +992,7 @@ def main(args: Args) -> dict:
                 if updates_start is None:
                     updates_start = (time.time(), step)
                 batch = sample_batch(rb, None, args.utd, args.batch_size, 0.0, gen)
-                info = sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
+                info = sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
                                   batch, args, target_entropy)
                 if summary["first_losses"] is None:
                     summary["first_losses"] = {k: float(v) for k, v in info.items()}
@@ -961,7 +1014,7 @@ def main(args: Args) -> dict:
     summary["guide"] = guide  # the frozen guide, for inspection (tests check it never changed)
     if args.save_model:
         path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, args, step,
+        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
                         env_id=env_id)
         summary["checkpoint"] = path
     if summary["evals"]:

@@ -123,6 +123,9 @@ class Args:
     """width of the actor's hidden layers (default: domain preset)"""
     actor_layers: Optional[int] = None
     """hidden layers of the actor (default: domain preset)"""
+    last_hidden_init_scale: Optional[float] = None
+    """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
+    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -145,7 +148,8 @@ class Args:
     calql: bool = True
     """Cal-QL's lower bound on the policy actions' Q-values; `--no-calql` gives plain CQL"""
     cql_alpha: Optional[float] = None
-    """weight of the CQL term (default: domain preset: locomotion 5, kitchen 5, adroit 1, antmaze 5)"""
+    """weight of the CQL term (default: domain preset: locomotion 5, kitchen 5, adroit 1; unused with
+    --cql-lagrange, where the learned multiplier is the weight)"""
     cql_n_actions: int = 10
     """actions per state of each kind (random, pi(s), pi(s')) in the CQL logsumexp"""
     cql_importance_sample: Optional[bool] = None
@@ -372,13 +376,13 @@ def check_dataset_id_is_free(dataset_id: str) -> None:
 # A flag left at None takes the preset of the dataset's domain; a flag given on the command line wins.
 # ---------------------------------------------------------------------------------------------
 DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
-    "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2,
+    "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
                        cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=3.0),
-    "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2,
+    "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
                     cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
-    "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2,
+    "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2, last_hidden_init_scale=0.01,
                    cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
-    "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3,
+    "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3, last_hidden_init_scale=math.sqrt(2.0),
                     cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
 }
 
@@ -581,17 +585,33 @@ def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int
 # ---------------------------------------------------------------------------------------------
 # Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
 # ---------------------------------------------------------------------------------------------
+# Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
+# that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
+# LAST HIDDEN layer of actor and critic, which gets the gain `last_hidden_scale` (official: 1e-2
+# in locomotion, antmaze and adroit, sqrt(2) on kitchen). That layer is followed by LayerNorm, so
+# a small gain does not shrink what it outputs; it makes its weights small, so that early
+# updates change them (and the features) faster in relative terms.
+ORTHOGONAL_GAIN = math.sqrt(2.0)
+LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
+
+
+def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features)
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class VectorizedLinear(nn.Module):
     """E independent linear layers applied at once: (E, B, in) -> (E, B, out) with one batched
-    matmul. Each member is initialised like its own nn.Linear."""
+    matmul. Each member gets its own orthogonal initialisation."""
 
-    def __init__(self, in_features: int, out_features: int, ensemble_size: int):
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int, gain: float = ORTHOGONAL_GAIN):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
-        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
-        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default: U(-1/sqrt(in), 1/sqrt(in))
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
+        for member_weight in self.weight.data:  # (in, out) each, orthogonal columns (or rows)
+            nn.init.orthogonal_(member_weight, gain=gain)
 
     def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
@@ -608,7 +628,7 @@ class VectorizedLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
-        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)  # b + norm(x) * w in one pass
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS), w)  # b + norm(x) * w in one pass
 
 
 class QEnsemble(nn.Module):
@@ -616,11 +636,13 @@ class QEnsemble(nn.Module):
     output head. (The official code shares one head across the trunks; an ensemble of
     independent Q-functions is what the paper describes, so we do not.)"""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN):
         super().__init__()
         self.num_qs = num_qs
         sizes = [obs_dim + act_dim] + [hidden] * layers
-        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs) for i, o in zip(sizes[:-1], sizes[1:]))
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs, g) for i, o, g in zip(sizes[:-1], sizes[1:], gains))
         self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
         self.head = VectorizedLinear(hidden, 1, num_qs)
 
@@ -641,14 +663,19 @@ LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-
 
 
 class Actor(nn.Module):
-    """tanh-squashed diagonal Gaussian policy with a state-dependent std."""
+    """tanh-squashed diagonal Gaussian policy with a state-dependent std. Its trunk is Dense ->
+    LayerNorm -> ReLU per hidden layer, like the critics' (paper Sec. 4: "layer normalization in
+    both the actor and the critic"; official code: use_layer_norm=True for the policy too)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN):
         super().__init__()
         sizes = [obs_dim] + [hidden] * layers
-        self.trunk = nn.Sequential(*[m for i, o in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(i, o), nn.ReLU())])
-        self.mean = nn.Linear(hidden, act_dim)
-        self.log_std = nn.Linear(hidden, act_dim)
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
+                                     for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
+        self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
+        self.log_std = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
 
     def forward(self, obs: torch.Tensor):
         h = self.trunk(obs)
@@ -693,7 +720,7 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 @torch.no_grad()
-def td_target(critic_target, actor, log_alpha, batch: dict, args) -> torch.Tensor:
+def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Tensor:
     """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
     a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With
     `--max-target-backup`, a' is the best of BACKUP_ACTIONS sampled next actions under that min."""
@@ -703,22 +730,31 @@ def td_target(critic_target, actor, log_alpha, batch: dict, args) -> torch.Tenso
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
     # (the official code draws with replacement; SPEC section 2).
-    idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(log_alpha.device)
+    idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
     if args.max_target_backup:
         next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
         next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
     if args.backup_entropy:  # off in the paper: the target has no entropy bonus
-        next_q = next_q - log_alpha.exp() * next_log_pi
+        next_q = next_q - F.softplus(alpha_param) * next_log_pi
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
 
-def update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, obs: torch.Tensor,
+def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
                            target_entropy: float) -> dict:
     """One actor step and one temperature step on the whole (utd * batch) sample."""
     # N = utd * batch_size: the actor sees every transition the critics were trained on this step
+    obs = batch["obs"]  # (N, obs)
+    # The temperature's entropy estimate, taken as the official code does: from FRESH actions at
+    # the next states (10 per state with --max-target-backup, as the target samples them), drawn
+    # before the actor moves. (CleanRL reuses the actor step's log pi at s instead.)
+    with torch.no_grad():
+        next_obs = batch["next_obs"]
+        if args.max_target_backup:
+            next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (N * 10, obs)
+        entropy = -actor.sample(next_obs)[1].mean()
     actions, log_pi = actor.sample(obs)  # (N, A), (N,)
     q = critic(obs, actions).min(dim=0).values  # min over the WHOLE ensemble (official code), (N,)
-    alpha = log_alpha.exp().detach()
+    alpha = F.softplus(alpha_param).detach()
     # maximise Q - alpha * log pi: high value, but keep the policy's entropy (SAC)
     actor_loss = (alpha * log_pi - q).mean()
     actor_opt.zero_grad(set_to_none=True)
@@ -726,23 +762,27 @@ def update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, obs: 
     # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
     actor_loss.backward(inputs=list(actor.parameters()))
     actor_opt.step()
-    # Temperature: alpha = exp(log_alpha) (CleanRL's parameterisation; the official code uses a
-    # softplus). It grows when the entropy is below target and shrinks when above.
-    entropy = -log_pi.detach().mean()
-    alpha_loss = log_alpha.exp() * (entropy - target_entropy)
+    # Temperature, alpha = softplus(alpha_param) (official code; CleanRL uses exp): minimising
+    # alpha * (H - H_target) makes alpha grow while the entropy H is below target, shrink above.
+    alpha_loss = F.softplus(alpha_param) * (entropy - target_entropy)
     alpha_opt.zero_grad(set_to_none=True)
     alpha_loss.backward()
     alpha_opt.step()
     return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
-            "alpha": log_alpha.detach().exp()}
+            "alpha": F.softplus(alpha_param.detach())}
 
 
-def make_optimizers(actor, critic, log_alpha, args):
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
+
+
+def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
-    fused = {"fused": True} if log_alpha.device.type in ("cpu", "cuda") else {}
+    fused = {"fused": True} if alpha_param.device.type in ("cpu", "cuda") else {}
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
-            torch.optim.Adam([log_alpha], lr=args.temp_lr, **fused))
+            torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
 
 
 # [end copy]
@@ -752,9 +792,9 @@ def make_optimizers(actor, critic, log_alpha, args):
 # ---------------------------------------------------------------------------------------------
 # SAC's critic step and the high-UTD step of one environment step (the online learner)
 # ---------------------------------------------------------------------------------------------
-def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: dict, args) -> dict:
+def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
     """One TD step on all members of the ensemble, then the target update."""
-    target_q = td_target(critic_target, actor, log_alpha, batch, args)  # (B,)
+    target_q = td_target(critic_target, actor, alpha_param, batch, args)  # (B,)
     q = critic(batch["obs"], batch["actions"])  # (E, B)
     # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
     # comes from independent initialisations. Mean over members and batch (official code).
@@ -766,7 +806,7 @@ def update_critic(critic, critic_target, actor, log_alpha, critic_opt, batch: di
     return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
 
 
-def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, batch: dict,
+def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch: dict,
                args, target_entropy: float, update_actor: bool = True) -> dict:
     """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
     sample (target update after each), then ONE actor + temperature update on all of it
@@ -775,9 +815,9 @@ def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, a
     # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
     for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
         minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-        info = update_critic(critic, critic_target, actor, log_alpha, critic_opt, minibatch, args)
+        info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
     if update_actor:
-        info.update(update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"], target_entropy))
+        info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
     return info
 
 
@@ -814,13 +854,13 @@ def cql_gap(q_data: torch.Tensor, q_rand: torch.Tensor, q_pi: torch.Tensor, q_ne
     return soft_max - q_data  # (E, B)
 
 
-def update_critic_calql(critic, critic_target, actor, log_alpha, cql_log_alpha, critic_opt, cql_alpha_opt,
+def update_critic_calql(critic, critic_target, actor, alpha_param, cql_lagrange_param, critic_opt, cql_alpha_opt,
                         batch: dict, args) -> dict:
     """One Cal-QL critic step: TD loss on ALL members, plus the CQL term on `num_min_qs`
     sub-sampled members (SPEC section 3), then the target update."""
     obs, actions = batch["obs"], batch["actions"]  # (B, obs), (B, A)
     (B, A), N = actions.shape, args.cql_n_actions
-    target_q = td_target(critic_target, actor, log_alpha, batch, args)  # (B,) max-target backup by default
+    target_q = td_target(critic_target, actor, alpha_param, batch, args)  # (B,) max-target backup by default
     q = critic(obs, actions)  # (E, B)
     td_loss = F.mse_loss(q, target_q.expand_as(q))
 
@@ -836,35 +876,36 @@ def update_critic_calql(critic, critic_target, actor, log_alpha, cql_log_alpha, 
     gap = cql_gap(q[idx], q_rand, q_pi, q_next_pi, log_pi.view(B, N), next_log_pi.view(B, N),
                   batch["mc_returns"], A, args).mean()
     if args.cql_lagrange:
-        # dual form (antmaze): the weight alpha' * cql_alpha grows while the gap exceeds the
-        # target and shrinks below it; alpha' = exp(log alpha') is clipped as in JaxCQL
-        alpha_prime = cql_log_alpha.exp().clamp(0.0, 1e6)
-        cql_loss = alpha_prime.detach() * args.cql_alpha * (gap - args.cql_target_gap)
+        # dual form (antmaze): the weight alpha' = softplus(param), 1.0 at the start, grows while
+        # the gap exceeds the target and shrinks below it. Official WSRL code: this alpha' alone
+        # weighs the term (JaxCQL multiplies it by --cql-alpha too, a weight 5 at the start).
+        alpha_prime = F.softplus(cql_lagrange_param)
+        cql_loss = alpha_prime.detach() * (gap - args.cql_target_gap)
     else:
         cql_loss = args.cql_alpha * gap
     critic_opt.zero_grad(set_to_none=True)
     (td_loss + cql_loss).backward()
     critic_opt.step()
     if args.cql_lagrange:  # gradient ascent on the multiplier: minimise -alpha' * (gap - target)
-        lagrange_loss = -cql_log_alpha.exp().clamp(0.0, 1e6) * args.cql_alpha * (gap.detach() - args.cql_target_gap)
+        lagrange_loss = -F.softplus(cql_lagrange_param) * (gap.detach() - args.cql_target_gap)
         cql_alpha_opt.zero_grad(set_to_none=True)
         lagrange_loss.backward()
         cql_alpha_opt.step()
     soft_update(critic_target, critic, args.tau)  # after every critic step
     return {"qf_loss": (td_loss + cql_loss).detach(), "td_loss": td_loss.detach(), "cql_gap": gap.detach(),
-            "qf_mean": q.detach().mean(), "cql_alpha_prime": cql_log_alpha.detach().exp()}
+            "qf_mean": q.detach().mean(), "cql_alpha_prime": F.softplus(cql_lagrange_param.detach())}
 
 
-def calql_update(actor, critic, critic_target, log_alpha, cql_log_alpha, actor_opt, critic_opt, alpha_opt,
+def calql_update(actor, critic, critic_target, alpha_param, cql_lagrange_param, actor_opt, critic_opt, alpha_opt,
                  cql_alpha_opt, batch: dict, args, target_entropy: float) -> dict:
     """As sac_update, with the Cal-QL critic step: one critic step per minibatch of the sample
     (offline: one; online: `utd`), then ONE actor + temperature step on all of it. The actor
     step is SAC's (CQL's policy objective is SAC's)."""
     for k in range(len(batch["rewards"]) // args.batch_size):
         minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-        info = update_critic_calql(critic, critic_target, actor, log_alpha, cql_log_alpha, critic_opt,
+        info = update_critic_calql(critic, critic_target, actor, alpha_param, cql_lagrange_param, critic_opt,
                                    cql_alpha_opt, minibatch, args)
-    info.update(update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"], target_entropy))
+    info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
     return info
 
 
@@ -894,11 +935,11 @@ def to_batch(data: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def q_diagnostics(critic, critic_target, actor, log_alpha, batch: dict, args) -> dict:
+def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args) -> dict:
     """Mean Q(s, a) over members and transitions, and the mean squared TD error, on a batch.
     On held-out offline data, a falling Q after the switch is the "downward spiral" (Fig. 4)."""
     q = critic(batch["obs"], batch["actions"])  # (E, B)
-    target = td_target(critic_target, actor, log_alpha, batch, args)  # (B,)
+    target = td_target(critic_target, actor, alpha_param, batch, args)  # (B,)
     return {"q": float(q.mean()), "td_error": float((q - target).pow(2).mean())}
 
 
@@ -973,14 +1014,20 @@ def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
             run_dir = f"{base}_{n}"
 
 
-def save_checkpoint(path: str, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
+# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
+# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
                     args, step: int, **extra) -> None:
     """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
     what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
     torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
-                "critic_target": critic_target.state_dict(), "log_alpha": log_alpha.detach().cpu(),
+                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
                 "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
-                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step, **extra}, path)
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
+                "format": CHECKPOINT_FORMAT, **extra}, path)
 
 
 def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
@@ -1011,7 +1058,7 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
 # ---------------------------------------------------------------------------------------------
 # Loading a checkpoint written by save_checkpoint (any script of this repository)
 # ---------------------------------------------------------------------------------------------
-NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers")
+NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale")
 
 
 def read_checkpoint(path: str, device: torch.device) -> dict:
@@ -1024,10 +1071,19 @@ def read_checkpoint(path: str, device: torch.device) -> dict:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise SystemExit(f"error: cannot read checkpoint {path!r}: {e}")
-    missing = [k for k in ("actor", "critic", "critic_target", "log_alpha", "actor_opt", "critic_opt",
-                           "alpha_opt", "args") if k not in ckpt]
+    if isinstance(ckpt, dict) and "log_alpha" in ckpt and "format" not in ckpt:
+        raise SystemExit(
+            f"error: {path!r} was written by an older version of these scripts (checkpoint format 1: no "
+            "LayerNorm in the actor, exp-parameterised temperature), which this version cannot load without "
+            "changing the networks. Pre-train it again, e.g. `python calql_offline.py --dataset-id ID`."
+        )
+    missing = [k for k in ("actor", "critic", "critic_target", "alpha_param", "actor_opt", "critic_opt",
+                           "alpha_opt", "args", "format") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise SystemExit(f"error: {path!r} is not a checkpoint of these scripts (it lacks {', '.join(missing)}).")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise SystemExit(f"error: {path!r} has checkpoint format {ckpt['format']}; this version reads format "
+                         f"{CHECKPOINT_FORMAT} only. Use the version of these scripts that wrote it, or pre-train again.")
     return ckpt
 
 
@@ -1040,7 +1096,7 @@ def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
         setattr(args, key, value)
 
 
-def restore(ckpt: dict, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt) -> None:
+def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt) -> None:
     """Weights, temperature and Adam states, exactly as saved."""
     try:
         actor.load_state_dict(ckpt["actor"])
@@ -1050,7 +1106,7 @@ def restore(ckpt: dict, actor, critic, critic_target, log_alpha, actor_opt, crit
         raise SystemExit(f"error: the checkpoint (trained on {ckpt['args'].get('env_id') or ckpt['args'].get('dataset_id')}) "
                          f"does not fit this environment's observation/action sizes:\n{e}")
     with torch.no_grad():
-        log_alpha.copy_(ckpt["log_alpha"])
+        alpha_param.copy_(ckpt["alpha_param"])
     for opt, key in ((actor_opt, "actor_opt"), (critic_opt, "critic_opt"), (alpha_opt, "alpha_opt")):
         lrs = [group["lr"] for group in opt.param_groups]
         opt.load_state_dict(ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
@@ -1106,21 +1162,21 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
     critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
-    # the temperature is learned in log space, so alpha = exp(log_alpha) stays positive
-    log_alpha = torch.tensor(math.log(args.init_temperature), device=device, requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, log_alpha, args)
-    # the Lagrange multiplier alpha' of the CQL term (used with --cql-lagrange), in log space
-    cql_log_alpha = torch.tensor(0.0, device=device, requires_grad=True)
-    cql_alpha_opt = torch.optim.Adam([cql_log_alpha], lr=args.cql_lagrange_lr)
+    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
+    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
+    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
+    # the Lagrange multiplier alpha' = softplus(param) of the CQL term (--cql-lagrange), 1.0 at the start
+    cql_lagrange_param = torch.tensor(inverse_softplus(1.0), device=device, requires_grad=True)
+    cql_alpha_opt = torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr)
     if ckpt is not None:
-        restore(ckpt, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt)
-        if "cql_log_alpha" in ckpt:
+        restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
+        if "cql_lagrange_param" in ckpt:
             with torch.no_grad():
-                cql_log_alpha.copy_(ckpt["cql_log_alpha"])
+                cql_lagrange_param.copy_(ckpt["cql_lagrange_param"])
             cql_alpha_opt.load_state_dict(ckpt["cql_alpha_opt"])
 
     offline_rb = ReplayBuffer.from_arrays(train_data, device)
@@ -1128,7 +1184,7 @@ def main(args: Args) -> dict:
     del train_data, heldout_data  # from here on the offline data lives in offline_rb alone
 
     def calql_step(batch: dict) -> dict:  # one Cal-QL step: phase 1, and phase 3 with --online-algo calql
-        return calql_update(actor, critic, critic_target, log_alpha, cql_log_alpha, actor_opt, critic_opt,
+        return calql_update(actor, critic, critic_target, alpha_param, cql_lagrange_param, actor_opt, critic_opt,
                             alpha_opt, cql_alpha_opt, batch, calql_args, target_entropy)
 
     def evaluate_and_log(prefix: str, step: int, evals: list) -> None:
@@ -1142,7 +1198,7 @@ def main(args: Args) -> dict:
         # the TD error of the target being trained: Cal-QL's offline, the online learner's after the switch
         target_args = calql_args if prefix.startswith("offline") or args.online_algo == "calql" else args
         for name, batch in batches.items():
-            for key, value in q_diagnostics(critic, critic_target, actor, log_alpha, batch, target_args).items():
+            for key, value in q_diagnostics(critic, critic_target, actor, alpha_param, batch, target_args).items():
                 writer.add_scalar(f"{prefix}{key}_{name}", value, step)
             if prefix == "analysis/":  # online: how far fine-tuning has moved from the pre-trained agent (Fig. 8)
                 writer.add_scalar(f"analysis/policy_kl_{name}", policy_kl(actor_pre, actor, batch["obs"]), step)
@@ -1181,8 +1237,8 @@ def main(args: Args) -> dict:
             interrupted = True
         # The hand-over to fine-tuning, and to the WSRL scripts and jsrl.py (--pretrained-checkpoint)
         path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
-        save_checkpoint(path, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
-                        args, step, cql_log_alpha=cql_log_alpha.detach().cpu(),
+        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
+                        args, step, cql_lagrange_param=cql_lagrange_param.detach().cpu(),
                         cql_alpha_opt=cql_alpha_opt.state_dict(), env_id=env_id)
         summary["pretrained_checkpoint"] = path
         print(f"pre-trained checkpoint: {path}")
@@ -1213,18 +1269,25 @@ def main(args: Args) -> dict:
     # The actor, critics, target, temperature AND their Adam states carry over (the paper keeps the
     # optimizer state), unless an ablation asks for fresh networks.
     if not args.init_policy:  # Fig. 13: fine-tune a randomly initialised policy
-        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
-        actor_opt = make_optimizers(actor, critic, log_alpha, args)[0]
+        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+        actor_opt = make_optimizers(actor, critic, alpha_param, args)[0]
     if not args.init_critic:  # Fig. 12 (left): fine-tune randomly initialised critics
-        critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
+        critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
         critic_target.load_state_dict(critic.state_dict())
-        critic_opt = make_optimizers(actor, critic, log_alpha, args)[1]
+        critic_opt = make_optimizers(actor, critic, alpha_param, args)[1]
 
     # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
+    updates_after = warmup_env_steps
+    if args.online_algo == "calql":  # the official Cal-QL online start (as calql_offline.py): the online
+        # part of a batch and one full episode length first; only finished episodes are sampled
+        online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
+        episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
+        updates_after = max(updates_after, online_per_batch, episode_limit if args.calql else 0)
     step, last_return, episode_length, info = 0, float("nan"), 0, {}  # no update yet: no losses to show
     if not interrupted:
         print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
-              f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} =====")
+              f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} "
+              f"(first update after step {updates_after:,}) =====")
         # step 0 = the pre-trained agent, so every online curve starts at the offline result
         evaluate_and_log("", 0, summary["evals"])
         log_diagnostics("analysis/", 0, {"heldout": heldout})
@@ -1251,12 +1314,13 @@ def main(args: Args) -> dict:
                     writer.add_scalar("charts/episodic_return", last_return, step)
                     writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
 
-                if step > warmup_env_steps:  # Alg. 1, lines 11-14: no gradient step during warmup
+                if step > updates_after:  # Alg. 1, lines 11-14: no gradient step during warmup
                     if updates_start is None:
                         updates_start = (time.time(), step)
-                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen)
+                    unfinished = episode_length if args.online_algo == "calql" and args.calql else 0
+                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen, unfinished)
                     if args.online_algo == "sac":  # plain SAC: no pessimism, no behaviour constraint
-                        info = sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt,
+                        info = sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
                                           batch, args, target_entropy,
                                           update_actor=step - warmup_env_steps > args.policy_freeze_steps)
                     else:  # Fig. 12 (right) ablation: keep Cal-QL's regulariser online
@@ -1278,8 +1342,8 @@ def main(args: Args) -> dict:
     # ===== SAVE =================================================================================
     if args.save_model:
         path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, args, step,
-                        cql_log_alpha=cql_log_alpha.detach().cpu(), cql_alpha_opt=cql_alpha_opt.state_dict(),
+        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
+                        cql_lagrange_param=cql_lagrange_param.detach().cpu(), cql_alpha_opt=cql_alpha_opt.state_dict(),
                         env_id=env_id)
         summary["checkpoint"] = path
     if summary["offline_evals"]:
@@ -1287,7 +1351,7 @@ def main(args: Args) -> dict:
                    f"Cal-QL offline on {args.dataset_id}")
     if summary["evals"]:
         save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"WSRL on {env_id}",
-                   {"updates start": warmup_env_steps} if warmup_env_steps else None)
+                   {"updates start": updates_after} if updates_after else None)
     env.close()
     eval_env.close()
     writer.close()

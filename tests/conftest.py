@@ -45,3 +45,18 @@ def module_sandbox(tmp_path_factory):
         mp.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
         mp.delenv("HF_HUB_OFFLINE", raising=False)
         yield root
+
+
+@pytest.fixture
+def short_episodes(monkeypatch):
+    """Every environment made while the test runs has episodes of at most 20 steps, so runs of
+    a few dozen steps finish episodes (Cal-QL's online start waits for one full episode length)."""
+    import gymnasium
+
+    original = gymnasium.make
+
+    def make(env_id, **kwargs):
+        return original(env_id, **{**kwargs, "max_episode_steps": 20})
+
+    monkeypatch.setattr(gymnasium, "make", make)
+    return 20

@@ -154,11 +154,37 @@ def test_lagrange_multiplier_moves_the_right_way(target_gap, direction):
                   cql_target_gap=target_gap)
     batch = {"obs": torch.randn(8, 4), "actions": torch.rand(8, 2) * 2 - 1, "rewards": torch.randn(8),
              "next_obs": torch.randn(8, 4), "terminals": torch.zeros(8), "mc_returns": torch.randn(8)}
-    log_alpha_prime = torch.zeros((), requires_grad=True)
-    opt = torch.optim.Adam([log_alpha_prime], lr=0.1)
-    C.update_critic_calql(critic, target, actor, torch.zeros(()), log_alpha_prime,
+    alpha_param_prime = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([alpha_param_prime], lr=0.1)
+    C.update_critic_calql(critic, target, actor, torch.zeros(()), alpha_param_prime,
                           torch.optim.Adam(critic.parameters()), opt, batch, args)
-    assert direction * log_alpha_prime.item() > 0.05
+    assert direction * alpha_param_prime.item() > 0.05
+
+
+def test_lagrange_form_weighs_the_gap_by_the_softplus_multiplier_alone():
+    """Official WSRL: loss = TD + softplus(p) * (gap - target gap); --cql-alpha plays no part, and
+    the multiplier starts at 1.0 (p = inverse_softplus(1))."""
+    torch.manual_seed(0)
+    actor, critic, target = C.Actor(4, 2, 16, 2), C.QEnsemble(4, 2, 16, 2, 3), C.QEnsemble(4, 2, 16, 2, 3)
+    batch = {"obs": torch.randn(8, 4), "actions": torch.rand(8, 2) * 2 - 1, "rewards": torch.randn(8),
+             "next_obs": torch.randn(8, 4), "terminals": torch.zeros(8), "mc_returns": torch.randn(8)}
+    for cql_alpha in (1.0, 5.0):
+        args = C.Args(num_qs=3, cql_n_actions=3, cql_alpha=cql_alpha, cql_importance_sample=True, cql_lagrange=True,
+                      cql_target_gap=0.8)
+        p = torch.tensor(C.inverse_softplus(1.0), requires_grad=True)
+        torch.manual_seed(1)
+        info = C.update_critic_calql(copy_of(critic), copy_of(target), actor, torch.zeros(()), p,
+                                     torch.optim.Adam(critic.parameters(), lr=0.0), torch.optim.Adam([p], lr=0.0),
+                                     batch, args)
+        expected = float(info["td_loss"]) + 1.0 * (float(info["cql_gap"]) - 0.8)
+        assert float(info["qf_loss"]) == pytest.approx(expected, rel=1e-5)
+        assert float(info["cql_alpha_prime"]) == pytest.approx(1.0, rel=1e-6)
+
+
+def copy_of(module):
+    import copy
+
+    return copy.deepcopy(module)
 
 
 def test_max_target_backup_takes_the_best_of_the_sampled_next_actions():
@@ -174,10 +200,10 @@ def test_max_target_backup_takes_the_best_of_the_sampled_next_actions():
 
     batch = {"next_obs": torch.zeros(2, 1), "rewards": torch.tensor([1.0, 1.0]), "terminals": torch.tensor([0.0, 1.0])}
     args = C.Args(num_qs=3, num_min_qs=3, gamma=0.5, max_target_backup=True, backup_entropy=True)
-    log_alpha = torch.tensor(math.log(0.1))
+    alpha_param = torch.tensor(C.inverse_softplus(0.1))
     # best action 6: min over members of Q = 0 - 0 = 0; entropy bonus of THAT action: -0.1 * (-6)
     expected = torch.tensor([1.0 + 0.5 * (0.0 + 0.6), 1.0])
-    torch.testing.assert_close(C.td_target(Critic(), FixedActor(), log_alpha, batch, args), expected)
+    torch.testing.assert_close(C.td_target(Critic(), FixedActor(), alpha_param, batch, args), expected)
 
 
 def test_domain_presets_fill_only_what_was_not_given():
@@ -212,20 +238,20 @@ def make_agent(seed):
                   cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, batch_size=8)
     actor, critic, target = C.Actor(4, 2, 16, 2), C.QEnsemble(4, 2, 16, 2, 3), C.QEnsemble(4, 2, 16, 2, 3)
     target.load_state_dict(critic.state_dict())
-    log_alpha = torch.zeros((), requires_grad=True)
-    return args, [actor, critic, target, log_alpha, *C.make_optimizers(actor, critic, log_alpha, args)]
+    alpha_param = torch.zeros((), requires_grad=True)
+    return args, [actor, critic, target, alpha_param, *C.make_optimizers(actor, critic, alpha_param, args)]
 
 
 def test_checkpoint_round_trip_restores_weights_and_optimizer_states_exactly(tmp_path):
     args, agent = make_agent(0)
     batch = {"obs": torch.randn(8, 4), "actions": torch.rand(8, 2) * 2 - 1, "rewards": torch.randn(8),
              "next_obs": torch.randn(8, 4), "terminals": torch.zeros(8), "mc_returns": torch.randn(8)}
-    actor, critic, target, log_alpha, actor_opt, critic_opt, alpha_opt = agent
+    actor, critic, target, alpha_param, actor_opt, critic_opt, alpha_opt = agent
     for _ in range(3):  # non-trivial Adam moments and step counts
-        C.calql_update(actor, critic, target, log_alpha, torch.zeros((), requires_grad=True), actor_opt, critic_opt,
+        C.calql_update(actor, critic, target, alpha_param, torch.zeros((), requires_grad=True), actor_opt, critic_opt,
                        alpha_opt, None, batch, args, -2.0)
     path = str(tmp_path / "ckpt.pt")
-    C.save_checkpoint(path, *agent, args, 3, cql_log_alpha=torch.tensor(0.25))
+    C.save_checkpoint(path, *agent, args, 3, cql_lagrange_param=torch.tensor(0.25))
     _, fresh = make_agent(1)  # different initial weights
     ckpt = C.read_checkpoint(path, torch.device("cpu"))
     C.restore(ckpt, *fresh)
@@ -239,7 +265,7 @@ def test_checkpoint_round_trip_restores_weights_and_optimizer_states_exactly(tmp
         for i in so["state"]:
             for k in so["state"][i]:
                 assert torch.equal(so["state"][i][k], sn["state"][i][k]), (i, k)
-    assert ckpt["step"] == 3 and ckpt["cql_log_alpha"] == 0.25 and ckpt["args"]["num_qs"] == 3
+    assert ckpt["step"] == 3 and ckpt["cql_lagrange_param"] == 0.25 and ckpt["args"]["num_qs"] == 3
     # the learning rates stay this run's: a checkpoint must not override --actor-lr and friends
     _, other = make_agent(2)
     for group in other[4].param_groups:
@@ -279,13 +305,46 @@ def record_sampling(monkeypatch):
         rb.holds_offline_data = True  # a mark on the object (an id() could be reused once it is deleted)
         return rb
 
-    def sample(self, shape, generator):
+    def sample(self, shape, generator, skip_newest=0):
         calls.append("offline" if getattr(self, "holds_offline_data", False) else "online")
-        return original_sample(self, shape, generator)
+        return original_sample(self, shape, generator, skip_newest)
 
     monkeypatch.setattr(C.ReplayBuffer, "from_arrays", classmethod(from_arrays))
     monkeypatch.setattr(C.ReplayBuffer, "sample", sample)
     return calls
+
+
+@pytest.mark.parametrize("calql, offline_ratio, updates_after", [
+    (True, 0.0, 32),  # max(batch 32, episode length 20)
+    (True, 0.5, 20),  # max(online half of the batch 16, episode length 20)
+    (False, 0.0, 32),  # CQL: the batch alone (official: only Cal-QL waits for an episode)
+])
+def test_online_start_waits_and_calql_samples_finished_episodes_only(dataset, monkeypatch, short_episodes,
+                                                                     calql, offline_ratio, updates_after):
+    """Official online start: no update before max(batch * (1 - offline ratio), [Cal-QL] one
+    episode length) steps; Cal-QL's batches hold finished episodes only (a known return-to-go)."""
+    batches, original = [], C.calql_update
+
+    def calql_update(*a, **kw):
+        batches.append(a[9])  # the batch
+        return original(*a, **kw)
+
+    monkeypatch.setattr(C, "calql_update", calql_update)
+    run(dataset, calql=calql, offline_ratio=offline_ratio, online_steps=60)
+    online = batches[40:]  # the first 40 are phase 1's
+    assert len(online) == 60 - updates_after
+    if calql:
+        assert all(torch.isfinite(b["mc_returns"]).all() for b in online)
+    else:  # CQL samples the episode in progress too (and ignores returns-to-go)
+        assert any(not torch.isfinite(b["mc_returns"]).all() for b in online)
+
+
+def test_buffer_skips_the_newest_transitions_across_the_wrap():
+    rb = C.ReplayBuffer(1, 1, capacity=5, device=torch.device("cpu"))
+    for r in range(7):  # slots hold rewards [5, 6, 2, 3, 4]; newest 6 at slot 1, pos = 2
+        rb.add(np.zeros(1), np.zeros(1), float(r), np.zeros(1), False, False)
+    drawn = rb.sample((2000,), torch.Generator().manual_seed(0), skip_newest=2)["rewards"]
+    assert set(drawn.tolist()) == {2.0, 3.0, 4.0}  # 5 and 6, the newest two, are never drawn
 
 
 def test_no_retention_never_samples_the_dataset_online(dataset, monkeypatch):
@@ -297,15 +356,16 @@ def test_no_retention_never_samples_the_dataset_online(dataset, monkeypatch):
     assert len(summary["evals"]) == 2 and summary["evals"][0][0] == 0  # step 0 = the pre-trained agent
 
 
-def test_retention_samples_the_dataset_in_every_online_update(dataset, monkeypatch):
+def test_retention_samples_the_dataset_in_every_online_update(dataset, monkeypatch, short_episodes):
     calls = record_sampling(monkeypatch)
     run(dataset, offline_ratio=0.5)
     online_part = calls[calls.index("online"):]
-    # each update draws online then offline; the analysis draws online only every 20 steps
-    assert online_part.count("offline") == 40
+    # each update draws online then offline, from step 21 on (one 20-step episode first); the
+    # analysis draws online only every 20 steps
+    assert online_part.count("offline") == 20
 
 
-def test_both_phases_log_the_analysis_and_save_a_loadable_checkpoint(dataset):
+def test_both_phases_log_the_analysis_and_save_a_loadable_checkpoint(dataset, short_episodes):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     summary = run(dataset, save_model=True)

@@ -111,13 +111,13 @@ def test_learner_starts_from_the_checkpoint_unless_told_otherwise(checkpoint, mo
     first = {}
     original = J.sac_update
 
-    def sac_update(actor, critic, critic_target, log_alpha, *rest, **kw):
+    def sac_update(actor, critic, critic_target, alpha_param, *rest, **kw):
         if not first:
             first.update(actor={k: v.clone() for k, v in actor.state_dict().items()},
                          critic={k: v.clone() for k, v in critic.state_dict().items()},
                          critic_target={k: v.clone() for k, v in critic_target.state_dict().items()},
-                         log_alpha=log_alpha.detach().clone())
-        return original(actor, critic, critic_target, log_alpha, *rest, **kw)
+                         alpha_param=alpha_param.detach().clone())
+        return original(actor, critic, critic_target, alpha_param, *rest, **kw)
 
     monkeypatch.setattr(J, "sac_update", sac_update)
     summary = J.main(J.Args(pretrained_checkpoint=checkpoint, total_timesteps=20, **TINY, **flags))
@@ -127,7 +127,7 @@ def test_learner_starts_from_the_checkpoint_unless_told_otherwise(checkpoint, mo
         assert same_tensors(first["critic_target"], pre["critic_target"])
     else:  # a fresh target copies the fresh critic
         assert same_tensors(first["critic_target"], first["critic"])
-    assert torch.equal(first["log_alpha"], pre["log_alpha"])
+    assert torch.equal(first["alpha_param"], pre["alpha_param"])
     assert same_tensors(summary["guide"].state_dict(), pre["actor"])  # the guide is always the checkpoint's
     assert np.isfinite(summary["first_losses"]["qf_loss"])
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import sac_fast as S
 
@@ -39,13 +40,50 @@ def test_vectorized_linear_equals_per_member_linear():
     torch.testing.assert_close(layer(x[[2, 0]], idx), out[[2, 0]])
 
 
-def test_vectorized_linear_init_like_nn_linear():
+def test_vectorized_linear_init_is_orthogonal_per_member_with_zero_bias():
+    """Official WSRL initialisation: orthogonal(gain) kernels, zero biases, each member its own."""
     torch.manual_seed(0)
-    layer = S.VectorizedLinear(100, 50, 4)
-    bound = 1 / math.sqrt(100)
-    assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
-    # members are initialised independently
-    assert not torch.equal(layer.weight[0], layer.weight[1])
+    layer = S.VectorizedLinear(100, 50, 4, gain=0.01)
+    for w in layer.weight.detach():  # (in 100, out 50): orthogonal columns of norm `gain`
+        torch.testing.assert_close(w.T @ w, 0.01 ** 2 * torch.eye(50), atol=1e-9, rtol=1e-5)
+    assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+    assert not torch.equal(layer.weight[0], layer.weight[1])  # members are initialised independently
+    wide = S.VectorizedLinear(20, 64, 2)  # more outputs than inputs: orthogonal rows, default gain sqrt 2
+    torch.testing.assert_close(wide.weight[1] @ wide.weight[1].T, 2.0 * torch.eye(20), atol=1e-5, rtol=1e-5)
+
+
+def test_last_hidden_layer_gets_the_small_gain_in_actor_and_critic():
+    torch.manual_seed(0)
+    q, actor = S.QEnsemble(6, 2, 32, 3, 2, last_hidden_scale=0.01), S.Actor(6, 2, 32, 3, last_hidden_scale=0.01)
+    gain = lambda w: float(w.detach().norm() / math.sqrt(min(w.shape)))  # orthogonal: ||W||_F^2 = gain^2 min(in, out)
+    assert [gain(lin.weight[0]) for lin in q.linears] == pytest.approx([math.sqrt(2), math.sqrt(2), 0.01], rel=1e-4)
+    linears = [m for m in actor.trunk if isinstance(m, nn.Linear)]
+    assert [gain(m.weight) for m in linears] == pytest.approx([math.sqrt(2), math.sqrt(2), 0.01], rel=1e-4)
+    assert gain(actor.mean.weight) == pytest.approx(math.sqrt(2), rel=1e-4)
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in linears + [actor.mean, actor.log_std])
+
+
+def test_actor_is_dense_layernorm_relu_per_hidden_layer():
+    """Paper Sec. 4: LayerNorm in the actor too. The state dict holds a norm per hidden layer, and
+    the forward pass equals a hand-built Dense -> LayerNorm -> ReLU chain."""
+    torch.manual_seed(0)
+    actor = S.Actor(5, 2, 16, 2)
+    keys = set(actor.state_dict())
+    assert {"trunk.1.weight", "trunk.1.bias", "trunk.4.weight", "trunk.4.bias"} <= keys
+    with torch.no_grad():
+        for m in actor.trunk:
+            if isinstance(m, nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    obs = torch.randn(7, 5)
+    h = obs
+    for i in (0, 3):
+        lin, norm = actor.trunk[i], actor.trunk[i + 1]
+        z = h @ lin.weight.T + lin.bias
+        z = (z - z.mean(-1, keepdim=True)) / torch.sqrt(z.var(-1, unbiased=False, keepdim=True) + 1e-6)
+        h = torch.relu(z * norm.weight + norm.bias)
+    mean, _ = actor(obs)
+    torch.testing.assert_close(mean, h @ actor.mean.weight.T + actor.mean.bias)
 
 
 def test_ensemble_equals_separate_layernorm_critics():
@@ -62,8 +100,8 @@ def test_ensemble_equals_separate_layernorm_critics():
     out = q(obs, act)
     assert out.shape == (E, 9)
     for e in range(E):
-        ref = nn.Sequential(nn.Linear(obs_dim + act_dim, H), nn.LayerNorm(H), nn.ReLU(),
-                            nn.Linear(H, H), nn.LayerNorm(H), nn.ReLU(), nn.Linear(H, 1))
+        ref = nn.Sequential(nn.Linear(obs_dim + act_dim, H), nn.LayerNorm(H, eps=1e-6), nn.ReLU(),
+                            nn.Linear(H, H), nn.LayerNorm(H, eps=1e-6), nn.ReLU(), nn.Linear(H, 1))
         with torch.no_grad():
             for i, (lin, norm) in enumerate(zip(q.linears, q.norms)):
                 ref[3 * i].weight.copy_(lin.weight[e].T)
@@ -90,18 +128,18 @@ def test_td_target_is_min_over_members_drawn_without_replacement():
     torch.manual_seed(0)
     critic = constant_critic([1.0, 2.0, 3.0])
     actor = S.Actor(3, 1, 8, 1)
-    log_alpha = torch.tensor(0.0)
+    alpha_param = torch.tensor(0.0)
     batch = {"next_obs": torch.zeros(1, 3), "rewards": torch.tensor([0.5]), "terminals": torch.tensor([0.0])}
     args = S.Args(num_qs=3, num_min_qs=2, gamma=0.9)
-    targets = [round(float(S.td_target(critic, actor, log_alpha, batch, args)), 5) for _ in range(300)]
+    targets = [round(float(S.td_target(critic, actor, alpha_param, batch, args)), 5) for _ in range(300)]
     # pairs without replacement: {1,2}->1, {1,3}->1, {2,3}->2. With replacement {3,3}->3 could occur.
     assert set(targets) == {0.5 + 0.9 * 1.0, 0.5 + 0.9 * 2.0}
     assert 0.2 < targets.count(0.5 + 0.9 * 2.0) / 300 < 0.47  # P = 1/3
     # all three members: always the overall min; a terminal transition does not bootstrap
     args3 = dataclasses.replace(args, num_min_qs=3)
-    assert float(S.td_target(critic, actor, log_alpha, batch, args3)) == pytest.approx(0.5 + 0.9 * 1.0)
+    assert float(S.td_target(critic, actor, alpha_param, batch, args3)) == pytest.approx(0.5 + 0.9 * 1.0)
     batch["terminals"] = torch.tensor([1.0])
-    assert float(S.td_target(critic, actor, log_alpha, batch, args3)) == pytest.approx(0.5)
+    assert float(S.td_target(critic, actor, alpha_param, batch, args3)) == pytest.approx(0.5)
 
 
 def test_backup_entropy_subtracts_alpha_log_pi():
@@ -110,9 +148,9 @@ def test_backup_entropy_subtracts_alpha_log_pi():
     actor = S.Actor(3, 1, 8, 1)
     batch = {"next_obs": torch.zeros(1, 3), "rewards": torch.tensor([0.0]), "terminals": torch.tensor([0.0])}
     args = S.Args(num_qs=2, num_min_qs=2, gamma=1.0, backup_entropy=True)
-    log_alpha = torch.tensor(math.log(0.5))
+    alpha_param = torch.tensor(S.inverse_softplus(0.5))
     torch.manual_seed(1)
-    target = S.td_target(critic, actor, log_alpha, batch, args)
+    target = S.td_target(critic, actor, alpha_param, batch, args)
     torch.manual_seed(1)
     _, log_pi = actor.sample(batch["next_obs"])  # the same draw
     torch.testing.assert_close(target, 2.0 - 0.5 * log_pi)
@@ -144,31 +182,70 @@ def test_actor_std_clipped_and_deterministic_action_is_tanh_mean():
     np.testing.assert_allclose(actor.act(obs, deterministic=True), expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("log_std_bias, direction", [(1.0, -1), (-6.0, +1)])
-def test_temperature_moves_towards_target_entropy(log_std_bias, direction):
-    """High entropy (wide policy) -> alpha falls; low entropy -> alpha rises. The step is
-    Adam's first step: exactly lr in the direction of -sign(grad), grad = alpha (H - target)."""
+def test_inverse_softplus_gives_the_initial_temperature():
+    for alpha in (1.0, 0.1, 5.0):
+        assert float(F.softplus(torch.tensor(S.inverse_softplus(alpha), dtype=torch.float64))) == pytest.approx(alpha)
+    assert S.inverse_softplus(1.0) == pytest.approx(math.log(math.e - 1.0))
+
+
+class ObsStdActor(S.Actor):
+    """log std = obs[:, 0] for every action dim (mean 0): the entropy is set by the state."""
+
+    def forward(self, obs):
+        mean = torch.zeros(len(obs), 2)
+        return mean, obs[:, :1].expand(-1, 2).clamp(S.LOG_STD_MIN, S.LOG_STD_MAX)
+
+
+def temperature_batch(obs_log_std: float, next_obs_log_std: float, n: int = 256) -> dict:
+    return {"obs": torch.full((n, 3), obs_log_std), "next_obs": torch.full((n, 3), next_obs_log_std)}
+
+
+@pytest.mark.parametrize("next_log_std, direction", [(1.0, -1), (-6.0, +1)])
+def test_temperature_moves_towards_target_entropy_measured_at_next_states(next_log_std, direction):
+    """High entropy at s' -> alpha falls; low entropy at s' -> alpha rises, whatever the entropy
+    at s (set to the opposite here). alpha = softplus(p); d/dp [softplus(p) (H - target)] =
+    sigmoid(p) (H - target), and Adam's first step is exactly lr against its sign."""
     torch.manual_seed(0)
-    actor, critic = S.Actor(3, 2, 8, 1), S.QEnsemble(3, 2, 8, 1, 2)
-    with torch.no_grad():
-        actor.log_std.weight.zero_()
-        actor.log_std.bias.fill_(log_std_bias)
-    log_alpha = torch.tensor(0.0, requires_grad=True)
-    actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, log_alpha, S.Args(temp_lr=0.01))
-    info = S.update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, torch.randn(256, 3), -2.0)
-    assert np.sign(float(info["entropy"]) + 2.0) == -direction
-    assert float(log_alpha.detach()) == pytest.approx(direction * 0.01, rel=1e-3)
-    assert float(info["alpha_loss"]) == pytest.approx(float(info["entropy"]) + 2.0, rel=1e-5)
+    actor, critic = ObsStdActor(3, 2, 8, 1), S.QEnsemble(3, 2, 8, 1, 2)
+    alpha_param = torch.tensor(0.0, requires_grad=True)
+    actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, alpha_param, S.Args(temp_lr=0.01))
+    batch = temperature_batch(obs_log_std=-6.0 if next_log_std > 0 else 1.0, next_obs_log_std=next_log_std)
+    info = S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, S.Args(), -2.0)
+    h = float(info["entropy"])
+    assert np.sign(h + 2.0) == -direction
+    assert float(alpha_param.grad) == pytest.approx(0.5 * (h + 2.0), rel=1e-5)  # sigmoid(0) = 0.5
+    assert float(alpha_param.detach()) == pytest.approx(direction * 0.01, rel=1e-3)
+    assert float(info["alpha_loss"]) == pytest.approx(math.log(2.0) * (h + 2.0), rel=1e-5)  # softplus(0) = log 2
+
+
+@pytest.mark.parametrize("max_target_backup, per_state", [(False, 1), (True, 10)])
+def test_temperature_entropy_comes_from_fresh_samples_at_next_states(max_target_backup, per_state):
+    """The entropy estimate is -mean log pi(a'|s') over `per_state` fresh draws at each s', drawn
+    first: the same random draws, re-made by hand, give the same number."""
+    actor, critic = ObsStdActor(3, 2, 8, 1), S.QEnsemble(3, 2, 8, 1, 2)
+    next_obs = torch.linspace(-2.0, 0.5, 6).unsqueeze(1).expand(-1, 3).contiguous()  # a different std per state
+    batch = {"obs": torch.zeros(6, 3), "next_obs": next_obs}
+    args = S.Args(max_target_backup=max_target_backup)
+    alpha_param = torch.tensor(0.0, requires_grad=True)
+    actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, alpha_param, args)
+    torch.manual_seed(3)
+    info = S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, -2.0)
+    torch.manual_seed(3)
+    mean, log_std = actor(next_obs.repeat_interleave(per_state, dim=0))
+    u = mean + log_std.exp() * torch.randn_like(mean)
+    expected = -S.tanh_gaussian_log_prob(u, mean, log_std).mean()
+    assert float(info["entropy"]) == pytest.approx(float(expected), rel=1e-6)
 
 
 def test_actor_update_leaves_critic_untouched():
     torch.manual_seed(0)
     actor, critic = S.Actor(3, 2, 8, 1), S.QEnsemble(3, 2, 8, 1, 4)
     before = {k: v.clone() for k, v in critic.state_dict().items()}
-    log_alpha = torch.tensor(0.0, requires_grad=True)
-    actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, log_alpha, S.Args())
+    alpha_param = torch.tensor(0.0, requires_grad=True)
+    actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, alpha_param, S.Args())
     actor_before = actor.mean.weight.clone()
-    S.update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, torch.randn(16, 3), -2.0)
+    batch = {"obs": torch.randn(16, 3), "next_obs": torch.randn(16, 3)}
+    S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, S.Args(), -2.0)
     assert all(p.grad is None for p in critic.parameters())  # no critic weight gradients computed
     assert all(torch.equal(before[k], v) for k, v in critic.state_dict().items())
     assert not torch.equal(actor_before, actor.mean.weight)
@@ -180,13 +257,13 @@ def test_sac_update_does_utd_critic_steps_and_one_actor_step():
     actor, critic = S.Actor(3, 2, 8, 2), S.QEnsemble(3, 2, 8, 2, 3)
     target = S.QEnsemble(3, 2, 8, 2, 3)
     target.load_state_dict(critic.state_dict())
-    log_alpha = torch.tensor(0.0, requires_grad=True)
-    opts = S.make_optimizers(actor, critic, log_alpha, args)
+    alpha_param = torch.tensor(0.0, requires_grad=True)
+    opts = S.make_optimizers(actor, critic, alpha_param, args)
     batch = {"obs": torch.randn(12, 3), "actions": torch.rand(12, 2), "rewards": torch.randn(12),
              "next_obs": torch.randn(12, 3), "terminals": torch.zeros(12)}
     t0 = {k: v.clone() for k, v in target.state_dict().items()}
     c0 = {k: v.clone() for k, v in critic.state_dict().items()}
-    S.sac_update(actor, critic, target, log_alpha, *opts, batch, args, -2.0)
+    S.sac_update(actor, critic, target, alpha_param, *opts, batch, args, -2.0)
     step_of = lambda opt: int(next(iter(opt.state.values()))["step"])
     assert (step_of(opts[0]), step_of(opts[1]), step_of(opts[2])) == (1, 3, 1)
     # the target moved by Polyak averaging, tau = 0.005 per critic step: far less than the critic
@@ -366,7 +443,7 @@ def test_smoke_run_updates_saves_checkpoint_and_dataset(sandbox):
     assert os.path.exists(os.path.join(summary["run_dir"], "eval_curve.png"))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(summary["run_dir"]))
     ckpt = torch.load(summary["checkpoint"], weights_only=False)
-    assert set(ckpt) == {"actor", "critic", "critic_target", "log_alpha", "actor_opt", "critic_opt", "alpha_opt", "args", "step"}
+    assert set(ckpt) == {"actor", "critic", "critic_target", "alpha_param", "actor_opt", "critic_opt", "alpha_opt", "args", "step", "format"}
     n_updates = TINY["total_timesteps"] - TINY["warmup_steps"]
     assert int(ckpt["critic_opt"]["state"][0]["step"]) == n_updates * args.utd
     assert int(ckpt["actor_opt"]["state"][0]["step"]) == n_updates

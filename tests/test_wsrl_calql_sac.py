@@ -67,7 +67,7 @@ def test_warmup_acts_with_the_frozen_pretrained_policy_stochastically_and_change
     end = load(summary["checkpoint"])
     for key in ("actor", "critic", "critic_target"):
         assert same_tensors(end[key], pre[key]), key
-    assert torch.equal(end["log_alpha"], pre["log_alpha"])
+    assert torch.equal(end["alpha_param"], pre["alpha_param"])
     for key in ("actor_opt", "critic_opt", "alpha_opt"):
         assert same_optimizer(end[key], pre[key]), key
 
@@ -78,16 +78,16 @@ def test_fine_tuning_starts_from_the_pretrained_agent_unless_told_otherwise(pret
     first = {}
     original = W.sac_update
 
-    def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, *rest, **kw):
+    def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, *rest, **kw):
         if not first:  # clone: the state dicts share storage with tensors the update is about to change
             clone = lambda sd: {k: v.clone() for k, v in sd.items()}
             first.update(actor=clone(actor.state_dict()), critic=clone(critic.state_dict()),
-                         critic_target=clone(critic_target.state_dict()), log_alpha=log_alpha.detach().clone(),
+                         critic_target=clone(critic_target.state_dict()), alpha_param=alpha_param.detach().clone(),
                          actor_opt=actor_opt.state_dict(), critic_opt=critic_opt.state_dict(),
                          alpha_opt=alpha_opt.state_dict())
             for key in ("actor_opt", "critic_opt", "alpha_opt"):
                 first[key] = {"state": {i: clone(s) for i, s in first[key]["state"].items()}}
-        return original(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, *rest, **kw)
+        return original(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, *rest, **kw)
 
     monkeypatch.setattr(W, "sac_update", sac_update)
     run(pretrained, **flags)
@@ -100,7 +100,7 @@ def test_fine_tuning_starts_from_the_pretrained_agent_unless_told_otherwise(pret
     assert same_optimizer(first["critic_opt"], pre["critic_opt"]) == init_critic
     if not init_critic:
         assert same_tensors(first["critic_target"], first["critic"])  # the fresh target copies the fresh critic
-    assert torch.equal(first["log_alpha"], pre["log_alpha"])  # the temperature always carries over
+    assert torch.equal(first["alpha_param"], pre["alpha_param"])  # the temperature always carries over
     assert same_optimizer(first["alpha_opt"], pre["alpha_opt"])
 
 
@@ -113,9 +113,9 @@ def test_dataset_is_never_sampled_after_phase_1(pretrained, monkeypatch):
         rb.holds_offline_data = True
         return rb
 
-    def sample(self, shape, generator):
+    def sample(self, shape, generator, skip_newest=0):
         calls.append("offline" if getattr(self, "holds_offline_data", False) else "online")
-        return original_sample(self, shape, generator)
+        return original_sample(self, shape, generator, skip_newest)
 
     monkeypatch.setattr(W.ReplayBuffer, "from_arrays", classmethod(from_arrays))
     monkeypatch.setattr(W.ReplayBuffer, "sample", sample)
@@ -187,9 +187,9 @@ def test_q_softmax_kl_against_a_hand_computed_value():
     dict(utd=2),
     dict(num_min_qs=1),
     dict(max_target_backup=True),
-    dict(online_algo="calql"),
+    dict(online_algo="calql", batch_size=16),  # first update after max(10 warmup, 16, 20-step episode)
 ], ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
-def test_each_ablation_runs_with_updates(pretrained, flags):
+def test_each_ablation_runs_with_updates(pretrained, flags, short_episodes):
     summary = run(pretrained, save_model=True, **flags)
     pre, end = load(pretrained[1]), load(summary["checkpoint"])
     assert not same_tensors(end["critic"], pre["critic"]) and not same_tensors(end["actor"], pre["actor"])

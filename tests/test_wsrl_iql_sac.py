@@ -45,15 +45,15 @@ def test_hand_over_copies_iql_weights_drops_value_and_resets_temperature(dataset
     first = {}
     original = I.sac_update
 
-    def sac_update(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, *rest, **kw):
+    def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, *rest, **kw):
         if not first:
             clone = lambda sd: {k: v.clone() for k, v in sd.items()}
             first.update(actor=clone(actor.state_dict()), critic=clone(critic.state_dict()),
-                         critic_target=clone(critic_target.state_dict()), log_alpha=log_alpha.item(),
+                         critic_target=clone(critic_target.state_dict()), alpha_param=alpha_param.item(),
                          alpha_state=alpha_opt.state_dict()["state"], actor_lr=actor_opt.param_groups[0]["lr"],
                          critic_lr=critic_opt.param_groups[0]["lr"],
                          actor_moments=clone(actor_opt.state_dict()["state"][0]))
-        return original(actor, critic, critic_target, log_alpha, actor_opt, critic_opt, alpha_opt, *rest, **kw)
+        return original(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, *rest, **kw)
 
     monkeypatch.setattr(I, "sac_update", sac_update)
     summary = I.main(I.Args(dataset_id=dataset, offline_steps=20, online_steps=30, warmup_steps=10, save_model=True,
@@ -67,7 +67,7 @@ def test_hand_over_copies_iql_weights_drops_value_and_resets_temperature(dataset
         assert torch.equal(first["actor_moments"][name], tensor), name
     assert first["actor_lr"] == 1e-4 and first["critic_lr"] == 3e-4  # SAC's rates, not IQL's 3e-4 / 3e-4
     assert pre["actor_opt"]["param_groups"][0]["lr"] == 3e-4  # (IQL trained the actor at 3e-4)
-    assert first["log_alpha"] == pytest.approx(math.log(0.5)) and first["alpha_state"] == {}
+    assert first["alpha_param"] == pytest.approx(I.inverse_softplus(0.5)) and first["alpha_state"] == {}
     assert "value" not in I.read_checkpoint(summary["checkpoint"], torch.device("cpu"))  # dropped
 
 

@@ -55,16 +55,16 @@ def matmul_peak(seconds: float = 1.5, device: torch.device = torch.device("cpu")
 
 def flops_per_env_step(S, args, obs_dim: int, act_dim: int) -> float:
     """Matmul FLOPs of one env step's updates plus its one action selection."""
-    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers)
-    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
-    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
-    log_alpha = torch.zeros((), requires_grad=True)
-    opts = S.make_optimizers(actor, critic, log_alpha, args)
+    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale)
+    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale)
+    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale)
+    alpha_param = torch.zeros((), requires_grad=True)
+    opts = S.make_optimizers(actor, critic, alpha_param, args)
     n = args.utd * args.batch_size
     batch = {"obs": torch.randn(n, obs_dim), "actions": torch.rand(n, act_dim) * 2 - 1, "rewards": torch.randn(n),
              "next_obs": torch.randn(n, obs_dim), "terminals": torch.zeros(n)}
     with FlopCounterMode(display=False) as counter:
-        S.sac_update(actor, critic, target, log_alpha, *opts, batch, args, -float(act_dim))
+        S.sac_update(actor, critic, target, alpha_param, *opts, batch, args, -float(act_dim))
         actor.act(torch.zeros(obs_dim).numpy(), deterministic=False)
     return counter.get_total_flops()
 
@@ -72,11 +72,11 @@ def flops_per_env_step(S, args, obs_dim: int, act_dim: int) -> float:
 def time_parts(S, args, obs_dim: int, act_dim: int, repeats: int = 20) -> tuple[float, float]:
     """Milliseconds of one critic update (batch_size) and of one actor + temperature update
     (utd * batch_size), timed apart, to show where an env step's time goes."""
-    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers)
-    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
-    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
-    log_alpha = torch.zeros((), requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = S.make_optimizers(actor, critic, log_alpha, args)
+    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale)
+    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale)
+    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale)
+    alpha_param = torch.zeros((), requires_grad=True)
+    actor_opt, critic_opt, alpha_opt = S.make_optimizers(actor, critic, alpha_param, args)
     n = args.utd * args.batch_size
     batch = {"obs": torch.randn(n, obs_dim), "actions": torch.rand(n, act_dim) * 2 - 1, "rewards": torch.randn(n),
              "next_obs": torch.randn(n, obs_dim), "terminals": torch.zeros(n)}
@@ -90,8 +90,8 @@ def time_parts(S, args, obs_dim: int, act_dim: int, repeats: int = 20) -> tuple[
             fn()
         return 1000 * (time.perf_counter() - start) / repeats
 
-    critic_ms = ms(lambda: S.update_critic(critic, target, actor, log_alpha, critic_opt, minibatch, args))
-    actor_ms = ms(lambda: S.update_actor_and_alpha(actor, critic, log_alpha, actor_opt, alpha_opt, batch["obs"],
+    critic_ms = ms(lambda: S.update_critic(critic, target, actor, alpha_param, critic_opt, minibatch, args))
+    actor_ms = ms(lambda: S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args,
                                                    -float(act_dim)))
     return critic_ms, actor_ms
 
@@ -102,18 +102,18 @@ def calql_step(S, a, obs_dim: int, act_dim: int, repeats: int = 10) -> tuple[flo
     at UTD 1, on the locomotion preset."""
     args = S.Args(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden)
     S.apply_domain_preset(args, "locomotion")
-    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers)
-    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
-    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs)
-    log_alpha, cql_log_alpha = torch.zeros((), requires_grad=True), torch.zeros((), requires_grad=True)
-    opts = S.make_optimizers(actor, critic, log_alpha, args)
-    cql_opt = torch.optim.Adam([cql_log_alpha])
+    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale)
+    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale)
+    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale)
+    alpha_param, cql_lagrange_param = torch.zeros((), requires_grad=True), torch.zeros((), requires_grad=True)
+    opts = S.make_optimizers(actor, critic, alpha_param, args)
+    cql_opt = torch.optim.Adam([cql_lagrange_param])
     n = args.batch_size
     batch = {"obs": torch.randn(n, obs_dim), "actions": torch.rand(n, act_dim) * 2 - 1, "rewards": torch.randn(n),
              "next_obs": torch.randn(n, obs_dim), "terminals": torch.zeros(n), "mc_returns": torch.randn(n)}
 
     def step():
-        S.calql_update(actor, critic, target, log_alpha, cql_log_alpha, opts[0], opts[1], opts[2], cql_opt, batch,
+        S.calql_update(actor, critic, target, alpha_param, cql_lagrange_param, opts[0], opts[1], opts[2], cql_opt, batch,
                        args, -float(act_dim))
 
     with FlopCounterMode(display=False) as counter:
@@ -153,11 +153,15 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device) 
     for key, value in dict(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden,
                            critic_layers=2, actor_layers=2).items():
         setattr(args, key, value)
-    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers).to(device)
-    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
-    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs).to(device)
-    log_alpha = torch.zeros((), requires_grad=True, device=device)
-    opts = S.make_optimizers(actor, critic, log_alpha, args)
+    if args.last_hidden_init_scale is None:  # jsrl.py takes it from its checkpoint
+        args.last_hidden_init_scale = 0.01
+    if args.num_min_qs is None:  # jsrl.py: from the domain (2 on locomotion)
+        args.num_min_qs = 2
+    actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+    critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    alpha_param = torch.zeros((), requires_grad=True, device=device)
+    opts = S.make_optimizers(actor, critic, alpha_param, args)
 
     def batch(n: int) -> dict:
         b = {"obs": torch.randn(n, obs_dim), "actions": torch.rand(n, act_dim) * 2 - 1, "rewards": torch.randn(n),
@@ -166,11 +170,11 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device) 
 
     rows = []
     if hasattr(S, "calql_update"):
-        cql_log_alpha = torch.zeros((), requires_grad=True, device=device)
-        cql_opt = torch.optim.Adam([cql_log_alpha])
+        cql_lagrange_param = torch.zeros((), requires_grad=True, device=device)
+        cql_opt = torch.optim.Adam([cql_lagrange_param])
         b = batch(args.batch_size)
         calql_args = dataclasses.replace(args, max_target_backup=True)  # Cal-QL always backs up the best action
-        step = lambda: S.calql_update(actor, critic, target, log_alpha, cql_log_alpha, *opts, cql_opt, b, calql_args,
+        step = lambda: S.calql_update(actor, critic, target, alpha_param, cql_lagrange_param, *opts, cql_opt, b, calql_args,
                                       -float(act_dim))
         rows.append((name, "Cal-QL step (offline; online at UTD 1)", "gradient steps/s",
                      *measure(step, a.repeats, device)))
@@ -184,7 +188,7 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device) 
         args.utd = a.utd
         args.max_target_backup = False  # SAC on locomotion: one next action (App. I; antmaze would back up 10)
         b = batch(args.utd * args.batch_size)
-        step = lambda: S.sac_update(actor, critic, target, log_alpha, *opts, b, args, -float(act_dim))
+        step = lambda: S.sac_update(actor, critic, target, alpha_param, *opts, b, args, -float(act_dim))
         rows.append((name, f"SAC, UTD {args.utd}: {args.utd} critic + 1 actor update per env step", "env-steps/s",
                      *measure(step, a.repeats, device)))
     return rows
