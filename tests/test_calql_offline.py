@@ -421,3 +421,16 @@ def test_help_lists_the_flags():
     for flag in ("--offline-steps", "--online-steps", "--offline-ratio", "--no-calql", "--cql-alpha",
                  "--cql-lagrange", "--pretrained-checkpoint", "--domain", "--heldout-size"):
         assert flag in out, flag
+
+
+def test_checkpoint_of_the_old_layout_is_refused_with_a_message(tmp_path):
+    """Format 1 (no actor LayerNorm, `log_alpha`): a clear error, never a partial load."""
+    path = str(tmp_path / "old.pt")
+    old_actor = {"trunk.0.weight": torch.zeros(8, 4), "trunk.2.weight": torch.zeros(8, 8)}
+    torch.save({"actor": old_actor, "critic": {}, "critic_target": {}, "log_alpha": torch.tensor(0.0),
+                "actor_opt": {}, "critic_opt": {}, "alpha_opt": {}, "args": {}, "step": 1}, path)
+    with pytest.raises(SystemExit, match="older version of these scripts"):
+        C.read_checkpoint(path, torch.device("cpu"))
+    torch.save({"format": 3}, path)
+    with pytest.raises(SystemExit, match="lacks actor"):
+        C.read_checkpoint(path, torch.device("cpu"))
