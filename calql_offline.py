@@ -5,7 +5,7 @@ the Q-values of actions the policy or chance would pick while pushing up those o
 actions, so the offline policy does not exploit over-estimated unseen actions. Cal-QL (Nakamoto
 et al., 2023) adds one line: the pushed-down values may not fall below the Monte-Carlo return
 the dataset obtained from that state, which keeps the critic "calibrated" for fine-tuning. This
-script pre-trains offline (phase 1, the first phase of WSRL; SPEC section 3), writes the
+script pre-trains offline (phase 1, the first phase of WSRL; docs/algorithms.md §3), writes the
 checkpoint the WSRL scripts and `jsrl.py` start from, then fine-tunes online with the same loss,
 either keeping the offline data in every batch (`--offline-ratio 0.5`, the paper's Cal-QL
 baseline) or discarding it (`--offline-ratio 0`, "no retention", where it collapses: Sec. 3).
@@ -178,8 +178,8 @@ D4RL_REF_SCORES = {
     "walker2d": (1.629008, 4592.3),
     "ant": (-325.6, 3879.7),
 }
-# SPEC section 6: applied to offline rewards, online rewards and returns-to-go, never to the
-# evaluation return. Sparse tasks get a negative reward per step so that "not there yet" costs.
+# Applied to offline rewards, online rewards and returns-to-go, never to the evaluation return
+# (docs/algorithms.md §6). Sparse tasks get a negative reward per step so that "not there yet" costs.
 REWARD_TRANSFORMS = {
     "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
     "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
@@ -355,7 +355,7 @@ def check_dataset_id_is_free(dataset_id: str) -> None:
 
 # [copy: domain-presets]
 # ---------------------------------------------------------------------------------------------
-# Domain presets (SPEC sections 2, 3, 6): what the paper changes from one benchmark to another.
+# Domain presets: what the paper changes from one benchmark to another (docs/algorithms.md §2-6).
 # A flag left at None takes the preset of the dataset's domain; a flag given on the command line wins.
 # ---------------------------------------------------------------------------------------------
 DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
@@ -385,7 +385,7 @@ def apply_domain_preset(args, domain: str) -> dict:
 
 # [copy: returns-to-go]
 # ---------------------------------------------------------------------------------------------
-# Monte-Carlo returns-to-go: Cal-QL's lower bound on Q (SPEC section 3)
+# Monte-Carlo returns-to-go: Cal-QL's lower bound on Q (docs/algorithms.md §3)
 # ---------------------------------------------------------------------------------------------
 # After the reward transform, a step that does not reach the goal costs this in sparse domains
 SPARSE_NEGATIVE_REWARD = {"antmaze": -5.0, "adroit": -5.0}
@@ -712,7 +712,7 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Ten
         next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
-    # (the official code draws with replacement; SPEC section 2).
+    # (the official code draws with replacement; docs/algorithms.md §9).
     idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
     if args.max_target_backup:
@@ -773,7 +773,7 @@ def make_optimizers(actor, critic, alpha_param, args):
 
 # [copy: calql-update]
 # ---------------------------------------------------------------------------------------------
-# The Cal-QL / CQL critic step (SPEC section 3). E = members, B = batch, N = cql_n_actions.
+# The Cal-QL / CQL critic step (docs/algorithms.md §3). E = members, B = batch, N = cql_n_actions.
 # ---------------------------------------------------------------------------------------------
 def cql_gap(q_data: torch.Tensor, q_rand: torch.Tensor, q_pi: torch.Tensor, q_next_pi: torch.Tensor,
             log_pi: torch.Tensor, next_log_pi: torch.Tensor, mc_returns: torch.Tensor, act_dim: int,
@@ -804,7 +804,7 @@ def cql_gap(q_data: torch.Tensor, q_rand: torch.Tensor, q_pi: torch.Tensor, q_ne
 def update_critic_calql(critic, critic_target, actor, alpha_param, cql_lagrange_param, critic_opt, cql_alpha_opt,
                         batch: dict, args) -> dict:
     """One Cal-QL critic step: TD loss on ALL members, plus the CQL term on `num_min_qs`
-    sub-sampled members (SPEC section 3), then the target update."""
+    sub-sampled members (docs/algorithms.md §3), then the target update."""
     obs, actions = batch["obs"], batch["actions"]  # (B, obs), (B, A)
     (B, A), N = actions.shape, args.cql_n_actions
     target_q = td_target(critic_target, actor, alpha_param, batch, args)  # (B,) max-target backup by default
@@ -861,7 +861,7 @@ def calql_update(actor, critic, critic_target, alpha_param, cql_lagrange_param, 
 
 # [copy: q-diagnostics]
 # ---------------------------------------------------------------------------------------------
-# The paper's evidence (SPEC section 7): Q and TD error on data the critic is not trained on
+# The paper's evidence (docs/algorithms.md §7): Q and TD error on data the critic never trains on
 # ---------------------------------------------------------------------------------------------
 def heldout_split(data: dict, size: int, seed: int) -> tuple[dict, dict]:
     """Split the flat offline arrays into (training, held-out): `size` random transitions (at most
@@ -1155,7 +1155,7 @@ def main(args: Args) -> dict:
         retained = offline_rb  # the standard recipe: every online batch is part offline data
         print(f"offline data RETAINED: {args.offline_ratio:.0%} of every online batch comes from it")
     else:
-        retained = None  # no retention (SPEC section 1)
+        retained = None  # no retention (docs/algorithms.md §1)
         print("offline data DISCARDED: online batches come from the online buffer only")
     del offline_rb  # without retention nothing refers to the dataset any more: it is gone
     rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # online data, empty at first
@@ -1266,7 +1266,7 @@ def print_summary(summary: dict, step: int, start_time: float) -> None:
         for s, ret, score in evals:
             print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
     print(f"  tensorboard --logdir {os.path.dirname(summary['run_dir'])}   (curve: {summary['run_dir']}/eval_curve.png)")
-    for key in ("pretrained_checkpoint", "checkpoint", "dataset"):
+    for key in ("pretrained_checkpoint", "checkpoint", "dataset", "actor"):
         if key in summary:
             print(f"  {key}: {summary[key]}")
 

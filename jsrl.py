@@ -164,8 +164,8 @@ D4RL_REF_SCORES = {
     "walker2d": (1.629008, 4592.3),
     "ant": (-325.6, 3879.7),
 }
-# SPEC section 6: applied to offline rewards, online rewards and returns-to-go, never to the
-# evaluation return. Sparse tasks get a negative reward per step so that "not there yet" costs.
+# Applied to offline rewards, online rewards and returns-to-go, never to the evaluation return
+# (docs/algorithms.md §6). Sparse tasks get a negative reward per step so that "not there yet" costs.
 REWARD_TRANSFORMS = {
     "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
     "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
@@ -621,7 +621,7 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Ten
         next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
-    # (the official code draws with replacement; SPEC section 2).
+    # (the official code draws with replacement; docs/algorithms.md §9).
     idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
     if args.max_target_backup:
@@ -1065,7 +1065,7 @@ def print_summary(summary: dict, step: int, start_time: float) -> None:
         for s, ret, score in evals:
             print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
     print(f"  tensorboard --logdir {os.path.dirname(summary['run_dir'])}   (curve: {summary['run_dir']}/eval_curve.png)")
-    for key in ("pretrained_checkpoint", "checkpoint", "dataset"):
+    for key in ("pretrained_checkpoint", "checkpoint", "dataset", "actor"):
         if key in summary:
             print(f"  {key}: {summary[key]}")
 

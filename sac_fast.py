@@ -114,6 +114,12 @@ class Args:
     """evaluate the deterministic policy every this many environment steps"""
     eval_episodes: int = 5
     """episodes per evaluation (paper: 20)"""
+    stop_at_return: Optional[float] = None
+    """stop at the first evaluation whose mean return reaches this (how D4RL made its "medium"
+    behaviour policies: training stopped part-way); that evaluation's actor is the one kept"""
+    save_actors: bool = False
+    """save the actor alone at every evaluation to runs/{run_name}/actors/step_{N}.pt (a few
+    hundred KB each): behaviour policies for `tools/make_datasets.py`"""
 
 
 # [copy: cpu-speed]
@@ -148,8 +154,8 @@ D4RL_REF_SCORES = {
     "walker2d": (1.629008, 4592.3),
     "ant": (-325.6, 3879.7),
 }
-# SPEC section 6: applied to offline rewards, online rewards and returns-to-go, never to the
-# evaluation return. Sparse tasks get a negative reward per step so that "not there yet" costs.
+# Applied to offline rewards, online rewards and returns-to-go, never to the evaluation return
+# (docs/algorithms.md §6). Sparse tasks get a negative reward per step so that "not there yet" costs.
 REWARD_TRANSFORMS = {
     "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
     "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
@@ -605,7 +611,7 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Ten
         next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
-    # (the official code draws with replacement; SPEC section 2).
+    # (the official code draws with replacement; docs/algorithms.md §9).
     idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
     if args.max_target_backup:
@@ -775,6 +781,17 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
 # [end copy]
 
 
+def save_actor(run_dir: str, actor: Actor, args, env_id: str, step: int, eval_return: float) -> str:
+    """The actor alone, with what is needed to rebuild it: a behaviour policy to record data with."""
+    os.makedirs(os.path.join(run_dir, "actors"), exist_ok=True)
+    path = os.path.join(run_dir, "actors", f"step_{step:07d}.pt")
+    torch.save({"actor": actor.state_dict(), "env_id": env_id, "step": step, "eval_return": eval_return,
+                "actor_hidden": args.actor_hidden, "actor_layers": args.actor_layers, "args": asdict(args),
+                "format": CHECKPOINT_FORMAT}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never a half-written file under the final name
+    return path
+
+
 def main(args: Args) -> dict:
     # ===== SETUP =================================================================================
     # Check every id before any work: an hour of training must not end on a refused name.
@@ -875,6 +892,13 @@ def main(args: Args) -> dict:
                 writer.add_scalar("eval/return", ret, step)
                 if score is not None:
                     writer.add_scalar("eval/normalized_score", score, step)
+                if args.save_actors:
+                    summary["actor"] = save_actor(run_dir, actor, args, env_id, step, ret)
+                if args.stop_at_return is not None and ret >= args.stop_at_return:
+                    # learning is not monotone: keep the policy of THIS evaluation, not a later one
+                    print(f"eval return {ret:.1f} >= --stop-at-return {args.stop_at_return:g} at step {step:,}: stopping")
+                    summary["stopped_at"] = step
+                    break
             if step % 1000 == 0 or step == args.total_timesteps:
                 summary["sps"] = print_progress(step, args.total_timesteps, start_time, updates_start, last_return,
                                                 summary["evals"], info)
@@ -970,7 +994,7 @@ def print_summary(summary: dict, step: int, start_time: float) -> None:
         for s, ret, score in evals:
             print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
     print(f"  tensorboard --logdir {os.path.dirname(summary['run_dir'])}   (curve: {summary['run_dir']}/eval_curve.png)")
-    for key in ("pretrained_checkpoint", "checkpoint", "dataset"):
+    for key in ("pretrained_checkpoint", "checkpoint", "dataset", "actor"):
         if key in summary:
             print(f"  {key}: {summary[key]}")
 

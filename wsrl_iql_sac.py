@@ -4,8 +4,8 @@ the frozen pre-trained policy, then fine-tune with high-UTD ensemble SAC.
 Appendix H of "Efficient Online RL Fine-Tuning Need Not Retain Offline Data" (Zhou et al., ICLR
 2025): WSRL does not depend on which offline method produced the initialisation. This script
 is `wsrl_calql_sac.py` with phase 1 replaced by Implicit Q-Learning (Kostrikov et al., 2022;
-SPEC section 4) and a hand-over from IQL's networks to SAC's; phases 2 and 3, the flags and the
-analysis are the same code. The official code has no IQL-to-SAC path: ours trains IQL with the
+docs/algorithms.md §4) and a hand-over from IQL's networks to SAC's; phases 2 and 3, the flags
+and the analysis are the same code. The official code has no IQL-to-SAC path: ours trains IQL with the
 SAME 10-member critic ensemble and tanh-Gaussian actor that SAC uses, so they carry over as they
 are (see the HAND-OVER comment in main).
 
@@ -185,8 +185,8 @@ D4RL_REF_SCORES = {
     "walker2d": (1.629008, 4592.3),
     "ant": (-325.6, 3879.7),
 }
-# SPEC section 6: applied to offline rewards, online rewards and returns-to-go, never to the
-# evaluation return. Sparse tasks get a negative reward per step so that "not there yet" costs.
+# Applied to offline rewards, online rewards and returns-to-go, never to the evaluation return
+# (docs/algorithms.md §6). Sparse tasks get a negative reward per step so that "not there yet" costs.
 REWARD_TRANSFORMS = {
     "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
     "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
@@ -362,7 +362,7 @@ def check_dataset_id_is_free(dataset_id: str) -> None:
 
 # [copy: domain-presets]
 # ---------------------------------------------------------------------------------------------
-# Domain presets (SPEC sections 2, 3, 6): what the paper changes from one benchmark to another.
+# Domain presets: what the paper changes from one benchmark to another (docs/algorithms.md §2-6).
 # A flag left at None takes the preset of the dataset's domain; a flag given on the command line wins.
 # ---------------------------------------------------------------------------------------------
 DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
@@ -672,7 +672,7 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Ten
         next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
-    # (the official code draws with replacement; SPEC section 2).
+    # (the official code draws with replacement; docs/algorithms.md §9).
     idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
     if args.max_target_backup:
@@ -769,8 +769,8 @@ def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
 
 # [copy: iql-update]
 # ---------------------------------------------------------------------------------------------
-# IQL (Kostrikov et al., 2022; SPEC section 4): in-sample learning, no action outside the data
-# is ever evaluated. B = batch, E = ensemble members.
+# IQL (Kostrikov et al., 2022; docs/algorithms.md §4): in-sample learning, no action outside the
+# data is ever evaluated. B = batch, E = ensemble members.
 # ---------------------------------------------------------------------------------------------
 class ValueNet(nn.Module):
     """V(s): IQL's state value, an upper expectile of Q(s, a) over the dataset's actions."""
@@ -799,7 +799,7 @@ def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torc
 
 def dataset_log_prob(actor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """log pi(a_data | s) under the tanh-Gaussian: the dataset action is un-squashed with atanh,
-    clipped to +-(1 - 1e-6) first so that atanh stays finite (SPEC section 4)."""
+    clipped to +-(1 - 1e-6) first so that atanh stays finite (docs/algorithms.md §4)."""
     mean, log_std = actor(obs)
     u = torch.atanh(actions.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
     return tanh_gaussian_log_prob(u, mean, log_std)  # (B,)
@@ -842,7 +842,7 @@ def iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value
 
 # [copy: q-diagnostics]
 # ---------------------------------------------------------------------------------------------
-# The paper's evidence (SPEC section 7): Q and TD error on data the critic is not trained on
+# The paper's evidence (docs/algorithms.md §7): Q and TD error on data the critic never trains on
 # ---------------------------------------------------------------------------------------------
 def heldout_split(data: dict, size: int, seed: int) -> tuple[dict, dict]:
     """Split the flat offline arrays into (training, held-out): `size` random transitions (at most
@@ -876,7 +876,7 @@ def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args) 
 
 # [copy: kl-diagnostics]
 # ---------------------------------------------------------------------------------------------
-# Did fine-tuning forget the pre-trained agent? (SPEC section 7, paper Fig. 8)
+# Did fine-tuning forget the pre-trained agent? (docs/algorithms.md §7, paper Fig. 8)
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def policy_kl(actor_pre: Actor, actor: Actor, obs: torch.Tensor, samples: int = 10) -> float:
@@ -1180,12 +1180,12 @@ def main(args: Args) -> dict:
         retained = offline_rb  # App. L ablation: keep part of every batch offline
         print(f"offline data RETAINED (ablation): {args.offline_ratio:.0%} of every online batch comes from it")
     else:
-        retained = None  # WSRL: no retention (SPEC section 1)
+        retained = None  # WSRL: no retention (docs/algorithms.md §1)
         print("offline data DISCARDED: online batches come from the online buffer only")
     del offline_rb  # without retention nothing refers to the dataset any more: it is gone
 
     # ===== HAND-OVER: SAC starts from the pre-trained agent (Alg. 1, line 3; App. H) ===============
-    # IQL -> SAC (SPEC section 4; not in the official code). IQL was trained with SAC's own
+    # IQL -> SAC (docs/algorithms.md §4; not in the official code). IQL was trained with SAC's own
     # networks: the same 10-member LayerNorm critic ensemble (its Q regressed to r + gamma V(s'))
     # and the same tanh-Gaussian actor (trained by weighted log-likelihood of the data's actions).
     # So the actor, critics and target carry over as they are, with their Adam moments. What SAC
@@ -1326,7 +1326,7 @@ def print_summary(summary: dict, step: int, start_time: float) -> None:
         for s, ret, score in evals:
             print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
     print(f"  tensorboard --logdir {os.path.dirname(summary['run_dir'])}   (curve: {summary['run_dir']}/eval_curve.png)")
-    for key in ("pretrained_checkpoint", "checkpoint", "dataset"):
+    for key in ("pretrained_checkpoint", "checkpoint", "dataset", "actor"):
         if key in summary:
             print(f"  {key}: {summary[key]}")
 

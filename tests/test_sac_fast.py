@@ -464,6 +464,33 @@ def test_rollout_dataset_then_rlpd_run(sandbox):
     assert summary["first_losses"] is not None
 
 
+def test_stop_at_return_keeps_the_actor_of_that_evaluation(sandbox, monkeypatch):
+    """--stop-at-return stops at the FIRST evaluation that reaches the level and the actor saved
+    there is the one evaluated (learning is not monotone: a later actor may be worse)."""
+    returns = iter([10.0, 50.0, 20.0, 99.0])
+    evaluated = []
+
+    def evaluate(actor, env, episodes, ref_scores):
+        evaluated.append({k: v.clone() for k, v in actor.state_dict().items()})
+        return next(returns), None
+
+    monkeypatch.setattr(S, "evaluate", evaluate)
+    args = dict(TINY, total_timesteps=400, warmup_steps=100, eval_interval=100)
+    summary = S.main(S.Args(stop_at_return=40.0, save_actors=True, **args))
+    assert summary["stopped_at"] == 200 and [e[0] for e in summary["evals"]] == [100, 200]
+    saved = sorted(os.listdir(os.path.join(summary["run_dir"], "actors")))
+    assert saved == ["step_0000100.pt", "step_0000200.pt"]
+    kept = torch.load(summary["actor"], weights_only=False)
+    assert kept["step"] == 200 and kept["eval_return"] == 50.0 and kept["env_id"] == "Hopper-v5"
+    actor = S.Actor(11, 3, kept["actor_hidden"], kept["actor_layers"])
+    actor.load_state_dict(kept["actor"])
+    assert all(torch.equal(actor.state_dict()[k], v) for k, v in evaluated[1].items())
+    assert not all(torch.equal(evaluated[0][k], v) for k, v in evaluated[1].items())  # it did learn in between
+    # never reached: the run goes to the end
+    returns = iter([10.0] * 4)
+    assert "stopped_at" not in S.main(S.Args(stop_at_return=40.0, **args))
+
+
 def test_same_seed_same_first_losses(sandbox):
     a = S.main(S.Args(seed=3, **TINY))["first_losses"]
     b = S.main(S.Args(seed=3, **TINY))["first_losses"]

@@ -80,6 +80,23 @@ def test_online_iql_baseline_keeps_training_the_value_net(dataset):
     assert not torch.equal(pre["critic"]["head.weight"], end["critic"]["head.weight"])
 
 
+def test_online_iql_baseline_keeps_iqls_learning_rate(dataset, monkeypatch):
+    """The paper's IQL baseline fine-tunes at IQL's 3e-4: the hand-over to SAC's 1e-4 actor rate
+    happens only when SAC is the online learner."""
+    seen = []
+    original = I.iql_update
+
+    def iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value_opt, *rest, **kw):
+        seen.append((actor_opt.param_groups[0]["lr"], critic_opt.param_groups[0]["lr"], value_opt.param_groups[0]["lr"]))
+        return original(actor, critic, critic_target, value, actor_opt, critic_opt, value_opt, *rest, **kw)
+
+    monkeypatch.setattr(I, "iql_update", iql_update)
+    I.main(I.Args(dataset_id=dataset, offline_steps=20, online_steps=30, warmup_steps=0, online_algo="iql",
+                  actor_lr=1e-4, critic_lr=1e-3, **TINY))
+    assert len(seen) > 20  # 20 offline steps, then online ones
+    assert all(lrs == (3e-4, 3e-4, 3e-4) for lrs in seen), set(seen)
+
+
 def test_presets_give_iql_its_domain_values():
     args = I.Args()
     I.apply_domain_preset(args, "antmaze")
