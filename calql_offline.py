@@ -1051,7 +1051,10 @@ def main(args: Args) -> dict:
     negative_reward = SPARSE_NEGATIVE_REWARD.get(domain)
     # Cal-QL's bound, on the transformed rewards, before any transition is set aside
     data["mc_returns"] = returns_to_go(data["rewards"], data["terminals"], data["timeouts"], args.gamma, negative_reward)
-    train_data, heldout_data = heldout_split(data, args.heldout_size, args.seed)
+    # the held-out sample is the pre-training's: a checkpoint shared by several online seeds must
+    # not find its own training data in their held-out sets
+    heldout_seed = ckpt["args"]["seed"] if ckpt is not None else args.seed
+    train_data, heldout_data = heldout_split(data, args.heldout_size, heldout_seed)
     del data
 
     keep_freed_memory()

@@ -1064,7 +1064,10 @@ def main(args: Args) -> dict:
     env_id = args.env_id or metadata.get("env_id") or "Hopper-v5"
     reward_transform = REWARD_TRANSFORMS[domain]
     ref_scores = reference_scores(env_id, metadata)
-    train_data, heldout_data = heldout_split(data, args.heldout_size, args.seed)
+    # the held-out sample is the pre-training's: a checkpoint shared by several online seeds must
+    # not find its own training data in their held-out sets
+    heldout_seed = ckpt["args"]["seed"] if ckpt is not None else args.seed
+    train_data, heldout_data = heldout_split(data, args.heldout_size, heldout_seed)
     del data
 
     keep_freed_memory()

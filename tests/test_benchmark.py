@@ -58,6 +58,33 @@ def test_scores_and_curves_from_logs(tmp_path):
     assert (out / "curves.png").stat().st_size > 5000 and (out / "analysis.png").stat().st_size > 5000
 
 
+def test_iqm_intervals_and_probability_of_improvement_by_hand(tmp_path):
+    """rliable's numbers on values worked out by hand: the IQM of 4 seeds is the mean of the middle
+    two; P(X > Y) counts the pairs (ties count half); the dip is start minus the lowest after it."""
+    runs = tmp_path / "runs"
+    for seed, (final, low) in enumerate([(10.0, 9.0), (11.0, 8.0), (12.0, 5.0), (13.0, 0.0)], start=1):
+        write_run(runs, f"Hopper-v5__wsrl__{seed}__1", [(0, 10.0), (500, low), (1000, final)])
+    for seed, final in enumerate([0.0, 0.0, 0.0, 20.0], start=1):
+        write_run(runs, f"Hopper-v5__sac_fast__{seed}__1", [(500, 7.0), (1000, final)])
+    data = R.read_runs(str(runs), ["eval/normalized_score"])
+    per_seed = R.per_seed_metrics(R.score_rows(data, R.METHODS, "eval/normalized_score"))
+    assert per_seed["WSRL (Cal-QL)"]["dip"].tolist() == [1.0, 2.0, 5.0, 10.0]
+    assert "dip" not in per_seed["SAC (fast), from scratch"]
+    est = R.interval_estimates(per_seed, reps=500)
+    iqm, lo, hi = est["final"]["WSRL (Cal-QL)"]
+    assert iqm == pytest.approx(11.5) and lo <= iqm <= hi and lo >= 10.0 and hi <= 13.0
+    assert est["dip"]["WSRL (Cal-QL)"][0] == pytest.approx(3.5)  # middle two of 1, 2, 5, 10
+    assert est["average"]["SAC (fast), from scratch"][0] == pytest.approx(3.5)  # (7 + 0) / 2, (7 + 20) / 2 trimmed
+    p, lo, hi = R.improvement_probabilities(per_seed, "WSRL (Cal-QL)", reps=500)["SAC (fast), from scratch"]
+    assert p == pytest.approx(12 / 16) and lo <= p <= hi
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_report.py"), "--runs", str(runs),
+                           "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "report" / "scores.md").read_text()
+    assert "| WSRL (Cal-QL) | 11.5 [" in table and "| SAC (fast), from scratch | 0.75 |" in table
+    assert (tmp_path / "report" / "intervals.png").stat().st_size > 5000
+
+
 def test_report_fails_clearly_without_runs(tmp_path):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_report.py"), "--runs",
                            str(tmp_path / "none"), "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)

@@ -128,6 +128,16 @@ def test_dataset_is_never_sampled_after_phase_1(pretrained, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # The KL estimators
 # ---------------------------------------------------------------------------------------------
+def test_heldout_sample_is_the_pretrainings_whatever_the_online_seed(pretrained, monkeypatch):
+    """One checkpoint serves several online seeds (benchmark.sh): each must hold out the same
+    transitions the pre-training held out (seed 1), never ones it trained on."""
+    seeds = []
+    original = W.heldout_split
+    monkeypatch.setattr(W, "heldout_split", lambda data, size, seed: seeds.append(seed) or original(data, size, seed))
+    run(pretrained, seed=7, online_steps=12, warmup_steps=12)
+    assert seeds == [1]
+
+
 def constant_actor(mean, std):
     actor = W.Actor(3, len(mean), 8, 1)
     with torch.no_grad():

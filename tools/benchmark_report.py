@@ -188,6 +188,102 @@ def write_table(rows: list, path: str, tag: str, note: str, command: str) -> str
     return text
 
 
+def per_seed_metrics(rows: list) -> dict:
+    """{label: {metric: array over seeds}}: the final score, the average over the run, and the dip
+    (pre-trained start minus the lowest evaluation after it) for methods that start pre-trained."""
+    out = {}
+    for label, finals, means, starts, lows, _ in rows:
+        m = {"final": np.array(list(finals.values())), "average": np.array(list(means.values()))}
+        if starts:
+            m["dip"] = np.array([starts[s] - lows[s] for s in starts])
+        out[label] = m
+    return out
+
+
+def interval_estimates(metrics_by_label: dict, reps: int = 5000) -> dict:
+    """rliable's interquartile mean with a 95% stratified-bootstrap confidence interval over seeds
+    (one task, so the strata are the runs): {metric: {label: (iqm, low, high)}}."""
+    import warnings
+
+    from rliable import library as rly
+    from rliable import metrics
+
+    out = {}
+    for metric in ("final", "average", "dip"):
+        scores = {label: m[metric].reshape(-1, 1) for label, m in metrics_by_label.items() if metric in m}
+        if not scores:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # arch warns about RandomState; it is what keeps this reproducible
+            point, ci = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
+                                                   random_state=np.random.RandomState(0))
+        out[metric] = {label: (float(point[label][0]), float(ci[label][0, 0]), float(ci[label][1, 0])) for label in scores}
+    return out
+
+
+def improvement_probabilities(metrics_by_label: dict, reference: str, reps: int = 5000) -> dict:
+    """P(reference's final score > another method's), the probability of improvement of rliable
+    (Agarwal et al., 2021), with its 95% bootstrap interval: {label: (p, low, high)}."""
+    import warnings
+
+    from rliable import library as rly
+    from rliable import metrics
+
+    if reference not in metrics_by_label:
+        return {}
+    x = metrics_by_label[reference]["final"].reshape(-1, 1)
+    pairs = {label: (x, m["final"].reshape(-1, 1)) for label, m in metrics_by_label.items() if label != reference}
+    if not pairs:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        point, ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps,
+                                               random_state=np.random.RandomState(0))
+    flat = lambda v: np.asarray(v, dtype=float).ravel()
+    return {label: (flat(point[label])[0], *flat(ci[label])[:2]) for label in pairs}
+
+
+def plot_intervals(estimates: dict, path: str, title: str) -> None:
+    """One panel per metric, a bar per method: the IQM and its 95% interval (rliable's figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {"final": "final score", "average": "average score over the run", "dip": "dip after the switch (lower is better)"}
+    fig, axes = plt.subplots(1, len(estimates), figsize=(4.2 * len(estimates), 0.5 * max(len(e) for e in estimates.values()) + 1.6),
+                             squeeze=False)
+    for ax, (metric, per_label) in zip(axes[0], estimates.items()):
+        labels = list(per_label)[::-1]
+        for y, label in enumerate(labels):
+            iqm, lo, hi = per_label[label]
+            ax.barh(y, hi - lo, left=lo, height=0.6, color=f"C{y % 10}", alpha=0.6)
+            ax.plot([iqm, iqm], [y - 0.3, y + 0.3], color="k", linewidth=1.5)
+        ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels), fontsize=8)
+        ax.set(title=names[metric], xlabel="IQM, 95% CI")
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(textwrap.fill(title, 110), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def interval_text(estimates: dict, probabilities: dict, reference: str) -> str:
+    lines = ["", "## Interquartile mean and 95% stratified-bootstrap confidence intervals (rliable)", "",
+             "Over seeds; `dip` = start minus the lowest evaluation after it (methods that start pre-trained).", "",
+             "| method | final | average over the run | dip after the switch |", "|---|---|---|---|"]
+    labels = list(next(iter(estimates.values())))
+    cell = lambda metric, label: (f"{estimates[metric][label][0]:.1f} [{estimates[metric][label][1]:.1f}, "
+                                  f"{estimates[metric][label][2]:.1f}]") if label in estimates.get(metric, {}) else "-"
+    for label in labels:
+        lines.append(f"| {label} | {cell('final', label)} | {cell('average', label)} | {cell('dip', label)} |")
+    if probabilities:
+        lines += ["", f"Probability that {reference} ends above each method (final score; 0.5 = no difference), "
+                      "with its 95% interval:", "", "| vs | P(improvement) | 95% CI |", "|---|---|---|"]
+        lines += [f"| {label} | {p:.2f} | [{lo:.2f}, {hi:.2f}] |" for label, (p, lo, hi) in probabilities.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", required=True, help="folder holding the run folders (ENV__METHOD__SEED__TIME)")
@@ -206,7 +302,16 @@ def main() -> None:
     os.makedirs(a.out, exist_ok=True)
     plot_curves(runs, methods, a.tag, os.path.join(a.out, "curves.png"), a.title, a.warmup)
     drew = plot_analysis(runs, methods, os.path.join(a.out, "analysis.png"), a.title, a.warmup)
-    text = write_table(score_rows(runs, methods, a.tag), os.path.join(a.out, "scores.md"), a.tag, a.note, a.command)
+    rows = score_rows(runs, methods, a.tag)
+    text = write_table(rows, os.path.join(a.out, "scores.md"), a.tag, a.note, a.command)
+    per_seed = per_seed_metrics(rows)
+    if max(len(m["final"]) for m in per_seed.values()) > 1:  # intervals over one seed say nothing
+        estimates = interval_estimates(per_seed)
+        plot_intervals(estimates, os.path.join(a.out, "intervals.png"), a.title)
+        extra = interval_text(estimates, improvement_probabilities(per_seed, METHODS[0][1]), METHODS[0][1])
+        with open(os.path.join(a.out, "scores.md"), "a") as f:
+            f.write(extra)
+        text += extra
     print(text)
     print(f"wrote {a.out}/curves.png" + (f", {a.out}/analysis.png" if drew else "") + f" and {a.out}/scores.md")
 

@@ -182,7 +182,13 @@ def make(args: Make) -> dict:
                 warnings.simplefilter("ignore")
                 exists = dataset_id in minari.list_local_datasets()
             if exists and not args.overwrite:
-                print(f"{dataset_id}: exists, skipped (--overwrite to replace it)")
+                try:  # a dataset that cannot be read is not kept: it would fail every script later
+                    found = minari.load_dataset(dataset_id).total_steps
+                except Exception as e:
+                    raise SystemExit(f"error: {dataset_id} exists but cannot be read ({e}); make it again with --overwrite.")
+                expected = args.size * (2 if level == "medium-expert" else 1)
+                note = "" if found == expected else f" (it holds {found:,} transitions, not --size {expected:,})"
+                print(f"{dataset_id}: exists{note}, kept (--overwrite to replace it)")
                 made[dataset_id] = None
                 continue
             parts = ["medium", "expert"] if level == "medium-expert" else [level]
@@ -196,7 +202,12 @@ def make(args: Make) -> dict:
             episodes = [e for part in parts for e in recorded[part]]
             if exists:
                 minari.delete_dataset(dataset_id)
-            path = S.save_minari(dataset_id, episodes, env_id, refs, f"sac_fast {level} behaviour policy")
+            try:
+                path = S.save_minari(dataset_id, episodes, env_id, refs, f"sac_fast {level} behaviour policy")
+            except BaseException:  # Ctrl-C or a full disk mid-write: leave no half-written dataset behind
+                if dataset_id in minari.list_local_datasets():
+                    minari.delete_dataset(dataset_id)
+                raise
             stats = dataset_stats(episodes)
             stats["normalized_mean_return"] = 100 * (stats["mean_return"] - refs[0]) / (refs[1] - refs[0])
             made[dataset_id] = stats
