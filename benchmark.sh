@@ -41,10 +41,15 @@ case "$TIER" in
     # Hopper-v5: the cheapest locomotion task to simulate, and one whose no-retention dip the
     # paper shows. The dataset is the replay buffer of a short SAC run (like D4RL's
     # medium-replay), made here with the project's own code: no network is needed. Every
-    # budget can be overridden from the environment (the test suite runs a tiny one).
+    # budget can be overridden from the environment (the test suite runs a tiny one), e.g.
+    # the D4RL-grade medium dataset and shipped pre-trained agents:
+    #   DATASET=local/halfcheetah/medium-v0 ENV_ID=HalfCheetah-v5 CHECKPOINT=ck.pt IQL_CHECKPOINT=iql.pt
     ENV_ID=${ENV_ID:-Hopper-v5}
     DATASET=${DATASET:-local/hopper/bench-replay-v0}
-    DATASET_STEPS=${DATASET_STEPS:-10000}   # SAC steps that make the dataset (the first 5,000 random)
+    DATASET_STEPS=${DATASET_STEPS:-10000}   # SAC steps that make the dataset (the first 5,000 random); 0: none
+    DATASET_SIZE=${DATASET_SIZE:-100000}    # local/<env>/<level>-v0 with DATASET_STEPS=0: tools/make_datasets.py
+    CHECKPOINT=${CHECKPOINT:-}              # a pre-trained Cal-QL agent for every seed; empty: pre-train per seed
+    IQL_CHECKPOINT=${IQL_CHECKPOINT:-}      # the same for WSRL (IQL)
     OFFLINE_STEPS=${OFFLINE_STEPS:-2500}    # paper: 250,000
     ONLINE_STEPS=${ONLINE_STEPS:-4000}      # paper: 300,000 on locomotion (Fig. 7)
     WARMUP=${WARMUP:-1000}                  # paper: 5,000 (WSRL's warmup; SAC's and RLPD's random warmup)
@@ -59,6 +64,9 @@ case "$TIER" in
     ENV_ID=${ENV_ID:-Hopper-v5}
     DATASET=${DATASET:-mujoco/hopper/medium-v0}   # downloaded by Minari (needs a network)
     DATASET_STEPS=0
+    DATASET_SIZE=0
+    CHECKPOINT=""        # pre-trained per seed, at the paper's budget
+    IQL_CHECKPOINT=""
     OFFLINE_STEPS=250000
     ONLINE_STEPS=${ONLINE_STEPS:-300000}
     WARMUP=5000
@@ -78,7 +86,7 @@ case "$TIER" in
   *) usage ;;
 esac
 
-export ENV_ID DATASET DATASET_STEPS OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET EVAL THREADS ROOT
+export ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET EVAL THREADS ROOT
 export OUT=${OUT:-results/$TIER}
 
 # ---- one job: one method for one seed ----------------------------------------------------------
@@ -117,7 +125,11 @@ if [ "$TIER" = "_job" ]; then
     fi
     touch "$log.done"
   }
-  checkpoint() {  # the seed's Cal-QL checkpoint, once its pre-training has finished
+  checkpoint() {  # the shipped Cal-QL checkpoint, or the seed's once its pre-training has finished
+    if [ -n "$CHECKPOINT" ]; then
+      echo "$CHECKPOINT"
+      return
+    fi
     if [ -n "${DRY_RUN:-}" ]; then
       echo "runs/${ENV_ID}__pretrain__${SEED}__TIME/pretrain_pretrained.pt"
       return
@@ -153,9 +165,14 @@ if [ "$TIER" = "_job" ]; then
     jsrl)
       CKPT=$(checkpoint)
       run jsrl.py --pretrained-checkpoint "$CKPT" --total-timesteps "$ONLINE_STEPS" --utd "$UTD" $EVAL ;;
-    wsrl_iql)  # its own IQL pre-training on the same data and steps, then WSRL
-      run wsrl_iql_sac.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps "$ONLINE_STEPS" \
-        --warmup-steps "$WARMUP" --offline-eval-interval "$OFFLINE_STEPS" --utd "$UTD" $NET $EVAL ;;
+    wsrl_iql)  # from the shipped IQL checkpoint, or its own IQL pre-training on the same data and steps
+      if [ -n "$IQL_CHECKPOINT" ]; then
+        run wsrl_iql_sac.py --pretrained-checkpoint "$IQL_CHECKPOINT" --online-steps "$ONLINE_STEPS" \
+          --warmup-steps "$WARMUP" --utd "$UTD" $EVAL
+      else
+        run wsrl_iql_sac.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps "$ONLINE_STEPS" \
+          --warmup-steps "$WARMUP" --offline-eval-interval "$OFFLINE_STEPS" --utd "$UTD" $NET $EVAL
+      fi ;;
     rlpd)
       run sac_fast.py --dataset-id "$DATASET" --offline-ratio 0.5 --total-timesteps "$ONLINE_STEPS" \
         --warmup-steps "$WARMUP" --utd "$UTD" $NET $EVAL ;;
@@ -171,6 +188,7 @@ fi
 # pre-trainings, the Cal-QL runs (a step with the CQL term costs several SAC steps), the methods
 # that start from the checkpoint, then those that need none.
 METHOD_ORDER="pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl wsrl_iql rlpd sac_fast"
+[ -z "$CHECKPOINT" ] || METHOD_ORDER=${METHOD_ORDER#pretrain }  # shipped: nothing to pre-train
 queue() {
   for method in $METHOD_ORDER; do
     for seed in $SEEDS; do echo "$method $seed"; done
@@ -180,7 +198,10 @@ queue() {
 # ---- the tier: dataset, the queue of runs, the report -------------------------------------------
 START=$(date +%s)
 echo "benchmark $TIER: $ENV_ID, dataset $DATASET, seeds $SEEDS ($JOBS at a time), results in $OUT/"
-echo "  pre-training $OFFLINE_STEPS steps; online $ONLINE_STEPS steps, warmup $WARMUP, UTD $UTD; $NET; $EVAL"
+echo "  pre-trained: ${CHECKPOINT:-per seed, $OFFLINE_STEPS steps}${IQL_CHECKPOINT:+ (IQL: $IQL_CHECKPOINT)}; online $ONLINE_STEPS steps, warmup $WARMUP, UTD $UTD; $NET; $EVAL"
+for ck in $CHECKPOINT $IQL_CHECKPOINT; do
+  [ -f "$ck" ] || { echo "error: no pre-trained checkpoint $ck. Set CHECKPOINT= IQL_CHECKPOINT= (empty) to pre-train every seed here instead." >&2; exit 1; }
+done
 if [ -n "${DRY_RUN:-}" ]; then  # the commands, in the queue's order
   echo "DRY_RUN: nothing is run. Unless $DATASET is on this machine, it is made (cpu) or downloaded (full) first."
   queue | while read -r method seed; do bash "$ROOT/benchmark.sh" _job "$method" "$seed"; done
@@ -210,6 +231,12 @@ elif [ "$DATASET_STEPS" -gt 0 ]; then
     $NET --eval-interval "$DATASET_STEPS" --save-dataset-id "$DATASET" > logs/dataset.log 2>&1) \
     || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
   touch "$OUT/logs/dataset.log.done"  # (an interruption has already left through the trap above)
+elif [[ "$DATASET" =~ ^local/(hopper|halfcheetah|walker2d)/(medium|expert|medium-expert)-v0$ ]]; then
+  echo "[$(date +%H:%M:%S)] dataset $DATASET: $DATASET_SIZE transitions of the shipped behaviour policy"
+  python tools/make_datasets.py make --envs "${BASH_REMATCH[1]}" --levels "${BASH_REMATCH[2]}" --size "$DATASET_SIZE" \
+    > "$OUT/logs/dataset.log" 2>&1 \
+    || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
+  touch "$OUT/logs/dataset.log.done"
 fi  # otherwise the scripts download it (full tier) or say how to make it
 
 # $JOBS workers take the jobs from the queue in order; a failed job stops the benchmark (after
@@ -222,9 +249,11 @@ fi
 MINUTES=$(( ($(date +%s) - START) / 60 ))
 WALL="Wall time: $MINUTES min"
 [ -z "${RESUME:-}" ] || WALL="$WALL (RESUME=1: the resumed part only)"
+PRE="$OFFLINE_STEPS pre-training steps per seed"
+[ -z "$CHECKPOINT" ] || PRE="pre-trained agents $(basename "$CHECKPOINT")${IQL_CHECKPOINT:+ and $(basename "$IQL_CHECKPOINT")} (all seeds)"
 MACHINE="$(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
 python tools/benchmark_report.py --runs "$OUT/runs" --out "$OUT" --warmup "$WARMUP" \
-  --title "$ENV_ID, $DATASET: $OFFLINE_STEPS offline steps, $ONLINE_STEPS online, UTD $UTD, seeds $SEEDS" \
+  --title "$ENV_ID, $DATASET: $PRE, $ONLINE_STEPS online steps, UTD $UTD, seeds $SEEDS" \
   --command "bash benchmark.sh $TIER" \
-  --note "Machine: $MACHINE. Date: $(date +%F). $WALL. Budgets: $OFFLINE_STEPS pre-training steps, $ONLINE_STEPS online steps (warmup $WARMUP), UTD $UTD for the SAC learners (Cal-QL: 1), $NET, $EVAL, seeds $SEEDS."
+  --note "Machine: $MACHINE. Date: $(date +%F). $WALL. Budgets: $PRE, $ONLINE_STEPS online steps (warmup $WARMUP), UTD $UTD for the SAC learners (Cal-QL: 1), $NET, $EVAL, seeds $SEEDS."
 echo "benchmark $TIER done in $MINUTES min: $OUT/curves.png, $OUT/analysis.png, $OUT/scores.md"

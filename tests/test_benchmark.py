@@ -91,12 +91,16 @@ def test_report_fails_clearly_without_runs(tmp_path):
     assert done.returncode != 0 and "run benchmark.sh first" in done.stderr
 
 
+# the tiny tiers: Hopper, a 400-step replay-buffer dataset, pre-training per seed
+TINY_TIER = dict(ENV_ID="Hopper-v5", DATASET="local/hopper/tiny-v0", CHECKPOINT="", IQL_CHECKPOINT="",
+                 EVAL="--eval-interval 30 --eval-episodes 1",
+                 NET="--critic-hidden 32 --actor-hidden 32 --num-qs 3 --batch-size 32")
+
+
 def test_tiny_cpu_tier_runs_every_method_from_one_checkpoint(sandbox):
     """The whole pipeline at toy budgets: dataset, pre-training, the eight methods, the report."""
-    env = dict(os.environ, OUT=str(sandbox / "bench"), DATASET="local/hopper/tiny-v0", DATASET_STEPS="400",
-               OFFLINE_STEPS="20", ONLINE_STEPS="60", WARMUP="20", SEEDS="1", JOBS="1",
-               EVAL="--eval-interval 30 --eval-episodes 1",
-               NET="--critic-hidden 32 --actor-hidden 32 --num-qs 3 --batch-size 32")
+    env = dict(os.environ, OUT=str(sandbox / "bench"), DATASET_STEPS="400",
+               OFFLINE_STEPS="20", ONLINE_STEPS="60", WARMUP="20", SEEDS="1", JOBS="1", **TINY_TIER)
     done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -132,6 +136,43 @@ def test_tiny_cpu_tier_runs_every_method_from_one_checkpoint(sandbox):
     assert bad.returncode != 0 and "benchmark.sh cpu" in bad.stdout
 
 
+def test_cpu_tier_on_the_medium_dataset_from_shipped_checkpoints(sandbox):
+    """The path of the D4RL-grade datasets: the medium dataset made by tools/make_datasets.py (here
+    2,000 transitions) and every pre-trained method started from given Cal-QL and IQL checkpoints
+    (here tiny ones made on that dataset), with no pre-training job."""
+    import calql_offline
+    import wsrl_iql_sac
+
+    tiny = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32, offline_eval_interval=20, eval_episodes=1)
+    env = dict(os.environ, OUT=str(sandbox / "bench"), ENV_ID="HalfCheetah-v5", DATASET="local/halfcheetah/medium-v0",
+               DATASET_STEPS="0", DATASET_SIZE="2000", ONLINE_STEPS="40", WARMUP="20",
+               SEEDS="1 2", JOBS="2", EVAL="--eval-interval 40 --eval-episodes 1",
+               NET="--critic-hidden 32 --actor-hidden 32 --num-qs 3 --batch-size 32")
+    made = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_datasets.py"), "make", "--envs",
+                           "halfcheetah", "--size", "2000"], env=env, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    cal = calql_offline.main(calql_offline.Args(dataset_id="local/halfcheetah/medium-v0", offline_steps=20, online_steps=0,
+                                                cql_n_actions=4, **tiny))["pretrained_checkpoint"]
+    iql = wsrl_iql_sac.main(wsrl_iql_sac.Args(dataset_id="local/halfcheetah/medium-v0", offline_steps=20, online_steps=0,
+                                              **tiny))["pretrained_checkpoint"]
+    env.update(CHECKPOINT=os.path.abspath(cal), IQL_CHECKPOINT=os.path.abspath(iql))
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "already on this machine, reused" in done.stdout
+    table = (sandbox / "bench" / "scores.md").read_text()
+    for _, label in R.METHODS:
+        assert f"| {label} | 2 |" in table, label
+    assert "Interquartile mean" in table and (sandbox / "bench" / "intervals.png").exists()
+    assert not [r for r in os.listdir(sandbox / "bench" / "runs") if "__pretrain__" in r]
+    for name in ("calql_no_retention", "calql_retention", "wsrl", "wsrl_no_warmup", "jsrl"):
+        assert os.path.abspath(cal) in (sandbox / "bench" / "logs" / f"{name}_2.log").read_text(), name
+    assert os.path.abspath(iql) in (sandbox / "bench" / "logs" / "wsrl_iql_1.log").read_text()
+    missing = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], capture_output=True, text=True,
+                             env=dict(env, OUT=str(sandbox / "other"), CHECKPOINT="/no/such.pt"), timeout=60)
+    assert missing.returncode != 0 and "no pre-trained checkpoint /no/such.pt" in missing.stderr
+
+
 def test_dry_run_prints_the_full_tier_at_the_papers_budgets(tmp_path):
     """`DRY_RUN=1 bash benchmark.sh full`: what a GPU run would do, without running anything."""
     env = dict(os.environ, OUT=str(tmp_path / "full"), DRY_RUN="1")
@@ -151,8 +192,8 @@ def test_dry_run_prints_the_full_tier_at_the_papers_budgets(tmp_path):
 def test_a_failed_run_stops_the_queue_with_a_clear_message(sandbox):
     """A pre-training that cannot start (no such dataset, no hub) must stop the benchmark at once,
     not go on to hours of runs that cannot be compared, and say how to finish once fixed."""
-    env = dict(os.environ, OUT=str(sandbox / "bench"), DATASET="local/hopper/missing-v0", DATASET_STEPS="0",
-               SEEDS="1", JOBS="1")
+    env = dict(os.environ, OUT=str(sandbox / "bench"), **dict(TINY_TIER, DATASET="local/hopper/missing-v0"),
+               DATASET_STEPS="0", SEEDS="1", JOBS="1")
     done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode != 0
@@ -171,7 +212,7 @@ def test_a_pretraining_cut_short_stops_the_jobs_waiting_for_its_checkpoint(tmp_p
     (fake / "python").chmod(0o755)
     out = tmp_path / "bench"
     (out / "logs").mkdir(parents=True)
-    env = dict(os.environ, OUT=str(out), PATH=f"{fake}:{os.environ['PATH']}", ENV_ID="Hopper-v5", DATASET="d/e/f-v0",
+    env = dict(os.environ, OUT=str(out), PATH=f"{fake}:{os.environ['PATH']}", ENV_ID="Hopper-v5", DATASET="d/e/f-v0", CHECKPOINT="", IQL_CHECKPOINT="",
                OFFLINE_STEPS="10", ONLINE_STEPS="10", WARMUP="5", UTD="1", NET="", EVAL="", THREADS="1")  # what the tier exports
     job = lambda method: subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "_job", method, "1"], env=env,
                                         capture_output=True, text=True, timeout=30)
@@ -191,9 +232,7 @@ def test_ctrl_c_then_resume_marks_nothing_finished_that_was_cut_short(sandbox):
     import minari
 
     bench = sandbox / "bench"
-    env = dict(os.environ, OUT=str(bench), DATASET="local/hopper/tiny-v0", SEEDS="1", JOBS="1",
-               EVAL="--eval-interval 30 --eval-episodes 1",
-               NET="--critic-hidden 32 --actor-hidden 32 --num-qs 3 --batch-size 32")
+    env = dict(os.environ, OUT=str(bench), SEEDS="1", JOBS="1", **TINY_TIER)
 
     def interrupted(extra: dict, log: str, marker: str):
         """start the cpu tier, press Ctrl-C once `marker` is in logs/`log`, return the result"""

@@ -14,6 +14,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_datasets as M  # noqa: E402
+import ship_pretrained  # noqa: E402
 import sac_fast as S  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def test_ship_writes_the_actor_and_its_provenance(tiny_policies):
 def test_make_writes_a_dataset_of_exactly_the_size_asked(sandbox, tiny_policies):
     import minari
 
-    made = M.make(M.Make(size=2_500, num_envs=4, policy_dir=tiny_policies))
+    made = M.make(M.Make(envs=["hopper"], size=2_500, num_envs=4, policy_dir=tiny_policies))
     stats = made["local/hopper/medium-v0"]
     ds = minari.load_dataset("local/hopper/medium-v0")
     assert ds.total_steps == 2_500 == stats["transitions"]
@@ -68,14 +69,14 @@ def test_make_writes_a_dataset_of_exactly_the_size_asked(sandbox, tiny_policies)
 
 
 def test_existing_ids_are_skipped_unless_overwrite(sandbox, tiny_policies):
-    M.make(M.Make(size=500, num_envs=2, policy_dir=tiny_policies))
-    assert M.make(M.Make(size=800, num_envs=2, policy_dir=tiny_policies))["local/hopper/medium-v0"] is None
-    stats = M.make(M.Make(size=800, num_envs=2, overwrite=True, policy_dir=tiny_policies))["local/hopper/medium-v0"]
+    M.make(M.Make(envs=["hopper"], size=500, num_envs=2, policy_dir=tiny_policies))
+    assert M.make(M.Make(envs=["hopper"], size=800, num_envs=2, policy_dir=tiny_policies))["local/hopper/medium-v0"] is None
+    stats = M.make(M.Make(envs=["hopper"], size=800, num_envs=2, overwrite=True, policy_dir=tiny_policies))["local/hopper/medium-v0"]
     assert stats["transitions"] == 800
 
 
 def test_medium_expert_is_medium_then_expert(sandbox, tiny_policies):
-    made = M.make(M.Make(levels=["medium", "medium-expert"], size=600, num_envs=3, policy_dir=tiny_policies))
+    made = M.make(M.Make(envs=["hopper"], levels=["medium", "medium-expert"], size=600, num_envs=3, policy_dir=tiny_policies))
     assert made["local/hopper/medium-expert-v0"]["transitions"] == 1_200
     medium, _ = S.load_offline_data("local/hopper/medium-v0", "locomotion")
     both, _ = S.load_offline_data("local/hopper/medium-expert-v0", "locomotion")
@@ -93,7 +94,7 @@ def test_shipped_policies_give_datasets_of_their_stated_quality(sandbox):
     """Every policy in policies/ makes data whose whole-episode mean return lies within the band
     of its provenance (stochastic return over 20 episodes): 3 standard errors plus 10%."""
     shipped = sorted(glob.glob(os.path.join(M.POLICY_DIR, "*.json")))
-    assert any(p.endswith("hopper-medium.json") for p in shipped), "the Hopper medium policy is missing"
+    assert any(p.endswith("halfcheetah-medium.json") for p in shipped), "the HalfCheetah medium policy is missing"
     for path in shipped:
         with open(path) as f:
             p = json.load(f)
@@ -103,3 +104,25 @@ def test_shipped_policies_give_datasets_of_their_stated_quality(sandbox):
         ref = p["stochastic_return"]
         band = 3 * ref["std"] / np.sqrt(stats["whole_episodes"]) + 0.1 * abs(ref["mean"])
         assert abs(stats["mean_return"] - ref["mean"]) <= band, (path, stats, ref)
+
+
+def test_ship_pretrained_copies_the_checkpoint_with_its_provenance(sandbox):
+    import filecmp
+
+    import calql_offline
+
+    from conftest import write_random_dataset
+
+    write_random_dataset(calql_offline)
+    ck = calql_offline.main(calql_offline.Args(dataset_id="test/hopper/random-v0", offline_steps=15, online_steps=0,
+                                               num_qs=3, critic_hidden=16, actor_hidden=16, batch_size=16,
+                                               cql_n_actions=2, eval_episodes=1))["pretrained_checkpoint"]
+    p = ship_pretrained.ship(ck, "hopper-random-calql", "the command", episodes=2, out_dir=str(sandbox / "pre"))
+    assert filecmp.cmp(ck, sandbox / "pre" / "hopper-random-calql.pt", shallow=False)
+    with open(sandbox / "pre" / "hopper-random-calql.json") as f:
+        assert json.load(f) == p
+    assert p["gradient_steps"] == 15 and p["dataset_id"] == "test/hopper/random-v0" and p["env_id"] == "Hopper-v5"
+    assert p["networks"]["num_qs"] == 3 and p["deterministic_return"]["episodes"] == 2 and p["command"] == "the command"
+    with pytest.raises(SystemExit, match="not a checkpoint"):
+        torch.save({"x": 1}, sandbox / "bad.pt")
+        ship_pretrained.ship(str(sandbox / "bad.pt"), "x", "c", out_dir=str(sandbox / "pre"))

@@ -8,13 +8,13 @@ same shape under `local/<env>/<level>-v0`, with D4RL's reference scores, from th
 policies this project trained with its own `sac_fast.py` and ships in `policies/` (each with
 its provenance in a .json next to it):
 
-    python tools/make_datasets.py make                                 # local/hopper/medium-v0, 100k steps
-    python tools/make_datasets.py make --envs hopper halfcheetah walker2d --size 1000000   # D4RL's size
+    python tools/make_datasets.py make                                 # local/halfcheetah/medium-v0, 100k steps
+    python tools/make_datasets.py make --size 1000000                  # D4RL's size
     python tools/make_datasets.py make --levels medium-expert          # needs an expert policy too
     python tools/make_datasets.py list                                 # the shipped policies
 
 A dataset made here and the hub's are interchangeable in every script (`--dataset-id
-local/hopper/medium-v0` or `mujoco/hopper/medium-v0`): same environment, spaces and scores.
+local/halfcheetah/medium-v0` or `mujoco/halfcheetah/medium-v0`): same environment, spaces and scores.
 How the behaviour policies were made, and how to add one (`ship`), is in the README.
 """
 
@@ -44,8 +44,8 @@ LEVELS = ("medium", "expert", "medium-expert")
 class Make:
     """Write local/<env>/<level>-v0 Minari datasets from the shipped behaviour policies."""
 
-    envs: list[Literal["hopper", "halfcheetah", "walker2d"]] = dataclasses.field(default_factory=lambda: ["hopper"])
-    """environments (D4RL's names)"""
+    envs: list[Literal["hopper", "halfcheetah", "walker2d"]] = dataclasses.field(default_factory=lambda: ["halfcheetah"])
+    """environments (D4RL's names; policies/ has halfcheetah for now)"""
     levels: list[Literal["medium", "expert", "medium-expert"]] = dataclasses.field(default_factory=lambda: ["medium"])
     """dataset levels; medium-expert is the medium and expert datasets one after the other (D4RL)"""
     size: int = 100_000
