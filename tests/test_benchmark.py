@@ -105,7 +105,7 @@ def test_tiny_cpu_tier_runs_every_method_from_one_checkpoint(sandbox):
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = (sandbox / "bench" / "scores.md").read_text()
-    for _, label in R.METHODS:
+    for _, label in R.BENCHMARK_METHODS:
         assert f"| {label} | 1 |" in table, label
     assert (sandbox / "bench" / "curves.png").exists() and (sandbox / "bench" / "analysis.png").exists()
     runs = os.listdir(sandbox / "bench" / "runs")
@@ -161,7 +161,7 @@ def test_cpu_tier_on_the_medium_dataset_from_shipped_checkpoints(sandbox):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "already on this machine, reused" in done.stdout
     table = (sandbox / "bench" / "scores.md").read_text()
-    for _, label in R.METHODS:
+    for _, label in R.BENCHMARK_METHODS:
         assert f"| {label} | 2 |" in table, label
     assert "Interquartile mean" in table and (sandbox / "bench" / "intervals.png").exists()
     assert not [r for r in os.listdir(sandbox / "bench" / "runs") if "__pretrain__" in r]

@@ -126,3 +126,21 @@ def test_ship_pretrained_copies_the_checkpoint_with_its_provenance(sandbox):
     with pytest.raises(SystemExit, match="not a checkpoint"):
         torch.save({"x": 1}, sandbox / "bad.pt")
         ship_pretrained.ship(str(sandbox / "bad.pt"), "x", "c", out_dir=str(sandbox / "pre"))
+
+
+def test_shipped_pretrained_agents_match_their_provenance():
+    """pretrained/*.pt are what their .json say: the steps, the dataset (one this tool makes), the
+    networks; and they load into the scripts' networks."""
+    shipped = sorted(glob.glob(os.path.join(ship_pretrained.PRETRAINED_DIR, "*.json")))
+    assert any(p.endswith("halfcheetah-medium-iql.json") for p in shipped), "the IQL agent of demo.sh is missing"
+    for path in shipped:
+        with open(path) as f:
+            p = json.load(f)
+        ckpt = torch.load(path[:-5] + ".pt", map_location="cpu", weights_only=False)
+        assert ckpt["format"] == S.CHECKPOINT_FORMAT and ckpt["step"] == p["gradient_steps"], path
+        assert ckpt["args"]["dataset_id"] == p["dataset_id"] == "local/halfcheetah/medium-v0"
+        assert all(ckpt["args"][k] == v for k, v in p["networks"].items())
+        actor = S.Actor(17, 6, p["networks"]["actor_hidden"], p["networks"]["actor_layers"])
+        actor.load_state_dict(ckpt["actor"])
+        critic = S.QEnsemble(17, 6, p["networks"]["critic_hidden"], p["networks"]["critic_layers"], p["networks"]["num_qs"])
+        critic.load_state_dict(ckpt["critic"])

@@ -25,7 +25,7 @@ import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 # (exp_name used by benchmark.sh, label); the order of the legend and the table
-METHODS = [
+BENCHMARK_METHODS = [
     ("wsrl", "WSRL (Cal-QL)"),
     ("wsrl_iql", "WSRL (IQL)"),
     ("wsrl_no_warmup", "WSRL, no warmup"),
@@ -35,6 +35,8 @@ METHODS = [
     ("rlpd", "RLPD (retention)"),
     ("sac_fast", "SAC (fast), from scratch"),
 ]
+# demo.sh's runs from an IQL agent
+METHODS = BENCHMARK_METHODS + [("wsrl_iql_no_warmup", "WSRL (IQL), no warmup"), ("iql_no_retention", "IQL, no retention")]
 # (tag, panel title, log scale): Fig. 11's three panels, then how far the policy moved (Fig. 8)
 ANALYSIS_TAGS = [
     ("analysis/q_online", "mean Q on online batches", False),
