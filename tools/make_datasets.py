@@ -74,6 +74,7 @@ class Ship:
     actor: tyro.conf.Positional[str]
     """runs/<run>/actors/step_N.pt"""
     level: Literal["medium", "expert"] = "medium"
+    """which level the actor stands for (it becomes policies/<env>-<level>.pt)"""
     episodes: int = 20
     """evaluation episodes, each deterministic (tanh of the mean) and stochastic (as recorded)"""
     command: str = ""
