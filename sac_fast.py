@@ -285,11 +285,26 @@ def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
     """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
     dataset = load_minari(dataset_id)
     data = flatten_dataset(dataset)
+    for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
+        bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
+        if bad.any():
+            raise SystemExit(f"error: dataset {dataset_id!r} has non-finite {key} in {bad.sum():,} transitions "
+                             f"(the first at transition {int(np.argmax(bad)):,}); clean or remake it.")
     data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
     data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
     metadata = dict(dataset.storage.metadata)
     metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
     return data, metadata
+
+
+def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
+    """The environment to act in: --env-id if given, else the one the dataset names. A dataset of
+    one body refused for another (same sizes would train without a word); versions may differ."""
+    recorded = metadata.get("env_id")
+    if env_id and recorded and env_id.split("-v")[0] != recorded.split("-v")[0]:
+        raise SystemExit(f"error: dataset {dataset_id!r} was recorded in {recorded}, not {env_id}: "
+                         f"drop --env-id or pass --env-id {recorded}.")
+    return env_id or recorded or "Hopper-v5"
 
 
 def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str) -> str:
@@ -792,8 +807,45 @@ def save_actor(run_dir: str, actor: Actor, args, env_id: str, step: int, eval_re
     return path
 
 
+# [copy: arg-checks]
+# ---------------------------------------------------------------------------------------------
+# Settings that would run but mean nothing are refused before anything is built or written
+# ---------------------------------------------------------------------------------------------
+def check_args(args, budgets: dict) -> None:
+    """Stop, before any run folder, network or dataset is made, on settings that would train but
+    mean nothing (a negative budget, a minimum over more critics than exist, a learning rate that
+    cannot learn). `budgets` maps each step-count flag to (its value, the smallest that makes
+    sense). Every problem is one line with the flag to change."""
+    problems = [f"{flag} is {value:,}; it must be at least {low:,}" for flag, (value, low) in budgets.items()
+                if value < low]
+    if getattr(args, "num_qs", None) is not None and not 1 <= args.num_min_qs <= args.num_qs:
+        problems.append(f"--num-min-qs is {args.num_min_qs}; the target is a minimum over that many of the "
+                        f"--num-qs {args.num_qs} critics, so it must be between 1 and {args.num_qs}")
+    for flag, value in (("--batch-size", args.batch_size), ("--utd", args.utd), ("--eval-episodes", args.eval_episodes),
+                        ("--eval-interval", args.eval_interval)):
+        if value < 1:
+            problems.append(f"{flag} is {value}; it must be at least 1")
+    for name in ("actor_lr", "critic_lr", "temp_lr"):
+        lr = getattr(args, name)
+        if not 0.0 < lr < 1.0:  # Adam at a rate of 1 or more diverges within steps (the defaults are 1e-4, 3e-4)
+            problems.append(f"--{name.replace('_', '-')} is {lr:g}; it must be in (0, 1)")
+    if problems:
+        raise SystemExit("error: " + "\n       ".join(problems) + ".")
+
+
+# [end copy]
+
+
 def main(args: Args) -> dict:
     # ===== SETUP =================================================================================
+    check_args(args, {"--total-timesteps": (args.total_timesteps, 1), "--warmup-steps": (args.warmup_steps, 0)})
+    if args.warmup_steps >= args.total_timesteps and not args.save_dataset_id:
+        raise SystemExit(f"error: --total-timesteps {args.total_timesteps:,} is not above --warmup-steps "
+                         f"{args.warmup_steps:,} (random actions, no update): the agent would never learn. "
+                         "Raise --total-timesteps or lower --warmup-steps.")
+    if args.dataset_id and args.offline_ratio == 0:  # it would only name the environment: say so, not ignore it
+        raise SystemExit(f"error: --dataset-id {args.dataset_id} is sampled only with --offline-ratio > 0 (RLPD: "
+                         "--offline-ratio 0.5). For SAC without offline data, pass --env-id instead.")
     # Check every id before any work: an hour of training must not end on a refused name.
     if args.save_dataset_id:
         check_dataset_id_is_free(args.save_dataset_id)
@@ -808,7 +860,7 @@ def main(args: Args) -> dict:
     if args.dataset_id:
         offline_data, metadata = load_offline_data(args.dataset_id, domain_of(args.dataset_id))
     # the dataset knows which environment produced it; --env-id overrides
-    env_id = args.env_id or metadata.get("env_id") or "Hopper-v5"
+    env_id = env_id_for(args.dataset_id, metadata, args.env_id) if args.dataset_id else (args.env_id or "Hopper-v5")
     # online rewards get the same transform as the offline data, so both live on one scale
     domain = domain_of(args.dataset_id or env_id)
     reward_transform = REWARD_TRANSFORMS[domain]

@@ -326,11 +326,26 @@ def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
     """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
     dataset = load_minari(dataset_id)
     data = flatten_dataset(dataset)
+    for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
+        bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
+        if bad.any():
+            raise SystemExit(f"error: dataset {dataset_id!r} has non-finite {key} in {bad.sum():,} transitions "
+                             f"(the first at transition {int(np.argmax(bad)):,}); clean or remake it.")
     data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
     data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
     metadata = dict(dataset.storage.metadata)
     metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
     return data, metadata
+
+
+def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
+    """The environment to act in: --env-id if given, else the one the dataset names. A dataset of
+    one body refused for another (same sizes would train without a word); versions may differ."""
+    recorded = metadata.get("env_id")
+    if env_id and recorded and env_id.split("-v")[0] != recorded.split("-v")[0]:
+        raise SystemExit(f"error: dataset {dataset_id!r} was recorded in {recorded}, not {env_id}: "
+                         f"drop --env-id or pass --env-id {recorded}.")
+    return env_id or recorded or "Hopper-v5"
 
 
 def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str) -> str:
@@ -1117,6 +1132,35 @@ def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, cr
 # [end copy]
 
 
+# [copy: arg-checks]
+# ---------------------------------------------------------------------------------------------
+# Settings that would run but mean nothing are refused before anything is built or written
+# ---------------------------------------------------------------------------------------------
+def check_args(args, budgets: dict) -> None:
+    """Stop, before any run folder, network or dataset is made, on settings that would train but
+    mean nothing (a negative budget, a minimum over more critics than exist, a learning rate that
+    cannot learn). `budgets` maps each step-count flag to (its value, the smallest that makes
+    sense). Every problem is one line with the flag to change."""
+    problems = [f"{flag} is {value:,}; it must be at least {low:,}" for flag, (value, low) in budgets.items()
+                if value < low]
+    if getattr(args, "num_qs", None) is not None and not 1 <= args.num_min_qs <= args.num_qs:
+        problems.append(f"--num-min-qs is {args.num_min_qs}; the target is a minimum over that many of the "
+                        f"--num-qs {args.num_qs} critics, so it must be between 1 and {args.num_qs}")
+    for flag, value in (("--batch-size", args.batch_size), ("--utd", args.utd), ("--eval-episodes", args.eval_episodes),
+                        ("--eval-interval", args.eval_interval)):
+        if value < 1:
+            problems.append(f"{flag} is {value}; it must be at least 1")
+    for name in ("actor_lr", "critic_lr", "temp_lr"):
+        lr = getattr(args, name)
+        if not 0.0 < lr < 1.0:  # Adam at a rate of 1 or more diverges within steps (the defaults are 1e-4, 3e-4)
+            problems.append(f"--{name.replace('_', '-')} is {lr:g}; it must be in (0, 1)")
+    if problems:
+        raise SystemExit("error: " + "\n       ".join(problems) + ".")
+
+
+# [end copy]
+
+
 def main(args: Args) -> dict:
     # ===== SETUP =================================================================================
     if not 0.0 <= args.offline_ratio < 1.0:
@@ -1127,6 +1171,10 @@ def main(args: Args) -> dict:
         ckpt = read_checkpoint(args.pretrained_checkpoint, device)
         use_checkpoint_network_sizes(args, ckpt)
         args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
+    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
+                      "--warmup-steps": (args.warmup_steps, 0), "--policy-freeze-steps": (args.policy_freeze_steps, 0),
+                      "--offline-eval-interval": (args.offline_eval_interval, 1),
+                      "--analysis-interval": (args.analysis_interval, 1)})
     args.dataset_id = args.dataset_id or "mujoco/hopper/medium-v0"
     domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
     preset = apply_domain_preset(args, domain)
@@ -1135,7 +1183,7 @@ def main(args: Args) -> dict:
     # Cal-QL (phase 1, --online-algo calql) always uses the max-target backup (docs/algorithms.md §3)
     calql_args = dataclasses.replace(args, max_target_backup=True)
     data, metadata = load_offline_data(args.dataset_id, domain)
-    env_id = args.env_id or metadata.get("env_id") or "Hopper-v5"
+    env_id = env_id_for(args.dataset_id, metadata, args.env_id)
     reward_transform = REWARD_TRANSFORMS[domain]
     ref_scores = reference_scores(env_id, metadata)
     negative_reward = SPARSE_NEGATIVE_REWARD.get(domain)

@@ -1,0 +1,85 @@
+"""Settings that would train but mean nothing stop every script at once, with the flag to change,
+before any run folder is made; so do a dataset holding NaN and a dataset of another body."""
+
+import os
+
+import pytest
+
+import calql_offline as C
+import jsrl as J
+import sac_fast as S
+import wsrl_calql_sac as W
+import wsrl_iql_sac as I
+from conftest import write_random_dataset
+
+TINY_SAC = dict(total_timesteps=40, warmup_steps=20, num_qs=3, critic_hidden=16, actor_hidden=16, batch_size=16,
+                eval_interval=40, eval_episodes=1)
+
+CASES = [
+    (S, dict(total_timesteps=0), "--total-timesteps is 0; it must be at least 1"),
+    (S, dict(total_timesteps=100, warmup_steps=200), "the agent would never learn"),
+    (S, dict(num_qs=2, num_min_qs=5), "--num-min-qs is 5; the target is a minimum over that many of the --num-qs 2"),
+    (S, dict(batch_size=0), "--batch-size is 0; it must be at least 1"),
+    (S, dict(utd=0), "--utd is 0; it must be at least 1"),
+    (S, dict(critic_lr=1e3), "--critic-lr is 1000; it must be in (0, 1)"),
+    (S, dict(dataset_id="test/hopper/random-v0"), "is sampled only with --offline-ratio > 0"),
+    (C, dict(offline_steps=-5), "--offline-steps is -5; it must be at least 1"),
+    (C, dict(offline_steps=0), "--offline-steps is 0; it must be at least 1"),
+    (C, dict(online_steps=-1, eval_episodes=0), "--online-steps is -1"),
+    (W, dict(offline_steps=-5), "--offline-steps is -5"),
+    (W, dict(num_qs=2, num_min_qs=3), "--num-min-qs is 3"),
+    (W, dict(policy_freeze_steps=-1), "--policy-freeze-steps is -1"),
+    (I, dict(offline_steps=-5, actor_lr=0.0), "--actor-lr is 0; it must be in (0, 1)"),
+    (I, dict(analysis_interval=0), "--analysis-interval is 0"),
+]
+
+
+@pytest.mark.parametrize("module, flags, message", CASES, ids=[f"{m.__name__}-{i}" for i, (m, _, _) in enumerate(CASES)])
+def test_meaningless_settings_stop_before_anything_is_made(sandbox, module, flags, message):
+    with pytest.raises(SystemExit) as stop:
+        module.main(module.Args(**flags))
+    assert str(stop.value).startswith("error: ") and message in str(stop.value)
+    assert not os.path.exists(sandbox / "runs")
+
+
+def test_every_problem_is_listed_at_once(sandbox):
+    with pytest.raises(SystemExit) as stop:
+        S.main(S.Args(total_timesteps=-3, batch_size=0, temp_lr=2.0))
+    text = str(stop.value)
+    assert "--total-timesteps is -3" in text and "--batch-size is 0" in text and "--temp-lr is 2" in text
+    assert len(text.splitlines()) == 3  # one line each
+
+
+def test_jsrl_checks_its_budget_and_the_checkpoints_ensemble(sandbox):
+    ckpt = S.main(S.Args(save_model=True, **TINY_SAC))["checkpoint"]
+    with pytest.raises(SystemExit, match="--total-timesteps is 0"):
+        J.main(J.Args(pretrained_checkpoint=ckpt, total_timesteps=0))
+    with pytest.raises(SystemExit, match="--num-min-qs is 4; .* --num-qs 3 critics"):  # 3 critics in the checkpoint
+        J.main(J.Args(pretrained_checkpoint=ckpt, num_min_qs=4))
+
+
+def test_a_dataset_with_nan_is_refused_at_load_time_with_where(sandbox):
+    env = S.make_env("Hopper-v5", 0)
+    import torch
+
+    rb = S.ReplayBuffer(11, 3, 200, torch.device("cpu"))
+    obs, _ = env.reset(seed=0)
+    for _ in range(60):
+        (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
+        rb.add(o, a, r if rb.size != 7 else float("nan"), next_o, terminated, ended)
+        if ended:
+            obs, _ = env.reset()
+    S.save_minari("test/hopper/nan-v0", rb.episodes(), "Hopper-v5", S.D4RL_REF_SCORES["hopper"], "random")
+    for module, flags in ((S, dict(offline_ratio=0.5)), (C, {}), (W, {}), (I, {})):
+        with pytest.raises(SystemExit, match=r"non-finite rewards in 1 transitions \(the first at transition 7\)"):
+            module.main(module.Args(dataset_id="test/hopper/nan-v0", **flags))
+
+
+def test_a_dataset_of_another_body_is_refused(sandbox):
+    write_random_dataset(S, episodes=3)
+    for module, flags in ((S, dict(offline_ratio=0.5)), (C, {}), (W, {}), (I, {})):
+        with pytest.raises(SystemExit, match="recorded in Hopper-v5, not Walker2d-v5: drop --env-id"):
+            module.main(module.Args(dataset_id="test/hopper/random-v0", env_id="Walker2d-v5", **flags))
+    # another version of the same body is allowed (the check is on the body, not the version)
+    assert S.env_id_for("d/hopper/x-v0", {"env_id": "Hopper-v5"}, "Hopper-v4") == "Hopper-v4"
+    assert S.env_id_for("d/hopper/x-v0", {"env_id": "Hopper-v5"}, None) == "Hopper-v5"
