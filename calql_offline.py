@@ -468,6 +468,9 @@ def env_step(env: gym.Env, obs: np.ndarray, action: np.ndarray):
     stored `terminated` flag is the true termination only: a time-limit truncation is not
     terminal, so its TD target still bootstraps from next_obs."""
     next_obs, reward, terminated, truncated, info = env.step(action)
+    if not np.isfinite(next_obs).all() or not math.isfinite(reward):  # the simulator blew up
+        raise SystemExit(f"error: {env.spec.id if env.spec else 'the environment'} returned a non-finite "
+                         "observation or reward; the run stops here and saves nothing.")
     transition = (obs, action, float(reward), next_obs, bool(terminated), bool(terminated or truncated))
     episode = info.get("episode") if (terminated or truncated) else None  # {"r": return, "l": length}
     if terminated or truncated:
@@ -1180,6 +1183,7 @@ def main(args: Args) -> dict:
                 if step % 100 == 0 or step == args.offline_steps:
                     for k, v in info.items():
                         writer.add_scalar(f"offline/losses/{k}", float(v), step)
+                    stop_if_diverged(info, step, "offline", run_dir)
                 if step % args.offline_eval_interval == 0 or step == args.offline_steps:
                     evaluate_and_log("offline/", step, summary["offline_evals"])
                     log_diagnostics("offline/analysis/", step, {"heldout": heldout})
@@ -1249,6 +1253,7 @@ def main(args: Args) -> dict:
                     if step % 100 == 0 or step == args.online_steps:
                         for k, v in info.items():
                             writer.add_scalar(f"losses/{k}", float(v), step)
+                        stop_if_diverged(info, step, "online", run_dir)
                 if step % args.analysis_interval == 0:
                     log_diagnostics("analysis/", step, {"heldout": heldout, "online": rb.sample((args.batch_size,), gen)})
                 if step % args.eval_interval == 0 or step == args.online_steps:
@@ -1282,6 +1287,16 @@ def main(args: Args) -> dict:
 
 
 # [copy: progress]
+def stop_if_diverged(info: dict, step: int, phase: str, run_dir: str) -> None:
+    """A loss or Q-value that is NaN or infinite ends the run at once: every later number would be
+    NaN too, and nothing is saved that could pass for a result (the logs so far stay)."""
+    bad = [k for k, v in info.items() if not math.isfinite(float(v))]
+    if bad:
+        raise SystemExit(f"error: the run diverged at {phase} step {step:,}: {', '.join(bad)} not finite. Nothing "
+                         f"was saved; the logs up to here are in {run_dir}. Try lower learning rates "
+                         "(--critic-lr, --actor-lr) and check the data's rewards.")
+
+
 def print_progress(step, total, start_time, updates_start, last_return, evals, info, phase: str = "step") -> float:
     """One status line: progress, speed of the update phase, time left, latest returns.
     Returns the speed in steps per second (since updates began, once they have)."""

@@ -83,3 +83,46 @@ def test_a_dataset_of_another_body_is_refused(sandbox):
     # another version of the same body is allowed (the check is on the body, not the version)
     assert S.env_id_for("d/hopper/x-v0", {"env_id": "Hopper-v5"}, "Hopper-v4") == "Hopper-v4"
     assert S.env_id_for("d/hopper/x-v0", {"env_id": "Hopper-v5"}, None) == "Hopper-v5"
+
+
+def poisoned(original, after: int):
+    """An update function that returns a NaN critic loss from its `after`-th call on."""
+    calls = {"n": 0}
+
+    def update(*a, **kw):
+        info = original(*a, **kw)
+        calls["n"] += 1
+        if calls["n"] >= after:
+            info["qf_loss"] = info["qf_loss"] * float("nan")
+        return info
+
+    return update
+
+
+def test_a_nan_loss_stops_the_run_and_saves_no_result(sandbox, monkeypatch):
+    monkeypatch.setattr(S, "sac_update", poisoned(S.sac_update, after=5))
+    with pytest.raises(SystemExit, match=r"diverged at online step 100: qf_loss not finite\. Nothing was saved"):
+        S.main(S.Args(total_timesteps=300, warmup_steps=50, save_model=True, **{k: v for k, v in TINY_SAC.items()
+                                                                                 if k not in ("total_timesteps", "warmup_steps")}))
+    assert not list(sandbox.glob("runs/*/*.pt"))  # no checkpoint that could pass for a trained agent
+    monkeypatch.setattr(C, "calql_update", poisoned(C.calql_update, after=1))
+    write_random_dataset(S, episodes=5)
+    with pytest.raises(SystemExit, match=r"diverged at offline step 100: qf_loss not finite"):
+        C.main(C.Args(dataset_id="test/hopper/random-v0", offline_steps=200, online_steps=0, num_qs=2, critic_hidden=16,
+                      actor_hidden=16, batch_size=16, cql_n_actions=2, heldout_size=20))
+    assert not list(sandbox.glob("runs/*/*.pt"))  # not even the "pre-trained" checkpoint
+
+
+def test_a_simulator_that_returns_nan_stops_the_run(sandbox, monkeypatch):
+    import gymnasium
+
+    class Blows(gymnasium.Wrapper):
+        def step(self, action):
+            obs, r, term, trunc, info = self.env.step(action)
+            return obs * float("nan"), r, term, trunc, info
+
+    make = S.make_env
+    monkeypatch.setattr(S, "make_env", lambda env_id, seed: Blows(make(env_id, seed)))
+    with pytest.raises(SystemExit, match="Hopper-v5 returned a non-finite observation or reward"):
+        S.main(S.Args(save_model=True, **TINY_SAC))
+    assert not list(sandbox.glob("runs/*/*.pt"))
