@@ -349,7 +349,13 @@ def check_dataset_id_is_free(dataset_id: str) -> None:
 # Environment: one env, reset by hand, so no transition ever spans two episodes
 # ---------------------------------------------------------------------------------------------
 def make_env(env_id: str, seed: int) -> gym.Env:
-    env = gym.make(env_id)
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as e:  # an unknown id or version: gymnasium's own words, without the traceback
+        raise SystemExit(f"error: cannot make environment {env_id!r}: {e}")
+    if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
+        raise SystemExit(f"error: {env_id} has {env.action_space} actions and {env.observation_space} observations; "
+                         "these scripts need continuous (Box) actions and flat Box observations, e.g. Hopper-v5.")
     env = gym.wrappers.RecordEpisodeStatistics(env)
     low, high = env.action_space.low, env.action_space.high
     if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
@@ -772,7 +778,8 @@ def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_
                 "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
                 "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
                 "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
-                "format": CHECKPOINT_FORMAT, **extra}, path)
+                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
 
 
 def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
@@ -939,7 +946,7 @@ def main(args: Args) -> dict:
                 if step % 100 == 0:
                     for k, v in info.items():
                         writer.add_scalar(f"losses/{k}", float(v), step)
-                    stop_if_diverged(info, step, "online", run_dir)
+                    stop_if_diverged(info, step, "online", writer)
 
             # evaluation uses its own env, so the training episode in progress is not disturbed
             if step % args.eval_interval == 0 or step == args.total_timesteps:
@@ -965,7 +972,8 @@ def main(args: Args) -> dict:
     # ===== SAVE =================================================================================
     if args.save_model:
         path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step)
+        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
+                        env_id=env_id)
         summary["checkpoint"] = path
     if args.save_dataset_id:
         summary["dataset"] = export_dataset(args, env_id, actor, rb, ref_scores, summary["evals"])
@@ -1016,13 +1024,14 @@ def evaluate_random(env_id: str, seed: int, episodes: int) -> float:
 
 
 # [copy: progress]
-def stop_if_diverged(info: dict, step: int, phase: str, run_dir: str) -> None:
+def stop_if_diverged(info: dict, step: int, phase: str, writer) -> None:
     """A loss or Q-value that is NaN or infinite ends the run at once: every later number would be
-    NaN too, and nothing is saved that could pass for a result (the logs so far stay)."""
+    NaN too, and nothing is saved that could pass for a result (the logs so far are flushed)."""
     bad = [k for k, v in info.items() if not math.isfinite(float(v))]
     if bad:
+        writer.close()
         raise SystemExit(f"error: the run diverged at {phase} step {step:,}: {', '.join(bad)} not finite. Nothing "
-                         f"was saved; the logs up to here are in {run_dir}. Try lower learning rates "
+                         f"was saved; the logs up to here are in {writer.log_dir}. Try lower learning rates "
                          "(--critic-lr, --actor-lr) and check the data's rewards.")
 
 

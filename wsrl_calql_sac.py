@@ -467,7 +467,13 @@ def label_last_episode(rb, length: int, gamma: float, negative_reward: Optional[
 # Environment: one env, reset by hand, so no transition ever spans two episodes
 # ---------------------------------------------------------------------------------------------
 def make_env(env_id: str, seed: int) -> gym.Env:
-    env = gym.make(env_id)
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as e:  # an unknown id or version: gymnasium's own words, without the traceback
+        raise SystemExit(f"error: cannot make environment {env_id!r}: {e}")
+    if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
+        raise SystemExit(f"error: {env_id} has {env.action_space} actions and {env.observation_space} observations; "
+                         "these scripts need continuous (Box) actions and flat Box observations, e.g. Hopper-v5.")
     env = gym.wrappers.RecordEpisodeStatistics(env)
     low, high = env.action_space.low, env.action_space.high
     if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
@@ -1045,7 +1051,8 @@ def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_
                 "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
                 "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
                 "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
-                "format": CHECKPOINT_FORMAT, **extra}, path)
+                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
 
 
 def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
@@ -1088,7 +1095,9 @@ def read_checkpoint(path: str, device: torch.device) -> dict:
     try:  # weights_only: a checkpoint holds tensors, numbers and strings, never code to run
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        raise SystemExit(f"error: cannot read checkpoint {path!r}: {e}")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(f"error: {path!r} is not a checkpoint these scripts can read (torch.load: {first[:200]}). "
+                         "Pass a *_pretrained.pt or --save-model file.")
     if isinstance(ckpt, dict) and "log_alpha" in ckpt and "format" not in ckpt:
         raise SystemExit(
             f"error: {path!r} was written by an older version of these scripts (checkpoint format 1: no "
@@ -1103,6 +1112,17 @@ def read_checkpoint(path: str, device: torch.device) -> dict:
         raise SystemExit(f"error: {path!r} has checkpoint format {ckpt['format']}; this version reads format "
                          f"{CHECKPOINT_FORMAT} only. Use the version of these scripts that wrote it, or pre-train again.")
     return ckpt
+
+
+def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -> None:
+    """Before anything is built: the checkpoint's networks must take this environment's sizes."""
+    trained_obs = ckpt["actor"]["trunk.0.weight"].shape[1]  # the first Dense: (hidden, obs)
+    trained_act = ckpt["actor"]["mean.weight"].shape[0]  # the mean head: (actions, hidden)
+    if (trained_obs, trained_act) != (obs_dim, act_dim):
+        trained_on = ckpt.get("env_id") or ckpt["args"].get("env_id") or ckpt["args"].get("dataset_id")
+        raise SystemExit(f"error: the checkpoint was trained on {trained_on} ({trained_obs}-dim observations, "
+                         f"{trained_act}-dim actions); {env_id} has {obs_dim} and {act_dim}. Pass --env-id {trained_on} "
+                         "or a checkpoint of this environment.")
 
 
 def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
@@ -1207,6 +1227,8 @@ def main(args: Args) -> dict:
 
     env, eval_env = make_env(env_id, args.seed), make_env(env_id, args.seed + 10_000)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if ckpt is not None:  # before anything is built or written
+        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
     if train_data["observations"].shape[1] != obs_dim:
         raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
@@ -1279,7 +1301,7 @@ def main(args: Args) -> dict:
                 if step % 100 == 0 or step == args.offline_steps:
                     for k, v in info.items():
                         writer.add_scalar(f"offline/losses/{k}", float(v), step)
-                    stop_if_diverged(info, step, "offline", run_dir)
+                    stop_if_diverged(info, step, "offline", writer)
                 if step % args.offline_eval_interval == 0 or step == args.offline_steps:
                     evaluate_and_log("offline/", step, summary["offline_evals"])
                     log_diagnostics("offline/analysis/", step, {"heldout": heldout})
@@ -1383,7 +1405,7 @@ def main(args: Args) -> dict:
                     if step % 100 == 0 or step == args.online_steps:
                         for k, v in info.items():
                             writer.add_scalar(f"losses/{k}", float(v), step)
-                        stop_if_diverged(info, step, "online", run_dir)
+                        stop_if_diverged(info, step, "online", writer)
                 if step % args.analysis_interval == 0:
                     log_diagnostics("analysis/", step, {"heldout": heldout, "online": rb.sample((args.batch_size,), gen)})
                 if step % args.eval_interval == 0 or step == args.online_steps:
@@ -1416,13 +1438,14 @@ def main(args: Args) -> dict:
 
 
 # [copy: progress]
-def stop_if_diverged(info: dict, step: int, phase: str, run_dir: str) -> None:
+def stop_if_diverged(info: dict, step: int, phase: str, writer) -> None:
     """A loss or Q-value that is NaN or infinite ends the run at once: every later number would be
-    NaN too, and nothing is saved that could pass for a result (the logs so far stay)."""
+    NaN too, and nothing is saved that could pass for a result (the logs so far are flushed)."""
     bad = [k for k, v in info.items() if not math.isfinite(float(v))]
     if bad:
+        writer.close()
         raise SystemExit(f"error: the run diverged at {phase} step {step:,}: {', '.join(bad)} not finite. Nothing "
-                         f"was saved; the logs up to here are in {run_dir}. Try lower learning rates "
+                         f"was saved; the logs up to here are in {writer.log_dir}. Try lower learning rates "
                          "(--critic-lr, --actor-lr) and check the data's rewards.")
 
 

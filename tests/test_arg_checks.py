@@ -126,3 +126,35 @@ def test_a_simulator_that_returns_nan_stops_the_run(sandbox, monkeypatch):
     with pytest.raises(SystemExit, match="Hopper-v5 returned a non-finite observation or reward"):
         S.main(S.Args(save_model=True, **TINY_SAC))
     assert not list(sandbox.glob("runs/*/*.pt"))
+
+
+def test_wrong_environments_and_files_get_one_line_each(sandbox, tmp_path):
+    with pytest.raises(SystemExit, match="CartPole-v1 has Discrete\\(2\\) actions .* need continuous \\(Box\\) actions"):
+        S.main(S.Args(env_id="CartPole-v1", **TINY_SAC))
+    with pytest.raises(SystemExit, match="cannot make environment 'Hoppper-v5'"):
+        S.main(S.Args(env_id="Hoppper-v5", **TINY_SAC))
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(SystemExit, match="is not a checkpoint these scripts can read \\(torch.load: "):
+        W.main(W.Args(pretrained_checkpoint=str(text)))
+    # a Hopper agent asked to act in Walker2d: one sentence with both sizes, and no run folder left
+    ckpt = S.main(S.Args(save_model=True, **TINY_SAC))["checkpoint"]
+    runs = set(os.listdir(sandbox / "runs"))
+    with pytest.raises(SystemExit, match=r"trained on Hopper-v5 \(11-dim observations, 3-dim actions\); "
+                                         r"Walker2d-v5 has 17 and 6\. Pass --env-id Hopper-v5"):
+        J.main(J.Args(pretrained_checkpoint=ckpt, env_id="Walker2d-v5"))
+    assert set(os.listdir(sandbox / "runs")) == runs
+
+
+def test_a_checkpoint_write_cut_short_leaves_nothing_under_the_real_name(sandbox, monkeypatch):
+    import torch
+
+    def full_disk(obj, path, *a, **kw):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        S.main(S.Args(save_model=True, **TINY_SAC))
+    assert not list(sandbox.glob("runs/*/*.pt")) and list(sandbox.glob("runs/*/*.pt.tmp"))

@@ -47,6 +47,10 @@ def test_scores_and_curves_from_logs(tmp_path):
     _, finals, _, starts, lows, _ = rows["SAC (fast), from scratch"]
     assert finals == {1: 3.0} and starts == {} and lows == {}  # from scratch: no step-0 agent
     assert R.fmt({1: 20.0, 2: 30.0}) == "25.0 ± 5.0"
+    # held-out Q at the switch, at the logged step nearest to 200, and past the end (the last step)
+    (label, name, cells), = R.analysis_rows(data, R.METHODS, [0, 200, 5000])
+    assert label == "WSRL (Cal-QL)" and name == "mean Q on held-out offline data"
+    assert cells == [(0, 6.0, 1.0), (250, 2.0, 1.0), (250, 2.0, 1.0)]
 
     out = tmp_path / "report"
     done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_report.py"), "--runs", str(runs),
@@ -55,6 +59,7 @@ def test_scores_and_curves_from_logs(tmp_path):
     table = (out / "scores.md").read_text()
     assert "| WSRL (Cal-QL) | 2 | 25.0 ± 5.0 | 1: 20.0, 2: 30.0 |" in table and "pretrain" not in table
     assert "a note" in table
+    assert "| WSRL (Cal-QL) | mean Q on held-out offline data | 6 ± 1 | 2 ± 1 |" in table  # steps 0 and 1,000 (-> 250)
     assert (out / "curves.png").stat().st_size > 5000 and (out / "analysis.png").stat().st_size > 5000
 
 
