@@ -190,6 +190,37 @@ def write_table(rows: list, path: str, tag: str, note: str, command: str) -> str
     return text
 
 
+def analysis_rows(runs: dict, methods: list, marks: list) -> list:
+    """The numbers behind analysis.png: for each method that logs them and each ANALYSIS_TAGS tag,
+    the mean over seeds (± population std) at the logged step nearest to each of `marks` (online
+    steps, e.g. the switch, 1,000 steps after WSRL's warmup, the end; a mark past the run's last
+    step takes the last). Rows (label, tag name, [(step, mean, std) per mark])."""
+    rows = []
+    for method, label in methods:
+        for tag, name, _ in ANALYSIS_TAGS[1:]:  # held-out offline data: Q, TD error, KL
+            steps, values = seed_matrix(runs.get(method, {}), tag)
+            if steps is None or len(steps) == 0:
+                continue
+            cells = []
+            for mark in marks:
+                j = int(np.abs(steps - min(mark, steps[-1])).argmin())
+                cells.append((int(steps[j]), float(values[:, j].mean()), float(values[:, j].std())))
+            rows.append((label, name, cells))
+    return rows
+
+
+def analysis_text(rows: list) -> str:
+    if not rows:
+        return ""
+    lines = ["", "## Held-out offline data (the numbers behind analysis.png)", "",
+             "mean ± std over seeds at the logged step nearest to each column's step.", "",
+             "| method | quantity | " + " | ".join(f"step {s:,}" for s, _, _ in rows[0][2]) + " |",
+             "|---|---|" + "---|" * len(rows[0][2])]
+    for label, name, cells in rows:
+        lines.append(f"| {label} | {name} | " + " | ".join(f"{m:.3g} ± {sd:.2g}" for _, m, sd in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def per_seed_metrics(rows: list) -> dict:
     """{label: {metric: array over seeds}}: the final score, the average over the run, and the dip
     (pre-trained start minus the lowest evaluation after it) for methods that start pre-trained."""
@@ -306,6 +337,13 @@ def main() -> None:
     drew = plot_analysis(runs, methods, os.path.join(a.out, "analysis.png"), a.title, a.warmup)
     rows = score_rows(runs, methods, a.tag)
     text = write_table(rows, os.path.join(a.out, "scores.md"), a.tag, a.note, a.command)
+    last = max(r[5] for r in rows)
+    marks = sorted({0, (a.warmup or 0) + 1000, last})  # the switch, 1,000 updates into WSRL, the end
+    extra = analysis_text(analysis_rows(runs, methods, marks))
+    if extra:
+        with open(os.path.join(a.out, "scores.md"), "a") as f:
+            f.write(extra)
+        text += extra
     per_seed = per_seed_metrics(rows)
     if max(len(m["final"]) for m in per_seed.values()) > 1:  # intervals over one seed say nothing
         estimates = interval_estimates(per_seed)
