@@ -849,6 +849,9 @@ def read_checkpoint(path: str, device: torch.device) -> dict:
     if ckpt["format"] != CHECKPOINT_FORMAT:
         raise SystemExit(f"error: {path!r} has checkpoint format {ckpt['format']}; this version reads format "
                          f"{CHECKPOINT_FORMAT} only. Use the version of these scripts that wrote it, or pre-train again.")
+    if ckpt.get("complete") is False:  # saved on Ctrl-C: fewer steps than its run asked for
+        print(f"WARNING: {path} was saved by a run cut short (Ctrl-C) at step {ckpt['step']:,} of "
+              f"{ckpt['planned_steps']:,}; it is used as it is.")
     return ckpt
 
 
@@ -1086,7 +1089,8 @@ def main(args: Args) -> dict:
     if args.save_model:
         path = os.path.join(run_dir, f"{args.exp_name}.pt")
         save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        env_id=env_id)
+                        env_id=env_id, complete=step == args.total_timesteps,
+                        planned_steps=args.total_timesteps)
         summary["checkpoint"] = path
     if summary["evals"]:
         save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"JSRL on {env_id}",

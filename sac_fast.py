@@ -973,7 +973,8 @@ def main(args: Args) -> dict:
     if args.save_model:
         path = os.path.join(run_dir, f"{args.exp_name}.pt")
         save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        env_id=env_id)
+                        env_id=env_id, complete=step == args.total_timesteps,
+                        planned_steps=args.total_timesteps)
         summary["checkpoint"] = path
     if args.save_dataset_id:
         summary["dataset"] = export_dataset(args, env_id, actor, rb, ref_scores, summary["evals"])

@@ -1039,6 +1039,9 @@ def read_checkpoint(path: str, device: torch.device) -> dict:
     if ckpt["format"] != CHECKPOINT_FORMAT:
         raise SystemExit(f"error: {path!r} has checkpoint format {ckpt['format']}; this version reads format "
                          f"{CHECKPOINT_FORMAT} only. Use the version of these scripts that wrote it, or pre-train again.")
+    if ckpt.get("complete") is False:  # saved on Ctrl-C: fewer steps than its run asked for
+        print(f"WARNING: {path} was saved by a run cut short (Ctrl-C) at step {ckpt['step']:,} of "
+              f"{ckpt['planned_steps']:,}; it is used as it is.")
     return ckpt
 
 
@@ -1238,7 +1241,9 @@ def main(args: Args) -> dict:
         # The hand-over to fine-tuning, and to the WSRL scripts and jsrl.py (--pretrained-checkpoint)
         path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
         save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
-                        args, step, value=value.state_dict(), value_opt=value_opt.state_dict(), env_id=env_id)
+                        args, step, value=value.state_dict(), value_opt=value_opt.state_dict(), env_id=env_id,
+                        complete=not interrupted,
+                        planned_steps=args.offline_steps)
         summary["pretrained_checkpoint"] = path
         print(f"pre-trained checkpoint: {path}")
     else:
@@ -1351,10 +1356,11 @@ def main(args: Args) -> dict:
             print(f"\ninterrupted at online step {step:,}; saving what there is")
 
     # ===== SAVE =================================================================================
-    if args.save_model:
+    if args.save_model and not interrupted:  # a cut-short pre-training has no fine-tuned agent to save
         path = os.path.join(run_dir, f"{args.exp_name}.pt")
         save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        env_id=env_id)
+                        env_id=env_id, complete=step == args.online_steps,
+                        planned_steps=args.online_steps)
         summary["checkpoint"] = path
     if summary["offline_evals"]:
         save_curve(os.path.join(run_dir, "offline_eval_curve.png"), summary["offline_evals"],

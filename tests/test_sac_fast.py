@@ -443,7 +443,7 @@ def test_smoke_run_updates_saves_checkpoint_and_dataset(sandbox):
     assert os.path.exists(os.path.join(summary["run_dir"], "eval_curve.png"))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(summary["run_dir"]))
     ckpt = torch.load(summary["checkpoint"], weights_only=False)
-    assert set(ckpt) == {"actor", "critic", "critic_target", "alpha_param", "actor_opt", "critic_opt", "alpha_opt", "args", "step", "format", "env_id"}
+    assert set(ckpt) == {"actor", "critic", "critic_target", "alpha_param", "actor_opt", "critic_opt", "alpha_opt", "args", "step", "format", "env_id", "complete", "planned_steps"}
     n_updates = TINY["total_timesteps"] - TINY["warmup_steps"]
     assert int(ckpt["critic_opt"]["state"][0]["step"]) == n_updates * args.utd
     assert int(ckpt["actor_opt"]["state"][0]["step"]) == n_updates

@@ -1,5 +1,5 @@
-"""Settings that would train but mean nothing stop every script at once, with the flag to change,
-before any run folder is made; so do a dataset holding NaN and a dataset of another body."""
+"""What goes wrong stops loudly, and nothing half-written looks whole: settings that would train but
+mean nothing, NaN data, divergence, wrong environments and files, and runs cut short."""
 
 import os
 
@@ -158,3 +158,27 @@ def test_a_checkpoint_write_cut_short_leaves_nothing_under_the_real_name(sandbox
     with pytest.raises(OSError, match="No space left"):
         S.main(S.Args(save_model=True, **TINY_SAC))
     assert not list(sandbox.glob("runs/*/*.pt")) and list(sandbox.glob("runs/*/*.pt.tmp"))
+
+
+def test_a_pretraining_cut_short_is_marked_and_warned_about_and_has_no_fine_tuned_copy(sandbox, monkeypatch, capsys):
+    write_random_dataset(S, episodes=5)
+    original, calls = C.calql_update, {"n": 0}
+
+    def interrupt_at_5(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # what Ctrl-C does inside the loop
+        return original(*a, **kw)
+
+    monkeypatch.setattr(C, "calql_update", interrupt_at_5)
+    summary = C.main(C.Args(dataset_id="test/hopper/random-v0", offline_steps=200, online_steps=50, save_model=True,
+                            num_qs=2, critic_hidden=16, actor_hidden=16, batch_size=16, cql_n_actions=2, heldout_size=20))
+    import torch
+
+    ckpt = torch.load(summary["pretrained_checkpoint"], weights_only=True)
+    assert ckpt["complete"] is False and ckpt["step"] == 5 and ckpt["planned_steps"] == 200
+    assert "checkpoint" not in summary and len(list(sandbox.glob("runs/*/*.pt"))) == 1  # no "fine-tuned" copy
+    capsys.readouterr()
+    W.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
+    out = capsys.readouterr().out
+    assert "WARNING: " in out and "cut short (Ctrl-C) at step 5 of 200; it is used as it is" in out
