@@ -335,6 +335,8 @@ def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
     data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
     metadata = dict(dataset.storage.metadata)
     metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
+    if metadata.get("complete") is False:
+        print(f"WARNING: dataset {dataset_id!r} was saved by a run cut short (Ctrl-C); it is used as it is.")
     return data, metadata
 
 
@@ -348,24 +350,47 @@ def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
     return env_id or recorded or "Hopper-v5"
 
 
-def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str) -> str:
+def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str,
+                complete: bool = True) -> str:
     """Write episodes [(obs (N+1, d), actions (N, a), rewards, terminations, truncations)] as a
-    Minari dataset with Minari's own writer; returns the folder."""
+    Minari dataset with Minari's own writer; returns the folder. It is written under a temporary
+    id and renamed once whole, so a write cut short (Ctrl-C, full disk) leaves nothing under
+    `dataset_id`; `complete=False` (a run cut short) is recorded in the metadata, and loading
+    such a dataset warns."""
+    import json
+    import shutil
+
     import minari
     from minari.data_collector import EpisodeBuffer
+    from minari.storage import get_dataset_path
 
     buffers = [
         EpisodeBuffer(id=i, observations=o, actions=a, rewards=r, terminations=te, truncations=tr, infos={})
         for i, (o, a, r, te, tr) in enumerate(episodes)
     ]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Minari warns about every metadata field left empty
-        dataset = minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env_id, algorithm_name=algorithm, author="wsrl reference scripts",
-            author_email="n/a", code_permalink="n/a", description=f"{algorithm} data on {env_id}",
-            ref_min_score=float(ref_scores[0]), ref_max_score=float(ref_scores[1]),  # both, or none is stored
-        )
-    return os.path.dirname(dataset.storage.data_path)
+    stem, version = dataset_id.rsplit("-v", 1)
+    partial = f"{stem}-partial{os.getpid()}-v{version}"
+    final_dir, partial_dir = str(get_dataset_path(dataset_id)), str(get_dataset_path(partial))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Minari warns about every metadata field left empty
+            minari.create_dataset_from_buffers(
+                partial, buffers, env=env_id, algorithm_name=algorithm, author="wsrl reference scripts",
+                author_email="n/a", code_permalink="n/a", description=f"{algorithm} data on {env_id}",
+                ref_min_score=float(ref_scores[0]), ref_max_score=float(ref_scores[1]),  # both, or none is stored
+            )
+        # whole: give it its real id (Minari keeps the id in data/metadata.json) and move it in place
+        meta_path = os.path.join(partial_dir, "data", "metadata.json")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        meta.update(dataset_id=dataset_id, complete=complete)
+        with open(meta_path, "w") as f:
+            json.dump(meta, f)
+        os.rename(partial_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        raise
+    return final_dir
 
 
 def check_dataset_id_is_free(dataset_id: str) -> None:

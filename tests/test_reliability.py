@@ -182,3 +182,36 @@ def test_a_pretraining_cut_short_is_marked_and_warned_about_and_has_no_fine_tune
     W.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
     out = capsys.readouterr().out
     assert "WARNING: " in out and "cut short (Ctrl-C) at step 5 of 200; it is used as it is" in out
+
+
+def test_a_dataset_write_cut_short_leaves_nothing_and_a_cut_short_dataset_warns(sandbox, monkeypatch, capsys):
+    import minari
+
+    real = minari.create_dataset_from_buffers
+
+    def full_disk(dataset_id, *a, **kw):
+        real(dataset_id, *a, **kw)  # the files are there ...
+        raise OSError(28, "No space left on device")  # ... but the write did not finish
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_random_dataset(S, "test/hopper/cut-v0", episodes=2)
+    assert "test/hopper/cut-v0" not in minari.list_local_datasets()
+    assert not [p for p in (sandbox / "minari").rglob("*") if "cut" in p.name]  # not even the temporary folder
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", real)
+    # written whole: under its real id, loadable, marked complete; one marked incomplete warns at load
+    write_random_dataset(S, "test/hopper/cut-v0", episodes=2)
+    assert minari.load_dataset("test/hopper/cut-v0").spec.dataset_id == "test/hopper/cut-v0"
+    env = S.make_env("Hopper-v5", 0)
+    import torch
+
+    rb = S.ReplayBuffer(11, 3, 100, torch.device("cpu"))
+    obs, _ = env.reset(seed=0)
+    for _ in range(30):
+        (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
+        rb.add(o, a, r, next_o, terminated, ended)
+    S.save_minari("test/hopper/short-v0", rb.episodes(), "Hopper-v5", (0.0, 1.0), "unit-test", complete=False)
+    capsys.readouterr()
+    _, metadata = S.load_offline_data("test/hopper/short-v0", "locomotion")
+    assert metadata["complete"] is False
+    assert "WARNING: dataset 'test/hopper/short-v0' was saved by a run cut short" in capsys.readouterr().out

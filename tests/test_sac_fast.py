@@ -521,8 +521,10 @@ def test_interrupted_run_still_saves_checkpoint_and_dataset(sandbox, monkeypatch
     summary = S.main(S.Args(save_model=True, save_dataset_id="test/hopper/interrupted-v0", **TINY))
     ckpt = torch.load(summary["checkpoint"], weights_only=False)
     assert ckpt["step"] == 250 and int(ckpt["critic_opt"]["state"][0]["step"]) == 49  # updates at steps 201..249
-    data, _ = S.load_offline_data("test/hopper/interrupted-v0", "locomotion")
+    assert ckpt["complete"] is False and ckpt["planned_steps"] == 300
+    data, metadata = S.load_offline_data("test/hopper/interrupted-v0", "locomotion")
     assert data["observations"].shape == (249, 11)
+    assert metadata["complete"] is False  # marked, and loading it warns (tests/test_reliability.py)
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(sandbox, monkeypatch):
