@@ -434,3 +434,30 @@ def test_checkpoint_of_the_old_layout_is_refused_with_a_message(tmp_path):
     torch.save({"format": 3}, path)
     with pytest.raises(SystemExit, match="lacks actor"):
         C.read_checkpoint(path, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("cut_at", [130, 200 + 55], ids=["offline", "online"])
+def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, short_episodes, monkeypatch, cut_at):
+    """Cut during pre-training (Cal-QL update 130) or fine-tuning (the 55th online update), then
+    --resume: the same weights and evaluations as the run never stopped."""
+    write_random_dataset(C, episodes=20)
+    flags = dict(TINY, dataset_id="test/hopper/random-v0", offline_steps=200, online_steps=120, checkpoint_interval=50,
+                 eval_interval=30, save_model=True, seed=4)
+    whole = C.main(C.Args(**flags))
+    real, calls = C.calql_update, {"n": 0}
+
+    def update_then_interrupt(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == cut_at:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(C, "calql_update", update_then_interrupt)
+    cut = C.main(C.Args(**flags))
+    monkeypatch.setattr(C, "calql_update", real)
+    resumed = C.main(C.Args(resume=cut["run_dir"]))
+    assert resumed["evals"] == whole["evals"] and resumed["offline_evals"] == whole["offline_evals"]
+    a, b = torch.load(whole["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)
+    for key in ("actor", "critic", "critic_target"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)

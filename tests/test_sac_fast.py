@@ -532,3 +532,33 @@ def test_runs_started_in_the_same_second_get_their_own_folders(sandbox, monkeypa
     first, second = S.make_run_dir("Hopper-v5", "x", 1), S.make_run_dir("Hopper-v5", "x", 1)
     assert first != second and os.path.isdir(first) and os.path.isdir(second)
     assert second == first + "_2"
+
+
+def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, monkeypatch):
+    """--resume continues from the last resume point (written at the first episode end after every
+    --checkpoint-interval steps) to exactly the same weights, evaluations and losses as a run that
+    was never stopped: every random stream, buffer, optimizer moment and simulator state is kept."""
+    flags = dict(TINY, total_timesteps=500, warmup_steps=100, eval_interval=100, checkpoint_interval=150, seed=3)
+    whole = S.main(S.Args(save_model=True, **flags))
+    real_step, calls = S.env_step, []
+
+    def step_then_interrupt(*a):
+        calls.append(1)
+        if len(calls) == 420:
+            raise KeyboardInterrupt
+        return real_step(*a)
+
+    monkeypatch.setattr(S, "env_step", step_then_interrupt)
+    cut = S.main(S.Args(save_model=True, **flags))
+    monkeypatch.setattr(S, "env_step", real_step)
+    point = torch.load(os.path.join(cut["run_dir"], "resume.pt"), weights_only=False)
+    assert 300 <= point["step"] < 420  # the last resume point before the interruption
+    resumed = S.main(S.Args(resume=cut["run_dir"]))
+    assert resumed["run_dir"] == cut["run_dir"] and resumed["evals"] == whole["evals"]
+    a, b = torch.load(whole["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)
+    for key in ("actor", "critic", "critic_target"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert torch.equal(a["alpha_param"], b["alpha_param"]) and b["complete"] is True
+    with pytest.raises(SystemExit, match="no resume point in"):
+        S.main(S.Args(resume=str(sandbox)))
