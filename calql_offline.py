@@ -578,6 +578,17 @@ class ReplayBuffer:
         return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
                 "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
 
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
+
+    def state_dict(self) -> dict:
+        """What is stored, for a resume point (a 1M-transition buffer after 20k steps saves 20k)."""
+        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu() for k in self.FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.pos = state["size"], state["pos"]
+        for k in self.FIELDS:
+            getattr(self, k)[: self.size] = state[k].to(self.device)
+
     def episodes(self) -> list:
         """The stored transitions cut back into episodes, oldest first (for dataset export)."""
         order = torch.arange(self.size)
@@ -1139,7 +1150,6 @@ def check_args(args, budgets: dict) -> None:
 # Resume points (--resume RUN_DIR): everything a run needs to continue exactly where it stopped
 # ---------------------------------------------------------------------------------------------
 RESUME_FILE = "resume.pt"
-REPLAY_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
 
 
 def interrupt_on_sigterm():
@@ -1191,22 +1201,25 @@ def restore_env(env: gym.Env, snap: dict) -> None:
     env.action_space.np_random.bit_generator.state = snap["action_space"]
 
 
-def buffer_state(rb: "ReplayBuffer") -> dict:
-    n = rb.size  # only what is stored: a 1M-transition buffer after 20k steps saves 20k
-    return {"size": rb.size, "pos": rb.pos, **{k: getattr(rb, k)[:n].cpu() for k in REPLAY_FIELDS}}
-
-
-def load_buffer_state(rb: "ReplayBuffer", state: dict) -> None:
-    rb.size, rb.pos = state["size"], state["pos"]
-    for k in REPLAY_FIELDS:
-        getattr(rb, k)[: rb.size] = state[k].to(rb.device)
-
-
-def save_resume_point(run_dir: str, state: dict) -> None:
-    """Atomically: a point cut short by a kill is never left as resume.pt (the last whole one stays)."""
+def save_resume_point(run_dir: str, **parts) -> None:
+    """Write runs/<run>/resume.pt: networks, optimizers and buffers (anything with a state_dict) as
+    their state dicts, tensors on the CPU, the rest (counters, env snapshots, random states) as is.
+    Atomically: a write cut short by a kill never replaces the last whole point."""
+    state = {k: v.state_dict() if hasattr(v, "state_dict") else v.detach().cpu() if torch.is_tensor(v) else v
+             for k, v in parts.items()}
     path = os.path.join(run_dir, RESUME_FILE)
     torch.save(state, path + ".tmp")
     os.replace(path + ".tmp", path)
+
+
+def restore_from(point: dict, **parts) -> None:
+    """The inverse for what save_resume_point stored by these names: state dicts loaded, tensors copied."""
+    for name, part in parts.items():
+        if torch.is_tensor(part):
+            with torch.no_grad():
+                part.copy_(point[name])
+        else:
+            part.load_state_dict(point[name])
 
 
 def load_resume_point(run_dir: str) -> dict:
@@ -1325,23 +1338,13 @@ def main(args: Args) -> dict:
     summary = {"run_dir": run_dir, "evals": [], "offline_evals": [], "first_losses": None}
     start_time, info, interrupted = time.time(), {}, False
     eval_env.reset(seed=args.seed + 10_000)
-    modules = {"actor": actor, "critic": critic, "critic_target": critic_target, "actor_opt": actor_opt,
-               "critic_opt": critic_opt, "alpha_opt": alpha_opt, "cql_alpha_opt": cql_alpha_opt}
-
-    def resume_point(phase: str, step: int, **online) -> None:  # written every --checkpoint-interval steps
-        save_resume_point(run_dir, {"args": asdict(args), "phase": phase, "step": step, "summary": summary,
-                                    **{k: m.state_dict() for k, m in modules.items()},
-                                    "alpha_param": alpha_param.detach().cpu(),
-                                    "cql_lagrange_param": cql_lagrange_param.detach().cpu(),
-                                    "eval_env": env_snapshot(eval_env, simulator=False), "rng": rng_states(gen), **online})
-
+    # what a resume point holds besides the phase's own parts (online: buffer, env, last return)
+    learner = dict(actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
+                   cql_lagrange_param=cql_lagrange_param, actor_opt=actor_opt, critic_opt=critic_opt,
+                   alpha_opt=alpha_opt, cql_alpha_opt=cql_alpha_opt)
     step, resume_step = 0, None
     if resume:  # every weight, moment, counter and random stream as it was (online: buffer and env too)
-        for key, module in modules.items():
-            module.load_state_dict(resume[key])
-        with torch.no_grad():
-            alpha_param.copy_(resume["alpha_param"])
-            cql_lagrange_param.copy_(resume["cql_lagrange_param"])
+        restore_from(resume, **learner)
         summary, step, resume_step = resume["summary"], resume["step"], resume["step"]
         restore_env(eval_env, resume["eval_env"])
     previous_sigterm = interrupt_on_sigterm()
@@ -1368,7 +1371,8 @@ def main(args: Args) -> dict:
                                          summary["offline_evals"], info, phase="offline")
                     writer.add_scalar("offline/SPS", sps, step)
                 if args.checkpoint_interval and step % args.checkpoint_interval == 0 and step < args.offline_steps:
-                    resume_point("offline", step)
+                    save_resume_point(run_dir, args=asdict(args), phase="offline", step=step, summary=summary, **learner,
+                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
                     resume_step = step
         except KeyboardInterrupt:
             print(f"\ninterrupted at offline step {step:,}; saving the checkpoint so far")
@@ -1410,7 +1414,7 @@ def main(args: Args) -> dict:
         print(f"===== PHASE 2: online fine-tuning, {args.online_steps:,} environment steps "
               f"(first update after step {updates_after:,}) =====")
         if resume and resume["phase"] == "online":  # at an episode end: no episode in progress
-            load_buffer_state(rb, resume["buffer"])
+            restore_from(resume, buffer=rb)
             step, last_return, obs = resume["step"], resume["last_return"], resume["obs"]
             restore_env(env, resume["env"])
             set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
@@ -1455,8 +1459,9 @@ def main(args: Args) -> dict:
                     writer.add_scalar("charts/SPS", summary["sps"], step)
                 # online resume points at an episode end (the env just reset: a few numbers to save)
                 if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
-                    resume_point("online", step, buffer=buffer_state(rb), last_return=last_return, obs=obs,
-                                 env=env_snapshot(env))
+                    save_resume_point(run_dir, args=asdict(args), phase="online", step=step, summary=summary, **learner,
+                                      buffer=rb, last_return=last_return, obs=obs, env=env_snapshot(env),
+                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
                     resume_step = step
         except KeyboardInterrupt:
             print(f"\ninterrupted at online step {step:,}; saving what there is")

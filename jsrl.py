@@ -31,6 +31,7 @@ import math
 import os
 import random
 import re
+import signal
 import socket
 import threading
 import time
@@ -61,6 +62,12 @@ class Args:
     save_model: bool = False
     """save a checkpoint (actor, critics, target, temperature, optimizer states, args) at the end
     of the run, or when it is interrupted, to runs/{run_name}/{exp_name}.pt"""
+    resume: Optional[str] = None
+    """continue the run in this folder (runs/...) exactly where its last resume point left it;
+    every other flag is taken from that run"""
+    checkpoint_interval: int = 10_000
+    """write a resume point (networks, optimizers, replay buffer, random states, counters) to
+    runs/{run_name}/resume.pt at the first episode end after every this many steps; 0: never"""
 
     # ---- guide ----------------------------------------------------------------------------
     pretrained_checkpoint: Optional[str] = None
@@ -478,6 +485,17 @@ class ReplayBuffer:
         idx = idx.to(self.device)
         return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
                 "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
+
+    def state_dict(self) -> dict:
+        """What is stored, for a resume point (a 1M-transition buffer after 20k steps saves 20k)."""
+        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu() for k in self.FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.pos = state["size"], state["pos"]
+        for k in self.FIELDS:
+            getattr(self, k)[: self.size] = state[k].to(self.device)
 
     def episodes(self) -> list:
         """The stored transitions cut back into episodes, oldest first (for dataset export)."""
@@ -970,8 +988,103 @@ def check_args(args, budgets: dict) -> None:
 # [end copy]
 
 
+# [copy: resume]
+# ---------------------------------------------------------------------------------------------
+# Resume points (--resume RUN_DIR): everything a run needs to continue exactly where it stopped
+# ---------------------------------------------------------------------------------------------
+RESUME_FILE = "resume.pt"
+
+
+def interrupt_on_sigterm():
+    """A cluster's preemption (SIGTERM) stops the run the way Ctrl-C does: results are saved.
+    Returns the handler it replaced (None where signals cannot be set: not the main thread)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+def rng_states(gen: torch.Generator) -> dict:
+    """Every random stream a run draws from: Python's, numpy's, torch's (CUDA's) and the replay
+    sampler's."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [], "replay": gen.get_state()}
+
+
+def set_rng_states(states: dict, gen: torch.Generator) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    gen.set_state(states["replay"])
+
+
+def env_snapshot(env: gym.Env, simulator: bool = True) -> dict:
+    """What the next steps of an env depend on, taken right after a reset (an episode boundary,
+    where no time limit or episode statistic is running): its simulator state and its random
+    streams. `simulator=False`: the random streams only (an env that is reset before each use)."""
+    u = env.unwrapped
+    snap = {"np_random": u.np_random.bit_generator.state, "action_space": env.action_space.np_random.bit_generator.state}
+    if simulator:
+        snap.update(qpos=u.data.qpos.copy(), qvel=u.data.qvel.copy())
+    return snap
+
+
+def restore_env(env: gym.Env, snap: dict) -> None:
+    """Put an env back where env_snapshot found it: a fresh episode, then its state and streams."""
+    env.reset()  # the wrappers (time limit, episode statistics) start an episode...
+    u = env.unwrapped
+    if "qpos" in snap:
+        u.set_state(snap["qpos"], snap["qvel"])  # ...in the saved simulator state...
+    u.np_random.bit_generator.state = snap["np_random"]  # ...with the saved random streams
+    env.action_space.np_random.bit_generator.state = snap["action_space"]
+
+
+def save_resume_point(run_dir: str, **parts) -> None:
+    """Write runs/<run>/resume.pt: networks, optimizers and buffers (anything with a state_dict) as
+    their state dicts, tensors on the CPU, the rest (counters, env snapshots, random states) as is.
+    Atomically: a write cut short by a kill never replaces the last whole point."""
+    state = {k: v.state_dict() if hasattr(v, "state_dict") else v.detach().cpu() if torch.is_tensor(v) else v
+             for k, v in parts.items()}
+    path = os.path.join(run_dir, RESUME_FILE)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def restore_from(point: dict, **parts) -> None:
+    """The inverse for what save_resume_point stored by these names: state dicts loaded, tensors copied."""
+    for name, part in parts.items():
+        if torch.is_tensor(part):
+            with torch.no_grad():
+                part.copy_(point[name])
+        else:
+            part.load_state_dict(point[name])
+
+
+def load_resume_point(run_dir: str) -> dict:
+    path = os.path.join(run_dir, RESUME_FILE)
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no resume point in {run_dir!r} ({RESUME_FILE} is written every "
+                         "--checkpoint-interval steps, at the next episode end). Is it a run folder of this script?")
+    # not weights_only: a resume point holds random-generator states (numpy arrays, tuples) too.
+    # It is a file this script wrote for you; do not resume from a folder you did not make.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# [end copy]
+
+
 def main(args: Args) -> dict:
     # ===== SETUP =================================================================================
+    resume = None
+    if args.resume:  # the run's own settings, its state at its last resume point
+        resume = load_resume_point(args.resume)
+        args = Args(**{**resume["args"], "resume": args.resume})
+        print(f"resuming {args.resume} after step {resume['step']:,}")
     if not args.pretrained_checkpoint:
         raise SystemExit(
             "error: JSRL needs a pre-trained guide: pass --pretrained-checkpoint PATH. Make one with\n"
@@ -1008,9 +1121,11 @@ def main(args: Args) -> dict:
     check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)  # before anything is built or written
     target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
 
-    run_dir = make_run_dir(env_id, args.exp_name, args.seed)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
+    # resumed: the logs continue the same curves (what was logged after the resume point goes)
+    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume else None)
+    if not resume:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
     actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
     critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
@@ -1061,10 +1176,22 @@ def main(args: Args) -> dict:
     eval_env.reset(seed=args.seed + 10_000)
     start_time, updates_start, step = time.time(), None, 0
     last_return, info = float("nan"), {}
-    evaluate_and_log(0)  # step 0 = the pre-trained agent, so the curve starts at the offline result
-    rollin_left, guide_steps, guide_total = start_episode(0), 0, 0
+    if resume:  # at an episode end: every weight, moment, transition, counter and random stream
+        restore_from(resume, actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
+                     actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb)
+        summary, last_return, step, obs = resume["summary"], resume["last_return"], resume["step"], resume["obs"]
+        rollin_left, guide_steps, guide_total = resume["rollin_left"], 0, resume["guide_total"]
+        restore_env(env, resume["env"])
+        restore_env(eval_env, resume["eval_env"])
+        rollin_rng.bit_generator.state = resume["rollin_rng"]
+        set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
+    else:
+        evaluate_and_log(0)  # step 0 = the pre-trained agent, so the curve starts at the offline result
+        rollin_left, guide_steps, guide_total = start_episode(0), 0, 0
+    first_step, resume_step = step + 1, step if resume else None
+    previous_sigterm = interrupt_on_sigterm()
     try:
-        for step in range(1, args.total_timesteps + 1):
+        for step in range(first_step, args.total_timesteps + 1):
             if rollin_left > 0:  # ROLL-IN: the frozen guide acts, sampling as during pre-training
                 action = guide.act(obs, deterministic=False)
                 rollin_left -= 1
@@ -1106,8 +1233,21 @@ def main(args: Args) -> dict:
                 summary["sps"] = print_progress(step, args.total_timesteps, start_time, updates_start, last_return,
                                                 summary["evals"], info)
                 writer.add_scalar("charts/SPS", summary["sps"], step)
+            # a resume point at the first episode end after every --checkpoint-interval steps
+            # (the env just reset and the next roll-in drawn: a few numbers to save)
+            if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
+                save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
+                                  critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
+                                  critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb, summary=summary,
+                                  last_return=last_return, obs=obs, env=env_snapshot(env),
+                                  eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen),
+                                  rollin_left=rollin_left, guide_total=guide_total,
+                                  rollin_rng=rollin_rng.bit_generator.state)
+                resume_step = step
     except KeyboardInterrupt:  # keep what was learned: the checkpoint is still saved
         print(f"\ninterrupted at step {step:,}; saving what there is")
+        if resume_step is not None:
+            print(f"to continue from step {resume_step:,}: python jsrl.py --resume {run_dir}")
 
     # ===== SAVE =================================================================================
     summary["guide"] = guide  # the frozen guide, for inspection (tests check it never changed)
@@ -1123,6 +1263,8 @@ def main(args: Args) -> dict:
     env.close()
     eval_env.close()
     writer.close()
+    if previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     print_summary(summary, step, start_time)
     rollins = [g for _, g, _ in summary["rollins"] if g > 0]
     print(f"  guide roll-ins: {len(rollins)} of {len(summary['rollins'])} finished episodes"

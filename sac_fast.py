@@ -476,6 +476,17 @@ class ReplayBuffer:
         return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
                 "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
 
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
+
+    def state_dict(self) -> dict:
+        """What is stored, for a resume point (a 1M-transition buffer after 20k steps saves 20k)."""
+        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu() for k in self.FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.pos = state["size"], state["pos"]
+        for k in self.FIELDS:
+            getattr(self, k)[: self.size] = state[k].to(self.device)
+
     def episodes(self) -> list:
         """The stored transitions cut back into episodes, oldest first (for dataset export)."""
         order = torch.arange(self.size)
@@ -883,7 +894,6 @@ def check_args(args, budgets: dict) -> None:
 # Resume points (--resume RUN_DIR): everything a run needs to continue exactly where it stopped
 # ---------------------------------------------------------------------------------------------
 RESUME_FILE = "resume.pt"
-REPLAY_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
 
 
 def interrupt_on_sigterm():
@@ -935,22 +945,25 @@ def restore_env(env: gym.Env, snap: dict) -> None:
     env.action_space.np_random.bit_generator.state = snap["action_space"]
 
 
-def buffer_state(rb: "ReplayBuffer") -> dict:
-    n = rb.size  # only what is stored: a 1M-transition buffer after 20k steps saves 20k
-    return {"size": rb.size, "pos": rb.pos, **{k: getattr(rb, k)[:n].cpu() for k in REPLAY_FIELDS}}
-
-
-def load_buffer_state(rb: "ReplayBuffer", state: dict) -> None:
-    rb.size, rb.pos = state["size"], state["pos"]
-    for k in REPLAY_FIELDS:
-        getattr(rb, k)[: rb.size] = state[k].to(rb.device)
-
-
-def save_resume_point(run_dir: str, state: dict) -> None:
-    """Atomically: a point cut short by a kill is never left as resume.pt (the last whole one stays)."""
+def save_resume_point(run_dir: str, **parts) -> None:
+    """Write runs/<run>/resume.pt: networks, optimizers and buffers (anything with a state_dict) as
+    their state dicts, tensors on the CPU, the rest (counters, env snapshots, random states) as is.
+    Atomically: a write cut short by a kill never replaces the last whole point."""
+    state = {k: v.state_dict() if hasattr(v, "state_dict") else v.detach().cpu() if torch.is_tensor(v) else v
+             for k, v in parts.items()}
     path = os.path.join(run_dir, RESUME_FILE)
     torch.save(state, path + ".tmp")
     os.replace(path + ".tmp", path)
+
+
+def restore_from(point: dict, **parts) -> None:
+    """The inverse for what save_resume_point stored by these names: state dicts loaded, tensors copied."""
+    for name, part in parts.items():
+        if torch.is_tensor(part):
+            with torch.no_grad():
+                part.copy_(point[name])
+        else:
+            part.load_state_dict(point[name])
 
 
 def load_resume_point(run_dir: str) -> dict:
@@ -1047,12 +1060,8 @@ def main(args: Args) -> dict:
     start_time, updates_start, step = time.time(), None, 0
     last_return, info = float("nan"), {}
     if resume:  # every weight, moment, transition, counter and random stream as it was
-        for module, key in ((actor, "actor"), (critic, "critic"), (critic_target, "critic_target"),
-                            (actor_opt, "actor_opt"), (critic_opt, "critic_opt"), (alpha_opt, "alpha_opt")):
-            module.load_state_dict(resume[key])
-        with torch.no_grad():
-            alpha_param.copy_(resume["alpha_param"])
-        load_buffer_state(rb, resume["buffer"])
+        restore_from(resume, actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
+                     actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb)
         summary, last_return, step, obs = resume["summary"], resume["last_return"], resume["step"], resume["obs"]
         restore_env(env, resume["env"])
         restore_env(eval_env, resume["eval_env"])
@@ -1109,13 +1118,11 @@ def main(args: Args) -> dict:
             # a resume point at the first episode end after every --checkpoint-interval steps:
             # there the env has just been reset, so its state is a few numbers (env_snapshot)
             if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
-                save_resume_point(run_dir, {
-                    "args": asdict(args), "step": step, "actor": actor.state_dict(), "critic": critic.state_dict(),
-                    "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
-                    "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
-                    "alpha_opt": alpha_opt.state_dict(), "buffer": buffer_state(rb), "summary": summary,
-                    "last_return": last_return, "obs": obs, "env": env_snapshot(env),
-                    "eval_env": env_snapshot(eval_env, simulator=False), "rng": rng_states(gen)})
+                save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
+                                  critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
+                                  critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb, summary=summary,
+                                  last_return=last_return, obs=obs, env=env_snapshot(env),
+                                  eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
                 resume_step = step
     except KeyboardInterrupt:  # keep what was learned: the checkpoint and dataset are still saved
         print(f"\ninterrupted at step {step:,}; saving what there is")

@@ -20,6 +20,7 @@ import math
 import os
 import random
 import re
+import signal
 import socket
 import threading
 import time
@@ -50,6 +51,13 @@ class Args:
     save_model: bool = False
     """also save the FINE-TUNED checkpoint at the end to runs/{run_name}/{exp_name}.pt (the
     pre-trained one, runs/{run_name}/{exp_name}_pretrained.pt, is always saved)"""
+    resume: Optional[str] = None
+    """continue the run in this folder (runs/...) exactly where its last resume point left it;
+    every other flag is taken from that run"""
+    checkpoint_interval: int = 10_000
+    """write a resume point (networks, optimizers, buffers, random states, counters) to
+    runs/{run_name}/resume.pt every this many offline steps, and online at the first episode end
+    after every this many steps; 0: never"""
 
     # ---- environment and data -------------------------------------------------------------
     env_id: Optional[str] = None
@@ -529,6 +537,17 @@ class ReplayBuffer:
         idx = idx.to(self.device)
         return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
                 "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
+
+    def state_dict(self) -> dict:
+        """What is stored, for a resume point (a 1M-transition buffer after 20k steps saves 20k)."""
+        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu() for k in self.FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.pos = state["size"], state["pos"]
+        for k in self.FIELDS:
+            getattr(self, k)[: self.size] = state[k].to(self.device)
 
     def episodes(self) -> list:
         """The stored transitions cut back into episodes, oldest first (for dataset export)."""
@@ -1140,8 +1159,103 @@ def check_args(args, budgets: dict) -> None:
 # [end copy]
 
 
+# [copy: resume]
+# ---------------------------------------------------------------------------------------------
+# Resume points (--resume RUN_DIR): everything a run needs to continue exactly where it stopped
+# ---------------------------------------------------------------------------------------------
+RESUME_FILE = "resume.pt"
+
+
+def interrupt_on_sigterm():
+    """A cluster's preemption (SIGTERM) stops the run the way Ctrl-C does: results are saved.
+    Returns the handler it replaced (None where signals cannot be set: not the main thread)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+def rng_states(gen: torch.Generator) -> dict:
+    """Every random stream a run draws from: Python's, numpy's, torch's (CUDA's) and the replay
+    sampler's."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [], "replay": gen.get_state()}
+
+
+def set_rng_states(states: dict, gen: torch.Generator) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    gen.set_state(states["replay"])
+
+
+def env_snapshot(env: gym.Env, simulator: bool = True) -> dict:
+    """What the next steps of an env depend on, taken right after a reset (an episode boundary,
+    where no time limit or episode statistic is running): its simulator state and its random
+    streams. `simulator=False`: the random streams only (an env that is reset before each use)."""
+    u = env.unwrapped
+    snap = {"np_random": u.np_random.bit_generator.state, "action_space": env.action_space.np_random.bit_generator.state}
+    if simulator:
+        snap.update(qpos=u.data.qpos.copy(), qvel=u.data.qvel.copy())
+    return snap
+
+
+def restore_env(env: gym.Env, snap: dict) -> None:
+    """Put an env back where env_snapshot found it: a fresh episode, then its state and streams."""
+    env.reset()  # the wrappers (time limit, episode statistics) start an episode...
+    u = env.unwrapped
+    if "qpos" in snap:
+        u.set_state(snap["qpos"], snap["qvel"])  # ...in the saved simulator state...
+    u.np_random.bit_generator.state = snap["np_random"]  # ...with the saved random streams
+    env.action_space.np_random.bit_generator.state = snap["action_space"]
+
+
+def save_resume_point(run_dir: str, **parts) -> None:
+    """Write runs/<run>/resume.pt: networks, optimizers and buffers (anything with a state_dict) as
+    their state dicts, tensors on the CPU, the rest (counters, env snapshots, random states) as is.
+    Atomically: a write cut short by a kill never replaces the last whole point."""
+    state = {k: v.state_dict() if hasattr(v, "state_dict") else v.detach().cpu() if torch.is_tensor(v) else v
+             for k, v in parts.items()}
+    path = os.path.join(run_dir, RESUME_FILE)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def restore_from(point: dict, **parts) -> None:
+    """The inverse for what save_resume_point stored by these names: state dicts loaded, tensors copied."""
+    for name, part in parts.items():
+        if torch.is_tensor(part):
+            with torch.no_grad():
+                part.copy_(point[name])
+        else:
+            part.load_state_dict(point[name])
+
+
+def load_resume_point(run_dir: str) -> dict:
+    path = os.path.join(run_dir, RESUME_FILE)
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no resume point in {run_dir!r} ({RESUME_FILE} is written every "
+                         "--checkpoint-interval steps, at the next episode end). Is it a run folder of this script?")
+    # not weights_only: a resume point holds random-generator states (numpy arrays, tuples) too.
+    # It is a file this script wrote for you; do not resume from a folder you did not make.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# [end copy]
+
+
 def main(args: Args) -> dict:
     # ===== SETUP =================================================================================
+    resume = None
+    if args.resume:  # the run's own settings, its state at its last resume point
+        resume = load_resume_point(args.resume)
+        args = Args(**{**resume["args"], "resume": args.resume})
+        print(f"resuming {args.resume} after {resume['phase']} step {resume['step']:,}")
     if not 0.0 <= args.offline_ratio < 1.0:
         raise SystemExit("error: --offline-ratio must be in [0, 1).")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -1185,9 +1299,13 @@ def main(args: Args) -> dict:
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
     target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
 
-    run_dir = make_run_dir(env_id, args.exp_name, args.seed)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
+    # Resumed offline: the logs continue the same curves (what came after the resume point goes).
+    # Online, nothing is purged (purging is by step, across all tags: it would cut the offline
+    # curves); the steps redone log again the very same values.
+    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume and resume["phase"] == "offline" else None)
+    if not resume:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
     actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
     critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
@@ -1239,13 +1357,24 @@ def main(args: Args) -> dict:
     summary = {"run_dir": run_dir, "evals": [], "offline_evals": [], "first_losses": None}
     start_time, info, interrupted = time.time(), {}, False
     eval_env.reset(seed=args.seed + 10_000)
+    # what a resume point holds besides the phase's own parts (online: buffer, env, pi_pre, Q_pre)
+    learner = dict(actor=actor, critic=critic, critic_target=critic_target, value=value, alpha_param=alpha_param,
+                   actor_opt=actor_opt, critic_opt=critic_opt, value_opt=value_opt, alpha_opt=alpha_opt)
+    step, resume_step = 0, None
+    resumed_online = resume is not None and resume["phase"] == "online"
+    if resume:
+        summary, step, resume_step = resume["summary"], resume["step"], resume["step"]
+        restore_env(eval_env, resume["eval_env"])
+    previous_sigterm = interrupt_on_sigterm()
 
     # ===== PHASE 1: OFFLINE PRE-TRAINING WITH IQL (Alg. 1, line 1) =================================
-    step = 0
-    if ckpt is None:
+    if ckpt is None and not resumed_online:
         print(f"===== PHASE 1: offline pre-training (IQL), {args.offline_steps:,} gradient steps =====")
+        if resume:  # every weight, moment, counter and random stream as it was
+            restore_from(resume, **learner)
+            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
         try:
-            for step in range(1, args.offline_steps + 1):
+            for step in range(step + 1, args.offline_steps + 1):
                 info = iql_step(offline_rb.sample((args.batch_size,), gen))
                 if summary["first_losses"] is None:
                     summary["first_losses"] = {k: float(v) for k, v in info.items()}
@@ -1260,8 +1389,14 @@ def main(args: Args) -> dict:
                     sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
                                          summary["offline_evals"], info, phase="offline")
                     writer.add_scalar("offline/SPS", sps, step)
+                if args.checkpoint_interval and step % args.checkpoint_interval == 0 and step < args.offline_steps:
+                    save_resume_point(run_dir, args=asdict(args), phase="offline", step=step, summary=summary, **learner,
+                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
+                    resume_step = step
         except KeyboardInterrupt:
             print(f"\ninterrupted at offline step {step:,}; saving the checkpoint so far")
+            if resume_step is not None:
+                print(f"to continue from offline step {resume_step:,}: python wsrl_iql_sac.py --resume {run_dir}")
             interrupted = True
         # The hand-over to fine-tuning, and to the WSRL scripts and jsrl.py (--pretrained-checkpoint)
         path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
@@ -1271,6 +1406,8 @@ def main(args: Args) -> dict:
                         planned_steps=args.offline_steps)
         summary["pretrained_checkpoint"] = path
         print(f"pre-trained checkpoint: {path}")
+    elif resumed_online:
+        print(f"===== PHASE 1 done before the resume point: {summary.get('pretrained_checkpoint')} =====")
     else:
         print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
 
@@ -1303,7 +1440,7 @@ def main(args: Args) -> dict:
     # - the learning rates: IQL's 3e-4 for all, SAC's --actor-lr / --critic-lr from here on.
     # With --online-algo iql nothing changes: the paper's IQL baseline fine-tunes at IQL's 3e-4.
     if args.online_algo == "sac":
-        del value, value_opt
+        del value, value_opt, learner["value"], learner["value_opt"]
         with torch.no_grad():
             alpha_param.fill_(inverse_softplus(args.init_temperature))
         alpha_opt = make_optimizers(actor, critic, alpha_param, args)[2]
@@ -1332,13 +1469,23 @@ def main(args: Args) -> dict:
     if not interrupted:
         print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
               f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} =====")
-        # step 0 = the pre-trained agent, so every online curve starts at the offline result
-        evaluate_and_log("", 0, summary["evals"])
-        log_diagnostics("analysis/", 0, {"heldout": heldout})
-        obs, _ = env.reset(seed=args.seed)
+        # the learner after the hand-over (SAC's fresh temperature optimizer; ablations' networks)
+        learner = dict(learner, actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt,
+                       alpha_opt=alpha_opt)
+        if resumed_online:  # at an episode end: no episode in progress
+            restore_from(resume, **learner, actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb)
+            step, last_return, obs = resume["step"], resume["last_return"], resume["obs"]
+            restore_env(env, resume["env"])
+            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
+        else:
+            resume_step = None  # the online phase counts its own steps
+            # step 0 = the pre-trained agent, so every online curve starts at the offline result
+            evaluate_and_log("", 0, summary["evals"])
+            log_diagnostics("analysis/", 0, {"heldout": heldout})
+            obs, _ = env.reset(seed=args.seed)
         online_start, updates_start = time.time(), None
         try:
-            for step in range(1, args.online_steps + 1):  # Alg. 1, line 4
+            for step in range(step + 1, args.online_steps + 1):  # Alg. 1, line 4
                 if step <= warmup_env_steps:  # PHASE 2, Alg. 1 line 6: the FROZEN pre-trained policy acts,
                     # sampling (not its mean), so the first online batches look like the offline data (Sec. 4)
                     if args.warmup_policy == "pretrained":
@@ -1377,8 +1524,17 @@ def main(args: Args) -> dict:
                     summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
                                                     last_return, summary["evals"], info, phase="online")
                     writer.add_scalar("charts/SPS", summary["sps"], step)
+                # online resume points at an episode end (the env just reset: a few numbers to save)
+                if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
+                    save_resume_point(run_dir, args=asdict(args), phase="online", step=step, summary=summary, **learner,
+                                      actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb, last_return=last_return,
+                                      obs=obs, env=env_snapshot(env), eval_env=env_snapshot(eval_env, simulator=False),
+                                      rng=rng_states(gen))
+                    resume_step = step
         except KeyboardInterrupt:
             print(f"\ninterrupted at online step {step:,}; saving what there is")
+            if resume_step is not None:
+                print(f"to continue from online step {resume_step:,}: python wsrl_iql_sac.py --resume {run_dir}")
 
     # ===== SAVE =================================================================================
     if args.save_model and not interrupted:  # a cut-short pre-training has no fine-tuned agent to save
@@ -1396,6 +1552,8 @@ def main(args: Args) -> dict:
     env.close()
     eval_env.close()
     writer.close()
+    if previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     print_summary(summary, step, start_time)
     return summary
 

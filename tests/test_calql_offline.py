@@ -455,6 +455,8 @@ def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, sho
     monkeypatch.setattr(C, "calql_update", update_then_interrupt)
     cut = C.main(C.Args(**flags))
     monkeypatch.setattr(C, "calql_update", real)
+    cut_ckpt = cut.get("checkpoint") and torch.load(cut["checkpoint"], weights_only=False)
+    assert (not cut_ckpt) if cut_at < 200 else (cut_ckpt["complete"] is False)  # it was cut
     resumed = C.main(C.Args(resume=cut["run_dir"]))
     assert resumed["evals"] == whole["evals"] and resumed["offline_evals"] == whole["offline_evals"]
     a, b = torch.load(whole["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)

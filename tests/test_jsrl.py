@@ -161,3 +161,29 @@ def test_missing_checkpoint_fails_fast_with_a_recipe(sandbox):
         J.main(J.Args(pretrained_checkpoint="nowhere.pt"))
     with pytest.raises(SystemExit, match="continue-prob"):
         J.main(J.Args(pretrained_checkpoint="nowhere.pt", jsrl_continue_prob=1.0))
+
+
+def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, checkpoint, monkeypatch):
+    """Cut mid-run, then --resume: the same weights, evaluations and roll-ins as a run never stopped
+    (the roll-in generator and the drawn roll-in of the next episode are kept too)."""
+    flags = dict(TINY, pretrained_checkpoint=checkpoint, total_timesteps=400, jsrl_initial_prob=1.0, eval_interval=100,
+                 checkpoint_interval=120, save_model=True, seed=7)
+    whole = J.main(J.Args(**flags))
+    real, calls = J.sac_update, {"n": 0}
+
+    def update_then_interrupt(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 330:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(J, "sac_update", update_then_interrupt)
+    cut = J.main(J.Args(**flags))
+    monkeypatch.setattr(J, "sac_update", real)
+    assert torch.load(cut["checkpoint"], weights_only=False)["complete"] is False  # it was cut
+    resumed = J.main(J.Args(resume=cut["run_dir"]))
+    assert resumed["evals"] == whole["evals"] and resumed["rollins"] == whole["rollins"]
+    a, b = torch.load(whole["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)
+    for key in ("actor", "critic", "critic_target"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)

@@ -551,6 +551,7 @@ def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, mon
     monkeypatch.setattr(S, "env_step", step_then_interrupt)
     cut = S.main(S.Args(save_model=True, **flags))
     monkeypatch.setattr(S, "env_step", real_step)
+    assert torch.load(cut["checkpoint"], weights_only=False)["complete"] is False  # it was cut
     point = torch.load(os.path.join(cut["run_dir"], "resume.pt"), weights_only=False)
     assert 300 <= point["step"] < 420  # the last resume point before the interruption
     resumed = S.main(S.Args(resume=cut["run_dir"]))

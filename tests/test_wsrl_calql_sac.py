@@ -235,3 +235,33 @@ def test_help_lists_the_ablation_flags():
                  "--offline-ratio", "--utd", "--num-qs", "--num-min-qs", "--max-target-backup", "--online-algo",
                  "--pretrained-checkpoint", "--offline-steps", "--online-steps"):
         assert flag in out, flag
+
+
+@pytest.mark.parametrize("phase, cut_at", [("offline", 130), ("online", 200 + 60)])
+def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, monkeypatch, phase, cut_at):
+    """Cut during Cal-QL pre-training or during SAC fine-tuning (after the warmup), then --resume:
+    the same weights and evaluations as the run never stopped (pi_pre, Q_pre and buffer kept)."""
+    write_random_dataset(W, episodes=20)
+    flags = dict(TINY, dataset_id="test/hopper/random-v0", offline_steps=200, online_steps=150, warmup_steps=40,
+                 checkpoint_interval=50, save_model=True, seed=5)
+    whole = W.main(W.Args(**flags))
+    name = "calql_update" if phase == "offline" else "sac_update"
+    real, calls = getattr(W, name), {"n": 0}
+
+    def update_then_interrupt(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == (cut_at if phase == "offline" else cut_at - 200):
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(W, name, update_then_interrupt)
+    cut = W.main(W.Args(**flags))
+    monkeypatch.setattr(W, name, real)
+    assert torch.load(os.path.join(cut["run_dir"], "resume.pt"), weights_only=False)["phase"] == phase
+    # it was cut: offline, no fine-tuned agent at all; online, one marked incomplete
+    assert ("checkpoint" not in cut) if phase == "offline" else (load(cut["checkpoint"])["complete"] is False)
+    resumed = W.main(W.Args(resume=cut["run_dir"]))
+    assert resumed["evals"] == whole["evals"] and resumed["offline_evals"] == whole["offline_evals"]
+    a, b = load(whole["checkpoint"]), load(resumed["checkpoint"])
+    for key in ("actor", "critic", "critic_target"):
+        assert same_tensors(a[key], b[key]), key

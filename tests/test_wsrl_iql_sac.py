@@ -107,3 +107,35 @@ def test_presets_give_iql_its_domain_values():
     args = I.Args(awr_beta=1.0)
     I.apply_domain_preset(args, "locomotion")
     assert (args.expectile, args.awr_beta) == (0.7, 1.0)
+
+
+@pytest.mark.parametrize("name, cut_at, extra", [("iql_update", 130, {}), ("sac_update", 60, {}),
+                                                 ("iql_update", 200 + 50, {"online_algo": "iql"})],
+                         ids=["offline", "online-sac", "online-iql"])
+def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, monkeypatch, name, cut_at, extra):
+    """Cut during IQL pre-training, SAC fine-tuning or the online IQL baseline, then --resume: the
+    same weights and evaluations as the run never stopped."""
+    write_random_dataset(I, episodes=20)
+    flags = dict(TINY, dataset_id="test/hopper/random-v0", offline_steps=200, online_steps=150, warmup_steps=40,
+                 checkpoint_interval=50, save_model=True, seed=6, **extra)
+    whole = I.main(I.Args(**flags))
+    real, calls = getattr(I, name), {"n": 0}
+
+    def update_then_interrupt(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == cut_at:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(I, name, update_then_interrupt)
+    cut = I.main(I.Args(**flags))
+    monkeypatch.setattr(I, name, real)
+    offline = cut_at == 130
+    assert torch.load(os.path.join(cut["run_dir"], "resume.pt"), weights_only=False)["phase"] == ("offline" if offline else "online")
+    assert ("checkpoint" not in cut) if offline else (torch.load(cut["checkpoint"], weights_only=False)["complete"] is False)
+    resumed = I.main(I.Args(resume=cut["run_dir"]))
+    assert resumed["evals"] == whole["evals"] and resumed["offline_evals"] == whole["offline_evals"]
+    a, b = torch.load(whole["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)
+    for key in ("actor", "critic", "critic_target"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
