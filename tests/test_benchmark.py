@@ -194,6 +194,27 @@ def test_dry_run_prints_the_full_tier_at_the_papers_budgets(tmp_path):
     assert not (tmp_path / "full").exists()  # nothing made
 
 
+def test_dry_run_of_the_cpu_tier_uses_the_medium_dataset_and_the_shipped_agents(tmp_path):
+    """`DRY_RUN=1 bash benchmark.sh cpu`: HalfCheetah medium, 5 seeds, every pre-trained method from
+    the shipped Cal-QL or IQL agent, and no pre-training job."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CHECKPOINT", "IQL_CHECKPOINT", "SEEDS", "DATASET")}
+    env.update(OUT=str(tmp_path / "cpu"), DRY_RUN="1")
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    commands = [line for line in done.stdout.splitlines() if "python " in line]
+    assert len(commands) == 5 * 8 and not [c for c in commands if "--exp-name pretrain " in c]
+    assert {c.split("--seed ")[1].split()[0] for c in commands} == {"1", "2", "3", "4", "5"}
+    calql = os.path.join(ROOT, "pretrained", "halfcheetah-medium-calql.pt")
+    iql = os.path.join(ROOT, "pretrained", "halfcheetah-medium-iql.pt")
+    for name in ("calql_no_retention", "calql_retention", "wsrl", "wsrl_no_warmup", "jsrl"):
+        assert all(f"--pretrained-checkpoint {calql}" in c for c in commands if f"--exp-name {name} " in c), name
+    assert all(f"--pretrained-checkpoint {iql}" in c for c in commands if "--exp-name wsrl_iql " in c)
+    assert all("local/halfcheetah/medium-v0" in c for c in commands if "--exp-name rlpd " in c)
+    assert all("--env-id HalfCheetah-v5" in c for c in commands if "--exp-name sac_fast " in c)
+    assert not (tmp_path / "cpu").exists()
+
+
 def test_a_failed_run_stops_the_queue_with_a_clear_message(sandbox):
     """A pre-training that cannot start (no such dataset, no hub) must stop the benchmark at once,
     not go on to hours of runs that cannot be compared, and say how to finish once fixed."""
