@@ -360,10 +360,23 @@ def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algori
 
 
 def check_dataset_id_is_free(dataset_id: str) -> None:
-    """Refuse, before any training, an id Minari would refuse after it (data would be lost)."""
+    """Refuse, before any training, an id Minari would refuse after it, or a folder that cannot be
+    written (data would be lost)."""
     import minari
+    from minari.storage import get_dataset_path
 
     validate_dataset_id(dataset_id)
+    try:  # the folder must take a file now, not after an hour of training
+        parent = os.path.dirname(str(get_dataset_path(dataset_id)))
+        os.makedirs(parent, exist_ok=True)
+        probe = os.path.join(parent, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+        raise SystemExit(f"error: cannot write the dataset {dataset_id!r} under {root} ({e.strerror}). "
+                         "Set MINARI_DATASETS_PATH to a folder you can write.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dataset_id in minari.list_local_datasets():

@@ -215,3 +215,12 @@ def test_a_dataset_write_cut_short_leaves_nothing_and_a_cut_short_dataset_warns(
     _, metadata = S.load_offline_data("test/hopper/short-v0", "locomotion")
     assert metadata["complete"] is False
     assert "WARNING: dataset 'test/hopper/short-v0' was saved by a run cut short" in capsys.readouterr().out
+
+
+def test_a_dataset_folder_that_cannot_be_written_is_found_before_training(sandbox, monkeypatch):
+    blocker = sandbox / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(blocker / "datasets"))
+    with pytest.raises(SystemExit, match="cannot write the dataset .* Set MINARI_DATASETS_PATH to a folder you can write"):
+        S.main(S.Args(save_dataset_id="test/hopper/nowhere-v0", **TINY_SAC))
+    assert not os.path.exists(sandbox / "runs")  # refused before any training
