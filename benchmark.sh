@@ -2,24 +2,25 @@
 # Reproduce the paper's no-retention comparison (WSRL Fig. 7, with the analysis of Fig. 4 and 11)
 # with this repository's own scripts, and regenerate the figures and table of the README.
 #
-#   bash benchmark.sh cpu     # ~40 min on a 2-core machine with no network: Hopper, small budgets, 2 seeds
+#   bash benchmark.sh cpu     # 2-core machine, no network: HalfCheetah medium from the shipped agents, 5 seeds (2 seeds: 21 min)
 #   bash benchmark.sh full    # the paper's budgets (250k pre-training, 10 critics 2x256, UTD 4): a GPU job
 #   bash benchmark.sh speed   # env-steps/s of each script's update at the paper's config, as a markdown table
 #
 # Every tier writes under results/<tier>/: runs/ (tensorboard logs and checkpoints), logs/ (the
 # console of every run), curves.png, analysis.png, scores.md. Settings can be changed with
 # environment variables, e.g. `SEEDS="1 2 3" JOBS=3 bash benchmark.sh cpu`:
-#   SEEDS    seeds to run (cpu: "1 2"; full: "1 2 3")
+#   SEEDS    seeds to run (cpu: "1 2 3 4 5"; full: "1 2 3")
 #   JOBS     runs side by side (cpu: 2, one thread each; full: as many as SEEDS)
 #   RESUME=1 finish an interrupted benchmark: finished runs are kept, unfinished ones restarted
 #   DRY_RUN=1 print every command with its budgets, run nothing
 #
 # What runs, for each seed (JOBS workers share one queue of all seeds' runs):
 #   pretrain   calql_offline.py, offline only: the Cal-QL checkpoint every method below starts from
+#              (full tier; the cpu tier starts every seed from the shipped CHECKPOINT instead)
 #   then, online, without the offline data unless said:
 #   wsrl                 wsrl_calql_sac.py from that checkpoint: warmup, then SAC
 #   wsrl_no_warmup       the same with --warmup-steps 0
-#   wsrl_iql             wsrl_iql_sac.py: its own IQL pre-training (same steps), then WSRL
+#   wsrl_iql             wsrl_iql_sac.py from IQL_CHECKPOINT, or its own IQL pre-training (same steps), then WSRL
 #   calql_no_retention   calql_offline.py from the checkpoint, Cal-QL online, data discarded
 #   calql_retention      the same with half of every batch from the offline data
 #   jsrl                 jsrl.py from the checkpoint
