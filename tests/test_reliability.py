@@ -224,3 +224,32 @@ def test_a_dataset_folder_that_cannot_be_written_is_found_before_training(sandbo
     with pytest.raises(SystemExit, match="cannot write the dataset .* Set MINARI_DATASETS_PATH to a folder you can write"):
         S.main(S.Args(save_dataset_id="test/hopper/nowhere-v0", **TINY_SAC))
     assert not os.path.exists(sandbox / "runs")  # refused before any training
+
+
+def test_ctrl_c_while_the_demo_makes_its_dataset_stops_the_demo_and_leaves_no_dataset(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) during demo.sh's step 1: the demo
+    stops there, and no partial dataset is left for a later demo to reuse."""
+    import signal
+    import subprocess
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    before = set(os.listdir(os.path.join(root, "runs"))) if os.path.isdir(os.path.join(root, "runs")) else set()
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp_path / "minari"), HF_ENDPOINT="http://127.0.0.1:9")
+    p = subprocess.Popen(["bash", os.path.join(root, "demo.sh")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(4)  # inside step 1: recording 100k transitions takes longer than this
+        os.killpg(p.pid, signal.SIGINT)
+        out, _ = p.communicate(timeout=120)
+    finally:
+        for name in set(os.listdir(os.path.join(root, "runs"))) - before:  # the demo's (empty) output folder
+            import shutil
+
+            shutil.rmtree(os.path.join(root, "runs", name), ignore_errors=True)
+    assert p.returncode != 0, out
+    assert "===== step 1" in out and "===== step 2" not in out, out
+    assert not (tmp_path / "minari" / "local" / "halfcheetah" / "medium-v0").exists()
+    leftovers = [str(x) for x in (tmp_path / "minari").rglob("*") if x.is_dir() and "partial" in x.name]
+    assert not leftovers, leftovers
