@@ -1199,19 +1199,26 @@ def env_snapshot(env: gym.Env, simulator: bool = True) -> dict:
     streams. `simulator=False`: the random streams only (an env that is reset before each use)."""
     u = env.unwrapped
     snap = {"np_random": u.np_random.bit_generator.state, "action_space": env.action_space.np_random.bit_generator.state}
-    if simulator:
+    if simulator and hasattr(u, "set_state"):  # MuJoCo: positions and velocities are the whole state
         snap.update(qpos=u.data.qpos.copy(), qvel=u.data.qvel.copy())
+    elif simulator:  # another simulator: its state cannot be saved here, so a resume starts a new episode
+        snap["inexact"] = True
     return snap
 
 
-def restore_env(env: gym.Env, snap: dict) -> None:
-    """Put an env back where env_snapshot found it: a fresh episode, then its state and streams."""
-    env.reset()  # the wrappers (time limit, episode statistics) start an episode...
+def restore_env(env: gym.Env, snap: dict, obs=None):
+    """Put an env back where env_snapshot found it: a fresh episode, then its state and streams.
+    Returns the observation to act from: the saved `obs`, or the fresh one if the state was not saved."""
+    fresh, _ = env.reset()  # the wrappers (time limit, episode statistics) start an episode...
     u = env.unwrapped
+    if snap.get("inexact"):
+        print("note: this environment's simulator state is not saved (not MuJoCo): the resumed run starts a "
+              "fresh episode and will not repeat the interrupted run exactly")
     if "qpos" in snap:
         u.set_state(snap["qpos"], snap["qvel"])  # ...in the saved simulator state...
     u.np_random.bit_generator.state = snap["np_random"]  # ...with the saved random streams
     env.action_space.np_random.bit_generator.state = snap["action_space"]
+    return fresh if snap.get("inexact") or obs is None else obs
 
 
 def save_resume_point(run_dir: str, **parts) -> None:
@@ -1429,7 +1436,7 @@ def main(args: Args) -> dict:
         if resume and resume["phase"] == "online":  # at an episode end: no episode in progress
             restore_from(resume, buffer=rb)
             step, last_return, obs = resume["step"], resume["last_return"], resume["obs"]
-            restore_env(env, resume["env"])
+            obs = restore_env(env, resume["env"], obs)
             set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
         else:
             resume_step = None  # the online phase counts its own steps

@@ -3,6 +3,7 @@ mean nothing, NaN data, divergence, wrong environments and files, and runs cut s
 
 import os
 
+import numpy as np
 import pytest
 
 import calql_offline as C
@@ -253,3 +254,18 @@ def test_ctrl_c_while_the_demo_makes_its_dataset_stops_the_demo_and_leaves_no_da
     assert not (tmp_path / "minari" / "local" / "halfcheetah" / "medium-v0").exists()
     leftovers = [str(x) for x in (tmp_path / "minari").rglob("*") if x.is_dir() and "partial" in x.name]
     assert not leftovers, leftovers
+
+
+def test_resume_points_of_an_environment_that_is_not_mujoco_say_they_are_inexact(capsys):
+    """MountainCarContinuous (classic control): its state is not saved, so the resumed run starts a
+    fresh episode with the saved random streams, and says so, instead of crashing at the first point."""
+    env = S.make_env("MountainCarContinuous-v0", 0)
+    env.reset(seed=0)
+    snap = S.env_snapshot(env)
+    assert snap["inexact"] is True and "qpos" not in snap
+    obs = S.restore_env(env, snap, obs=np.zeros(2))
+    assert obs.shape == (2,) and not np.all(obs == 0)  # the fresh episode's observation, not the stale one
+    assert "not saved (not MuJoCo)" in capsys.readouterr().out
+    hopper = S.make_env("Hopper-v5", 0)
+    first, _ = hopper.reset(seed=0)
+    assert "inexact" not in S.env_snapshot(hopper)
