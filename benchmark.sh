@@ -11,6 +11,7 @@
 # environment variables, e.g. `SEEDS="1 2 3" JOBS=3 bash benchmark.sh cpu`:
 #   SEEDS    seeds to run (cpu: "1 2 3 4 5"; full: "1 2 3")
 #   JOBS     runs side by side (cpu: 2, one thread each; full: as many as SEEDS)
+#   METHODS  a subset of the methods below, e.g. METHODS="wsrl wsrl_no_warmup" (default: all)
 #   RESUME=1 finish an interrupted benchmark: finished runs are kept, unfinished ones restarted
 #   DRY_RUN=1 print every command with its budgets, run nothing
 #
@@ -191,6 +192,12 @@ fi
 # that start from the checkpoint, then those that need none.
 METHOD_ORDER="pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl wsrl_iql rlpd sac_fast"
 [ -z "$CHECKPOINT" ] || METHOD_ORDER=${METHOD_ORDER#pretrain }  # shipped: nothing to pre-train
+if [ -n "${METHODS:-}" ]; then  # a subset, e.g. METHODS="wsrl wsrl_no_warmup" UTD=4 for the warmup ablation
+  for m in $METHODS; do
+    [[ " $METHOD_ORDER " == *" $m "* ]] || { echo "error: METHODS: unknown method $m (known: $METHOD_ORDER)" >&2; exit 1; }
+  done
+  METHOD_ORDER=$METHODS
+fi
 queue() {
   for method in $METHOD_ORDER; do
     for seed in $SEEDS; do echo "$method $seed"; done
