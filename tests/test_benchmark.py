@@ -197,7 +197,7 @@ def test_dry_run_prints_the_full_tier_at_the_papers_budgets(tmp_path):
 def test_dry_run_of_the_cpu_tier_uses_the_medium_dataset_and_the_shipped_agents(tmp_path):
     """`DRY_RUN=1 bash benchmark.sh cpu`: HalfCheetah medium, 5 seeds, every pre-trained method from
     the shipped Cal-QL or IQL agent, and no pre-training job."""
-    env = {k: v for k, v in os.environ.items() if k not in ("CHECKPOINT", "IQL_CHECKPOINT", "SEEDS", "DATASET")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CHECKPOINT", "IQL_CHECKPOINT", "SEEDS", "DATASET", "METHODS")}
     env.update(OUT=str(tmp_path / "cpu"), DRY_RUN="1")
     done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
                           text=True, timeout=60)
@@ -213,6 +213,25 @@ def test_dry_run_of_the_cpu_tier_uses_the_medium_dataset_and_the_shipped_agents(
     assert all("local/halfcheetah/medium-v0" in c for c in commands if "--exp-name rlpd " in c)
     assert all("--env-id HalfCheetah-v5" in c for c in commands if "--exp-name sac_fast " in c)
     assert not (tmp_path / "cpu").exists()
+
+
+def test_methods_runs_a_subset_and_refuses_an_unknown_name(tmp_path):
+    """`METHODS="wsrl wsrl_no_warmup" UTD=4`: the warmup ablation alone, at the paper's UTD; a typo
+    in a method's name must stop the benchmark before anything runs, listing the known names."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CHECKPOINT", "IQL_CHECKPOINT", "SEEDS", "DATASET")}
+    env.update(OUT=str(tmp_path / "cpu"), DRY_RUN="1", METHODS="wsrl wsrl_no_warmup", UTD="4", SEEDS="1 2 3")
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    commands = [line for line in done.stdout.splitlines() if "python " in line]
+    names = sorted(c.split("--exp-name ")[1].split()[0] for c in commands)
+    assert names == ["wsrl"] * 3 + ["wsrl_no_warmup"] * 3
+    assert all("--utd 4" in c for c in commands)
+    env.update(METHODS="wsrl wsrl_nowarmup")
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and "unknown method wsrl_nowarmup" in done.stderr and "wsrl_no_warmup" in done.stderr
+    assert "python " not in done.stdout and not (tmp_path / "cpu").exists()
 
 
 def test_a_failed_run_stops_the_queue_with_a_clear_message(sandbox):
