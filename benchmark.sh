@@ -2,7 +2,7 @@
 # Reproduce the paper's no-retention comparison (WSRL Fig. 7, with the analysis of Fig. 4 and 11)
 # with this repository's own scripts, and regenerate the figures and table of the README.
 #
-#   bash benchmark.sh cpu     # 2-core machine, no network: HalfCheetah medium from the shipped agents, 5 seeds (2 seeds: 21 min)
+#   bash benchmark.sh cpu     # 2-core machine, no network: HalfCheetah medium from the shipped agents, 5 seeds (54 min)
 #   bash benchmark.sh full    # the paper's budgets (250k pre-training, 10 critics 2x256, UTD 4): a GPU job
 #   bash benchmark.sh speed   # env-steps/s of each script's update at the paper's config, as a markdown table
 #
@@ -31,6 +31,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
 TIER=${1:-}
+# the settings given in the environment, to print with the command in scores.md
+OVERRIDES=""
+for var in ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET \
+    EVAL SEEDS JOBS THREADS METHODS OUT; do
+  [ -n "${!var+set}" ] || continue
+  case "${!var}" in
+    *" "*) OVERRIDES+="$var=\"${!var}\" " ;;
+    *) OVERRIDES+="$var=${!var} " ;;
+  esac
+done
 
 usage() {
   sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
@@ -263,6 +273,6 @@ PRE="$OFFLINE_STEPS pre-training steps per seed"
 MACHINE="$(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
 python tools/benchmark_report.py --runs "$OUT/runs" --out "$OUT" --warmup "$WARMUP" \
   --title "$ENV_ID, $DATASET: $PRE, $ONLINE_STEPS online steps, UTD $UTD, seeds $SEEDS" \
-  --command "bash benchmark.sh $TIER" \
+  --command "${OVERRIDES}bash benchmark.sh $TIER" \
   --note "Machine: $MACHINE. Date: $(date +%F). $WALL. Budgets: $PRE, $ONLINE_STEPS online steps (warmup $WARMUP), UTD $UTD for the SAC learners (Cal-QL: 1), $NET, $EVAL, seeds $SEEDS."
 echo "benchmark $TIER done in $MINUTES min: $OUT/curves.png, $OUT/analysis.png, $OUT/scores.md"

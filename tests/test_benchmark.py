@@ -112,6 +112,8 @@ def test_tiny_cpu_tier_runs_every_method_from_one_checkpoint(sandbox):
     table = (sandbox / "bench" / "scores.md").read_text()
     for _, label in R.BENCHMARK_METHODS:
         assert f"| {label} | 1 |" in table, label
+    # the command in the table is the one that was run, with the settings given in the environment
+    assert "ONLINE_STEPS=60 WARMUP=20 " in table and 'NET="--critic-hidden 32' in table
     assert (sandbox / "bench" / "curves.png").exists() and (sandbox / "bench" / "analysis.png").exists()
     runs = os.listdir(sandbox / "bench" / "runs")
     # one pre-training for the seed, and the Cal-QL, WSRL and JSRL runs all name its checkpoint
