@@ -63,6 +63,18 @@ def test_scores_and_curves_from_logs(tmp_path):
     assert (out / "curves.png").stat().st_size > 5000 and (out / "analysis.png").stat().st_size > 5000
 
 
+def test_every_method_keeps_its_row_and_colour_in_every_interval_panel(tmp_path):
+    """A method missing from one panel (the dip of a method that starts from scratch) must not
+    shift the others' bars onto its neighbours' labels: the bug this replaced drew JSRL's dip on
+    the row labelled SAC."""
+    est = {"final": {"A": (3.0, 2.0, 4.0), "B": (1.0, 0.0, 2.0), "C": (5.0, 4.0, 6.0)},
+           "dip": {"A": (1.0, 0.0, 2.0), "C": (2.0, 1.0, 3.0)}}
+    rows = R.plot_intervals(est, str(tmp_path / "i.png"), "t", colors={"A": "C0", "B": "C1", "C": "C2"})
+    assert rows["final"] == {"A": (2, "C0"), "B": (1, "C1"), "C": (0, "C2")}  # the first method on top
+    assert rows["dip"] == {"A": (2, "C0"), "C": (0, "C2")}
+    assert (tmp_path / "i.png").stat().st_size > 3000
+
+
 def test_iqm_intervals_and_probability_of_improvement_by_hand(tmp_path):
     """rliable's numbers on values worked out by hand: the IQM of 4 seeds is the mean of the middle
     two; P(X > Y) counts the pairs (ties count half); the dip is start minus the lowest after it."""

@@ -92,7 +92,7 @@ def plot_curves(runs: dict, methods: list, tag: str, path: str, title: str, warm
         steps, values = seed_matrix(runs.get(method, {}), tag)
         if steps is None or len(steps) == 0:
             continue
-        color = f"C{i}"
+        color = f"C{i % 10}"
         ax.plot(steps, values.mean(0), color=color, marker=".", label=f"{label} ({len(values)} seeds)")
         ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
     if warmup:
@@ -125,8 +125,8 @@ def plot_analysis(runs: dict, methods: list, path: str, title: str, warmup: int 
             steps, values = seed_matrix(runs[method], tag)
             if steps is None or len(steps) == 0:
                 continue
-            ax.plot(steps, values.mean(0), color=f"C{i}", label=label)
-            ax.fill_between(steps, values.min(0), values.max(0), color=f"C{i}", alpha=0.15, linewidth=0)
+            ax.plot(steps, values.mean(0), color=f"C{i % 10}", label=label)
+            ax.fill_between(steps, values.min(0), values.max(0), color=f"C{i % 10}", alpha=0.15, linewidth=0)
         if warmup:  # WSRL's updates start here; the Cal-QL runs and no-warmup WSRL update from 0
             ax.axvline(warmup, color="gray", linestyle="--", linewidth=1,
                        label="end of WSRL's warmup" if ax is axes[0] else None)
@@ -276,29 +276,40 @@ def improvement_probabilities(metrics_by_label: dict, reference: str, reps: int 
     return {label: (flat(point[label])[0], *flat(ci[label])[:2]) for label in pairs}
 
 
-def plot_intervals(estimates: dict, path: str, title: str) -> None:
-    """One panel per metric, a bar per method: the IQM and its 95% interval (rliable's figure)."""
+def plot_intervals(estimates: dict, path: str, title: str, colors: dict | None = None) -> dict:
+    """One panel per metric, a bar per method: the IQM and its 95% interval (rliable's figure).
+    Every method keeps one row and one colour (its colour in curves.png) in every panel, also in
+    a panel it is missing from (the dip of a method that starts from scratch). Returns the rows,
+    {metric: {label: (y, colour)}}, for the tests."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = {"final": "final score", "average": "average score over the run", "dip": "dip after the switch (lower is better)"}
-    fig, axes = plt.subplots(1, len(estimates), figsize=(4.2 * len(estimates), 0.5 * max(len(e) for e in estimates.values()) + 1.6),
-                             squeeze=False)
+    labels = list(dict.fromkeys(label for per_label in estimates.values() for label in per_label))
+    colors = colors or {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    row = {label: len(labels) - 1 - i for i, label in enumerate(labels)}  # the first method on top
+    fig, axes = plt.subplots(1, len(estimates), figsize=(4.2 * len(estimates), 0.5 * len(labels) + 1.6),
+                             squeeze=False, sharey=True)
+    drawn = {}
     for ax, (metric, per_label) in zip(axes[0], estimates.items()):
-        labels = list(per_label)[::-1]
-        for y, label in enumerate(labels):
-            iqm, lo, hi = per_label[label]
-            ax.barh(y, hi - lo, left=lo, height=0.6, color=f"C{y % 10}", alpha=0.6)
+        drawn[metric] = {}
+        for label, (iqm, lo, hi) in per_label.items():
+            y, color = row[label], colors.get(label, "C0")
+            ax.barh(y, hi - lo, left=lo, height=0.6, color=color, alpha=0.6)
             ax.plot([iqm, iqm], [y - 0.3, y + 0.3], color="k", linewidth=1.5)
-        ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels), fontsize=8)
+            drawn[metric][label] = (y, color)
+        ax.set_yticks(range(len(labels)), [l for l, _ in sorted(row.items(), key=lambda r: r[1])], fontsize=8)
+        ax.set_ylim(-0.5, len(labels) - 0.5)
+        ax.margins(x=0.05)
         ax.set(title=names[metric], xlabel="IQM, 95% CI")
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return drawn
 
 
 def interval_text(estimates: dict, probabilities: dict, reference: str) -> str:
@@ -347,7 +358,8 @@ def main() -> None:
     per_seed = per_seed_metrics(rows)
     if max(len(m["final"]) for m in per_seed.values()) > 1:  # intervals over one seed say nothing
         estimates = interval_estimates(per_seed)
-        plot_intervals(estimates, os.path.join(a.out, "intervals.png"), a.title)
+        plot_intervals(estimates, os.path.join(a.out, "intervals.png"), a.title,
+                       colors={label: f"C{i % 10}" for i, (_, label) in enumerate(methods)})  # as in curves.png
         extra = interval_text(estimates, improvement_probabilities(per_seed, METHODS[0][1]), METHODS[0][1])
         with open(os.path.join(a.out, "scores.md"), "a") as f:
             f.write(extra)
