@@ -175,23 +175,13 @@ D4RL_REF_SCORES = {
 # (docs/algorithms.md §6). Sparse tasks get a negative reward per step so that "not there yet" costs.
 REWARD_TRANSFORMS = {
     "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
+    "pointmaze": lambda r: r * 10.0 - 5.0,  # as antmaze
     "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
     "kitchen": lambda r: r - 4.0,  # 0..4 subtasks done becomes -4..0
     "locomotion": lambda r: r,
 }
 DATASET_ID_RE = re.compile(r"^(?:[\w-]+/)*[\w-]+-v\d+$")
 
-
-def domain_of(name: str) -> str:
-    """The benchmark domain of an env or dataset id; it picks the reward transform."""
-    name = name.lower()
-    if "antmaze" in name:
-        return "antmaze"
-    if "kitchen" in name:
-        return "kitchen"
-    if any(task in name for task in ("door", "pen", "relocate", "hammer")):
-        return "adroit"
-    return "locomotion"
 
 
 def reference_scores(env_id: str, metadata: Optional[dict] = None):
@@ -273,26 +263,37 @@ def load_minari(dataset_id: str):
         raise SystemExit(f"error: could not download {dataset_id!r}: {e}\n{local_datasets_message()}")
 
 
-def flatten_dataset(dataset) -> dict:
-    """Episodes -> flat transition arrays, cached next to the dataset (h5py costs ~2 ms an
-    episode, so a 2,000-episode dataset would cost seconds at every start)."""
-    cache = os.path.join(os.path.dirname(dataset.storage.data_path), "flat_cache.npz")
+def flatten_dataset(dataset, relabel=None, domain: str = "locomotion") -> dict:
+    """Episodes -> flat transition arrays, each episode through `relabel` (the domain's path,
+    DomainWrapper.relabel_episode), cached next to the dataset (h5py costs ~2 ms an episode, so
+    a 2,000-episode dataset would cost seconds at every start)."""
+    name = "flat_cache.npz" if domain == "locomotion" else f"flat_cache_{domain}.npz"
+    cache = os.path.join(os.path.dirname(dataset.storage.data_path), name)
     if os.path.exists(cache):
         with np.load(cache) as f:
             return {k: f[k] for k in f.files}
     parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
     for ep in dataset.iterate_episodes():
-        if not isinstance(ep.observations, np.ndarray):
-            raise SystemExit("error: dict observations are not supported by this script yet.")
-        parts["observations"].append(ep.observations[:-1])  # an episode stores N+1 observations
-        parts["next_observations"].append(ep.observations[1:])
-        parts["actions"].append(ep.actions)
-        parts["rewards"].append(ep.rewards)
-        parts["terminals"].append(ep.terminations)
+        if relabel is None and not isinstance(ep.observations, np.ndarray):
+            raise SystemExit("error: this dataset has dict observations but no domain that reads them "
+                             "(antmaze, pointmaze, kitchen); pass --domain.")
+        ep_data = relabel(ep.observations, ep.rewards, ep.terminations) if relabel else dict(
+            observations=ep.observations, rewards=ep.rewards, terminals=ep.terminations)
+        if ep_data is None:  # dropped by the domain (adroit: never reached the goal)
+            continue
+        n = len(ep_data["rewards"])
+        parts["observations"].append(ep_data["observations"][:-1])  # an episode stores N+1 observations
+        parts["next_observations"].append(ep_data["observations"][1:])
+        parts["actions"].append(ep.actions[:n])
+        parts["rewards"].append(ep_data["rewards"])
+        parts["terminals"].append(ep_data["terminals"])
         # An episode that ends without terminating was cut (time limit): not terminal, but the
         # trajectory ends there (returns-to-go must not run into the next episode).
-        last = np.arange(len(ep.rewards)) == len(ep.rewards) - 1
-        parts["timeouts"].append(last & ~np.asarray(ep.terminations, dtype=bool))
+        last = np.arange(n) == n - 1
+        parts["timeouts"].append(last & ~np.asarray(ep_data["terminals"], dtype=bool))
+    if not parts["rewards"]:
+        raise SystemExit(f"error: no episode of this dataset is left for the {domain} domain (adroit keeps the "
+                         "episodes that reach the goal).")
     flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
     np.savez(cache, **flat)
     return flat
@@ -301,7 +302,12 @@ def flatten_dataset(dataset) -> dict:
 def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
     """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
     dataset = load_minari(dataset_id)
-    data = flatten_dataset(dataset)
+    metadata = dict(dataset.storage.metadata)
+    metadata["spec"] = spec = dataset_env_spec(metadata)  # the environment the scripts then make
+    env_domain = domain_of(spec.id) if spec is not None else "locomotion"
+    # the very wrapper the online environment will have: the data and the env cannot disagree
+    relabel = make_env(spec.id, 0, spec).get_wrapper_attr("relabel_episode") if env_domain != "locomotion" else None
+    data = flatten_dataset(dataset, relabel, env_domain)
     for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
         bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
         if bad.any():
@@ -309,7 +315,6 @@ def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
                              f"(the first at transition {int(np.argmax(bad)):,}); clean or remake it.")
     data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
     data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
-    metadata = dict(dataset.storage.metadata)
     metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
     if metadata.get("complete") is False:
         print(f"WARNING: dataset {dataset_id!r} was saved by a run cut short (Ctrl-C); it is used as it is.")
@@ -399,15 +404,199 @@ def check_dataset_id_is_free(dataset_id: str) -> None:
 # [end copy]
 
 
+# [copy: domains]
+# ---------------------------------------------------------------------------------------------
+# Domains: ONE observation and reward path for the offline data and the online environment
+# (docs/algorithms.md §6). Online, `DomainWrapper` turns the environment's own observations,
+# rewards and ends into the paper's; offline, `DomainWrapper.relabel_episode` runs the same
+# functions over each recorded episode, so the data and the environment cannot disagree.
+# ---------------------------------------------------------------------------------------------
+ADROIT_TASKS = ("pen", "door", "relocate")  # the binary Adroit tasks of the paper (Cal-QL's)
+ADROIT_MAX_STEPS = {"pen": 100, "door": 200, "relocate": 200}  # their episode lengths (official mj_envs)
+MAZE_GOAL_RADIUS = 0.5  # "at the goal" in D4RL and the official code (gymnasium-robotics's own is 0.45)
+KITCHEN_TASK_RADIUS = 0.3  # a kitchen task is done when its joints are this close to their goal
+
+
+def domain_of(name: str) -> str:
+    """The benchmark domain of an env or dataset id; it picks the data path and the presets."""
+    name = name.lower()
+    if "antmaze" in name:
+        return "antmaze"
+    if "pointmaze" in name:
+        return "pointmaze"
+    if "kitchen" in name:
+        return "kitchen"
+    if any(task in name for task in ("door", "pen", "relocate", "hammer")):
+        return "adroit"
+    return "locomotion"
+
+
+def env_kwargs_for(domain: str, env_id: str) -> dict:
+    """What the wrapper below needs from the environment: it decides the ends of episodes itself."""
+    if domain in ("antmaze", "pointmaze"):  # never end or move the goal on its own (the wrapper ends at the goal)
+        return dict(continuing_task=True, reset_target=False)
+    if domain == "kitchen":  # the episode ends when all four tasks are done (the wrapper), not on the env's terms
+        return dict(terminate_on_tasks_completed=False, remove_task_when_completed=False)
+    if domain == "adroit":
+        task = adroit_task(env_id)
+        return dict(max_episode_steps=ADROIT_MAX_STEPS[task])
+    return {}
+
+
+def adroit_task(name: str) -> str:
+    for task in ADROIT_TASKS:
+        if task in name.lower():
+            return task
+    raise SystemExit(f"error: {name} has no binary version in the paper; the Adroit tasks are {', '.join(ADROIT_TASKS)}.")
+
+
+class DomainWrapper(gym.Wrapper):
+    """The paper's version of each domain, on top of gymnasium-robotics's environments:
+
+    - antmaze / pointmaze: the goal is FIXED (the one goal cell of the maze map, as in D4RL's
+      evaluation mazes), so it is not observed: antmaze sees D4RL's 29 numbers (x, y, then the
+      ant's 27), pointmaze (x, y, vx, vy). Reward 1 within MAZE_GOAL_RADIUS of the goal cell's
+      centre, else 0, and the episode ends there (terminal: nothing is bootstrapped after it).
+    - kitchen: D4RL's observation without its constant goal vector: robot joint positions (9)
+      and object positions (21). Reward = the number of the four tasks done SO FAR in the episode
+      (official code: a task once done stays counted), the episode ends when all four are done,
+      success = that number / 4.
+    - adroit (pen, door, relocate): the binary tasks of Cal-QL: reward = goal reached - 1, in
+      {-1, 0}, read from the observation; the episode ends at the goal.
+    - locomotion: unchanged.
+
+    The scripts then scale and shift the rewards (REWARD_TRANSFORMS) for training only; the
+    evaluation return is the reward defined here."""
+
+    def __init__(self, env: gym.Env, domain: str):
+        super().__init__(env)
+        self.domain, self.goal_xy, self.tasks = domain, None, ()
+        if domain in ("antmaze", "pointmaze"):
+            goals = env.unwrapped.maze.unique_goal_locations  # (x, y) centres of the map's goal cells
+            if len(goals) != 1:
+                raise SystemExit(f"error: {env.spec.id} has {len(goals)} possible goal cells; the paper's mazes have one "
+                                 "fixed goal: use the dataset's evaluation maze (its --dataset-id) or a maze_map with "
+                                 "one goal cell.")
+            self.goal_xy = np.asarray(goals[0], dtype=np.float64)
+        elif domain == "kitchen":
+            self.tasks = tuple(env.unwrapped.goal.keys())
+        elif domain == "adroit":
+            self.task = adroit_task(env.spec.id if env.spec else "")
+        flat = self.flat_observation(env.observation_space.sample())
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, flat.shape, np.float64)
+        self.done_tasks = np.zeros(len(self.tasks), dtype=bool)
+
+    def flat_observation(self, obs):
+        """The vector the networks see; one observation, or an episode's stacked along axis 0."""
+        if self.domain == "antmaze":
+            return np.concatenate([obs["achieved_goal"], obs["observation"]], axis=-1)
+        if self.domain == "pointmaze":  # its "observation" starts with (x, y) already
+            return np.asarray(obs["observation"])
+        if self.domain == "kitchen":  # observation = robot qpos 0:9, qvel 9:18, object qpos 18:39, qvel 39:59
+            return np.concatenate([obs["observation"][..., 0:9], obs["observation"][..., 18:39]], axis=-1)
+        return np.asarray(obs)
+
+    def goal_flags(self, obs) -> np.ndarray:
+        """Reached the goal (mazes, adroit: one flag) or each task done (kitchen), per observation."""
+        if self.domain in ("antmaze", "pointmaze"):
+            return (np.linalg.norm(obs["achieved_goal"] - self.goal_xy, axis=-1) <= MAZE_GOAL_RADIUS)[..., None]
+        if self.domain == "kitchen":
+            return np.stack([np.linalg.norm(obs["achieved_goal"][t] - obs["desired_goal"][t], axis=-1) < KITCHEN_TASK_RADIUS
+                             for t in self.tasks], axis=-1)
+        o = np.asarray(obs)  # adroit, from the observation (agrees with the env's info["success"])
+        if self.task == "door":  # the door's hinge angle
+            return (o[..., 28] >= 1.35)[..., None]
+        if self.task == "relocate":  # object to target
+            return (np.linalg.norm(o[..., 36:39], axis=-1) < 0.1)[..., None]
+        # pen: position error and orientation agreement (unit vectors)
+        return ((np.linalg.norm(o[..., 39:42], axis=-1) < 0.075) & ((o[..., 33:36] * o[..., 36:39]).sum(-1) > 0.95))[..., None]
+
+    def reward_and_end(self, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(reward, terminal, success) from the flags after each step; for kitchen `flags` must be
+        the tasks done so far."""
+        if self.domain == "kitchen":
+            done = flags.sum(-1).astype(np.float64)
+            return done, flags.all(-1), done / len(self.tasks)
+        reached = flags[..., 0]
+        return reached - (1.0 if self.domain == "adroit" else 0.0), reached, reached.astype(np.float64)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.done_tasks[:] = False
+        return (obs if self.domain == "locomotion" else self.flat_observation(obs)), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.domain == "locomotion":
+            return obs, reward, terminated, truncated, info
+        flags = self.goal_flags(obs)
+        if self.domain == "kitchen":
+            self.done_tasks |= flags
+            flags = self.done_tasks
+        reward, terminal, success = self.reward_and_end(flags)
+        info["success"] = float(success)
+        return self.flat_observation(obs), float(reward), bool(terminal), truncated, info
+
+    def relabel_episode(self, obs, rewards, terminations) -> Optional[dict]:
+        """One recorded episode (N+1 observations, N rewards) through the same path as `step`:
+        flat observations, rewards and terminals; None for an episode the domain drops."""
+        if self.domain == "locomotion":
+            return dict(observations=np.asarray(obs), rewards=rewards, terminals=np.asarray(terminations, bool))
+        flags = self.goal_flags(after_first(obs))  # the flags of the observation each step led to
+        if self.domain == "kitchen":  # done so far: a running OR along the episode, as `step` keeps it
+            flags = np.logical_or.accumulate(flags, axis=0)
+        reward, terminal, _ = self.reward_and_end(flags)
+        flat = self.flat_observation(obs)
+        if self.domain == "adroit":  # official Cal-QL data: episodes that never succeed are dropped,
+            if not terminal.any():  # the others end at their last success
+                return None
+            last = int(np.flatnonzero(terminal)[-1]) + 1
+            flat, reward, terminal = flat[: last + 1], reward[:last], terminal[:last]
+        return dict(observations=flat, rewards=reward, terminals=terminal)
+
+
+def after_first(obs):
+    """An episode's observations without the first (dicts of arrays, nested for kitchen, too)."""
+    return {k: after_first(v) for k, v in obs.items()} if isinstance(obs, dict) else obs[1:]
+
+
+def dataset_env_spec(metadata: dict):
+    """The environment a dataset names for evaluation (AntMaze: its fixed start and goal), else
+    the one it was recorded in; None when it names neither. Kitchen: the tasks are the dataset's
+    (its desired_goal keys), whatever the spec says."""
+    text = metadata.get("eval_env_spec") or metadata.get("env_spec")
+    if not text:
+        return None
+    spec = gym.envs.registration.EnvSpec.from_json(text)
+    space = metadata.get("observation_space")
+    if domain_of(spec.id) == "kitchen" and isinstance(space, gym.spaces.Dict) and "desired_goal" in space.spaces:
+        spec.kwargs = {**spec.kwargs, "tasks_to_complete": list(space["desired_goal"].spaces.keys())}
+    return spec
+
+
+# [end copy]
+
+
 # [copy: env]
 # ---------------------------------------------------------------------------------------------
 # Environment: one env, reset by hand, so no transition ever spans two episodes
 # ---------------------------------------------------------------------------------------------
-def make_env(env_id: str, seed: int) -> gym.Env:
+def make_env(env_id: str, seed: int, spec=None) -> gym.Env:
+    """The environment `env_id`, in its domain's form (DomainWrapper). Outside locomotion, a
+    dataset's own spec of it (dataset_env_spec: AntMaze's evaluation maze, kitchen's tasks) is
+    used when given."""
+    domain = domain_of(env_id)
+    if domain != "locomotion":  # AntMaze, PointMaze, FrankaKitchen and Adroit come from gymnasium-robotics
+        import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+    use_spec = spec is not None and spec.id == env_id and domain != "locomotion"
     try:
-        env = gym.make(env_id)
+        env = gym.make(spec if use_spec else env_id, **env_kwargs_for(domain, env_id))
     except gym.error.Error as e:  # an unknown id or version: gymnasium's own words, without the traceback
         raise SystemExit(f"error: cannot make environment {env_id!r}: {e}")
+    if domain != "locomotion":
+        env = DomainWrapper(env, domain)
     if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
         raise SystemExit(f"error: {env_id} has {env.action_space} actions and {env.observation_space} observations; "
                          "these scripts need continuous (Box) actions and flat Box observations, e.g. Hopper-v5.")
@@ -800,21 +989,29 @@ def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
 # ---------------------------------------------------------------------------------------------
 # Evaluation, checkpoints, curves
 # ---------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float]]:
-    """Mean return of the deterministic policy tanh(mean) (untransformed rewards) and its
-    normalised score 100 * (R - random) / (expert - random) when reference scores are known."""
-    returns = []
+def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
+    """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
+    score and its success rate. Sparse domains (their env reports info["success"]): the success
+    rate (kitchen: the share of the four tasks done) and a score of 100 x that rate, as the paper
+    reports them; elsewhere no success rate and the score 100 * (R - random) / (expert - random)
+    when reference scores are known."""
+    returns, successes = [], []
     for _ in range(episodes):
         obs, _ = env.reset()
         done, total = False, 0.0
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(actor.act(obs, deterministic=True))
+            obs, reward, terminated, truncated, info = env.step(actor.act(obs, deterministic=True))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
+        if "success" in info:  # at the episode's end
+            successes.append(float(info["success"]))
     mean = float(np.mean(returns))
+    if successes:
+        success = float(np.mean(successes))
+        return mean, 100.0 * success, success
     score = None if ref_scores is None else 100.0 * (mean - ref_scores[0]) / (ref_scores[1] - ref_scores[0])
-    return mean, score
+    return mean, score, None
 
 
 def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
@@ -1136,7 +1333,10 @@ def main(args: Args) -> dict:
     gen = torch.Generator().manual_seed(args.seed)  # replay sampling
     rollin_rng = np.random.default_rng(args.seed)  # roll-in draws, apart from everything else
 
-    env, eval_env = make_env(env_id, args.seed), make_env(env_id, args.seed + 10_000)
+    spec = None  # outside locomotion, the environment as the guide's dataset names it (AntMaze: its fixed goal)
+    if domain_of(env_id) != "locomotion" and ckpt["args"].get("dataset_id"):
+        spec = dataset_env_spec(dict(load_minari(ckpt["args"]["dataset_id"]).storage.metadata))
+    env, eval_env = make_env(env_id, args.seed, spec), make_env(env_id, args.seed + 10_000, spec)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)  # before anything is built or written
     target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
@@ -1181,11 +1381,13 @@ def main(args: Args) -> dict:
     summary = {"run_dir": run_dir, "evals": [], "first_losses": None, "rollins": []}
 
     def evaluate_and_log(step: int) -> None:  # the LEARNING policy alone: the guide never acts here
-        ret, score = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
+        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
         summary["evals"].append((step, ret, score))
         writer.add_scalar("eval/return", ret, step)
         if score is not None:
             writer.add_scalar("eval/normalized_score", score, step)
+        if success is not None:  # sparse domains
+            writer.add_scalar("eval/success_rate", success, step)
 
     def start_episode(step: int) -> int:  # draw the new episode's roll-in length, log the curriculum
         prob = rollin_probability(step, args.jsrl_initial_prob, args.jsrl_decay_steps)

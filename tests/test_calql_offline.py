@@ -218,7 +218,7 @@ def test_domain_presets_fill_only_what_was_not_given():
     adroit = C.Args()
     C.apply_domain_preset(adroit, "adroit")
     assert adroit.cql_alpha == 1.0 and adroit.critic_hidden == 512
-    assert C.SPARSE_NEGATIVE_REWARD == {"antmaze": -5.0, "adroit": -5.0}
+    assert C.SPARSE_NEGATIVE_REWARD == {"antmaze": -5.0, "pointmaze": -5.0, "adroit": -5.0}
 
 
 def test_heldout_split_is_disjoint_and_capped():

@@ -123,7 +123,7 @@ def test_a_simulator_that_returns_nan_stops_the_run(sandbox, monkeypatch):
             return obs * float("nan"), r, term, trunc, info
 
     make = S.make_env
-    monkeypatch.setattr(S, "make_env", lambda env_id, seed: Blows(make(env_id, seed)))
+    monkeypatch.setattr(S, "make_env", lambda env_id, seed, spec=None: Blows(make(env_id, seed, spec)))
     with pytest.raises(SystemExit, match="Hopper-v5 returned a non-finite observation or reward"):
         S.main(S.Args(save_model=True, **TINY_SAC))
     assert not list(sandbox.glob("runs/*/*.pt"))

@@ -472,7 +472,7 @@ def test_stop_at_return_keeps_the_actor_of_that_evaluation(sandbox, monkeypatch)
 
     def evaluate(actor, env, episodes, ref_scores):
         evaluated.append({k: v.clone() for k, v in actor.state_dict().items()})
-        return next(returns), None
+        return next(returns), None, None
 
     monkeypatch.setattr(S, "evaluate", evaluate)
     args = dict(TINY, total_timesteps=400, warmup_steps=100, eval_interval=100)

@@ -45,7 +45,7 @@ class Make:
     """Write local/<env>/<level>-v0 Minari datasets from the shipped behaviour policies."""
 
     envs: list[Literal["hopper", "halfcheetah", "walker2d"]] = dataclasses.field(default_factory=lambda: ["halfcheetah"])
-    """environments (D4RL's names; policies/ has halfcheetah and walker2d for now)"""
+    """environments (D4RL's names; policies/ has all three at medium)"""
     levels: list[Literal["medium", "expert", "medium-expert"]] = dataclasses.field(default_factory=lambda: ["medium"])
     """dataset levels; medium-expert is the medium and expert datasets one after the other (D4RL)"""
     size: int = 100_000

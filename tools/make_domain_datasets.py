@@ -1,0 +1,168 @@
+"""Small local datasets of the paper's sparse domains (AntMaze, PointMaze, FrankaKitchen, binary
+Adroit), made in seconds from the real environments, laid out like Minari's `D4RL/...` ones.
+
+They are for tests and smoke runs, not for learning: random actions, a few thousand steps, but
+the very observation layouts, environment specs and reward signals that the hub's datasets
+have, so every script's domain path runs on them exactly as on the real data. To make random
+actions meet the goal at all, episodes start at or near it:
+
+- antmaze / pointmaze: the data is recorded in a U-maze from the cell that the EVALUATION maze
+  (stored with the dataset, as Minari's D4RL antmaze datasets store theirs) has as its goal;
+  the evaluation maze starts one cell away. The recording env never ends an episode and never
+  moves its goal (`continuing_task=True, reset_target=False`), as in Minari's D4RL data.
+- kitchen: FrankaKitchen-v1 with D4RL's "mixed" tasks; each episode starts with 0-4 of the four
+  tasks already done (their joints set to the goal after the reset).
+- adroit (pen, door, relocate): half of the episodes start at the goal (pen: target orientation =
+  the pen's own; door: open; relocate: target = the ball), through gymnasium-robotics's
+  `reset(options={"initial_state_dict": ...})`; the other half start normally and, under random
+  actions, never succeed (the scripts drop those, as the official binary Adroit data does).
+
+    python tools/make_domain_datasets.py                 # all of them, under local/<domain>/test-v0
+    python tools/make_domain_datasets.py antmaze door    # some
+    python wsrl_calql_sac.py --dataset-id local/antmaze/test-v0 --offline-steps 200 --online-steps 500
+"""
+
+import argparse
+import os
+import sys
+import warnings
+
+import gymnasium as gym
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The recording maze: the data starts in cell (1, 1); its own goal cell is irrelevant (the
+# scripts relabel every reward against the evaluation maze's goal).
+RECORD_MAZE = [[1, 1, 1, 1, 1], [1, "r", 0, "g", 1], [1, 1, 1, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]]
+# The evaluation maze: the goal where the data starts, the start one cell (4 m for the ant) away.
+EVAL_MAZE = [[1, 1, 1, 1, 1], [1, "g", "r", 0, 1], [1, 1, 1, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]]
+KITCHEN_TASKS = ["microwave", "kettle", "bottom burner", "light switch"]  # D4RL's kitchen-mixed
+DATASETS = {  # name: (env id, episode length, episodes)
+    "antmaze": ("AntMaze_UMaze-v4", 100, 20),
+    "pointmaze": ("PointMaze_UMaze-v3", 100, 20),
+    "kitchen": ("FrankaKitchen-v1", 60, 20),
+    "pen": ("AdroitHandPen-v1", 50, 20),
+    "door": ("AdroitHandDoor-v1", 50, 20),
+    "relocate": ("AdroitHandRelocate-v1", 50, 20),
+}
+
+
+def dataset_id_of(name: str) -> str:
+    return f"local/{name}/test-v0"
+
+
+def make_recording_env(name: str) -> tuple[gym.Env, object]:
+    """(the env the data is recorded in, the evaluation env spec stored with it or None)."""
+    import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+    env_id, length, _ = DATASETS[name]
+    if name in ("antmaze", "pointmaze"):
+        kwargs = dict(continuing_task=True, reset_target=False)
+        env = gym.make(env_id, maze_map=RECORD_MAZE, max_episode_steps=length, **kwargs)
+        eval_env = gym.make(env_id, maze_map=EVAL_MAZE, **kwargs)  # the registered episode length
+        return env, eval_env.spec
+    if name == "kitchen":
+        env = gym.make(env_id, tasks_to_complete=KITCHEN_TASKS, remove_task_when_completed=False,
+                       terminate_on_tasks_completed=False, max_episode_steps=length)
+        return env, None
+    return gym.make(env_id, max_episode_steps=length), None
+
+
+def start_episode(name: str, env: gym.Env, episode: int, seed: int):
+    """Reset for episode `episode`; returns the first observation (at or near the goal, see above)."""
+    u = env.unwrapped
+    if name == "kitchen":
+        import mujoco
+        from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_GOALS, OBS_ELEMENT_INDICES
+
+        env.reset(seed=seed + episode)
+        for task in KITCHEN_TASKS[: episode % (len(KITCHEN_TASKS) + 1)]:  # 0, 1, 2, 3 or 4 tasks done
+            u.data.qpos[OBS_ELEMENT_INDICES[task]] = OBS_ELEMENT_GOALS[task]
+        mujoco.mj_forward(u.model, u.data)
+        return u._get_obs(u.robot_env._get_obs())
+    if name in ("pen", "door", "relocate") and episode % 2 == 0:
+        env.reset(seed=seed + episode)
+        state = u.get_env_state()
+        if name == "pen":  # the target orientation becomes the pen's own (along x)
+            state["desired_orien"] = np.array([0.7071, 0.0, 0.7071, 0.0])
+        elif name == "door":  # the hinge open beyond the 1.35 that counts as success
+            state["qpos"] = state["qpos"].copy()
+            state["qpos"][u.door_hinge_addrs] = 1.5
+        else:  # the target onto the ball; set_env_state takes these four keys only
+            state = {k: state[k] for k in ("qpos", "qvel", "obj_pos", "target_pos")}
+            state["target_pos"] = state["obj_pos"].copy()
+        obs, _ = env.reset(seed=seed + episode, options={"initial_state_dict": state})
+        return obs
+    obs, _ = env.reset(seed=seed + episode)
+    return obs
+
+
+def stack(observations: list):
+    """A list of observations (arrays, or dicts of them, nested for kitchen) -> one stacked."""
+    if isinstance(observations[0], dict):
+        return {k: stack([o[k] for o in observations]) for k in observations[0]}
+    return np.stack(observations)
+
+
+def record(name: str, seed: int = 0, episodes: int = 0) -> tuple[list, gym.Env, object]:
+    from minari.data_collector import EpisodeBuffer
+
+    env, eval_spec = make_recording_env(name)
+    env.action_space.seed(seed)
+    buffers = []
+    for i in range(episodes or DATASETS[name][2]):
+        obs = [start_episode(name, env, i, seed)]
+        actions, rewards, terms, truncs = [], [], [], []
+        done = False
+        while not done:
+            action = env.action_space.sample()
+            o, r, terminated, truncated, _ = env.step(action)
+            obs.append(o)
+            actions.append(action)
+            rewards.append(r)
+            terms.append(terminated)
+            truncs.append(truncated)
+            done = terminated or truncated
+        buffers.append(EpisodeBuffer(id=i, observations=stack(obs), actions=np.array(actions), rewards=np.array(rewards),
+                                     terminations=np.array(terms), truncations=np.array(truncs), infos={}))
+    return buffers, env, eval_spec
+
+
+def make(name: str, seed: int = 0, overwrite: bool = False, episodes: int = 0) -> str:
+    """Write local/<name>/test-v0 (skipped when it exists, unless overwrite); returns its id."""
+    import minari
+
+    dataset_id = dataset_id_of(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset_id in minari.list_local_datasets():
+            if not overwrite:
+                return dataset_id
+            minari.delete_dataset(dataset_id)
+        buffers, env, eval_spec = record(name, seed, episodes)
+        minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env, eval_env=eval_spec, algorithm_name="random actions, near-goal starts",
+            author="wsrl reference scripts", author_email="n/a", code_permalink="n/a",
+            description=f"test data for the {name} domain path (tools/make_domain_datasets.py)")
+    return dataset_id
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", default=list(DATASETS), help=f"datasets to make: {', '.join(DATASETS)}")
+    parser.add_argument("--seed", type=int, default=0, help="reset and action seed")
+    parser.add_argument("--overwrite", action="store_true", help="remake a dataset that exists")
+    args = parser.parse_args()
+    unknown = [n for n in args.names if n not in DATASETS]
+    if unknown:
+        print(f"error: unknown dataset {', '.join(unknown)}; choose from {', '.join(DATASETS)}", file=sys.stderr)
+        return 2
+    for name in args.names:
+        print(f"{make(name, args.seed, args.overwrite)}: {DATASETS[name][0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
