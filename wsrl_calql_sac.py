@@ -31,6 +31,14 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
+# [copy: omp-wait]
+# OpenMP threads (torch's, on the CPU) wait for work passively unless you say otherwise: spinning
+# ones run a run several times slower as soon as anything else uses a core (a second seed, a
+# browser). Set before torch loads OpenMP; `OMP_WAIT_POLICY=ACTIVE` is faster on an idle machine
+# (README, Speed).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# [end copy]
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -1869,7 +1877,7 @@ def print_progress(step, total, start_time, updates_start, last_return, evals, i
         sps = step / max(now - start_time, 1e-9)
     # before the first update the speed says nothing about what is left: updates cost far more
     eta = f"ETA {(total - step) / max(sps, 1e-9) / 60:5.1f} min" if updates_start is not None else "warmup, no updates"
-    line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s | {eta}"
+    line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s ({torch.get_num_threads()} threads) | {eta}"
     if not math.isnan(last_return):  # nan: no episode finished yet (or none at all, offline)
         line += f" | episode return {last_return:8.1f}"
     if evals:
