@@ -94,8 +94,9 @@ class Args:
     """update-to-data ratio: critic updates per environment step (CPU default; paper: 4)"""
     num_qs: int = 10
     """critics in the ensemble (paper: 10)"""
-    num_min_qs: int = 2
-    """critics drawn (without replacement) whose min is the target (paper: 2)"""
+    num_min_qs: Optional[int] = None
+    """critics drawn (without replacement) whose min is the target (default: the paper's 2; 1 on
+    antmaze, as the paper runs RLPD there)"""
     critic_hidden: int = 256
     """width of the critics' hidden layers"""
     critic_layers: int = 2
@@ -123,8 +124,9 @@ class Args:
     """entropy the temperature aims for; default -|A|"""
     backup_entropy: bool = False
     """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
-    max_target_backup: bool = False
-    """TD target from the best of 10 sampled next actions (the paper's SAC on antmaze)"""
+    max_target_backup: Optional[bool] = None
+    """TD target from the best of 10 sampled next actions (default: on for antmaze only, as the
+    paper's SAC and RLPD there)"""
     eval_interval: int = 2_500
     """evaluate the deterministic policy every this many environment steps"""
     eval_episodes: int = 5
@@ -1211,6 +1213,11 @@ def main(args: Args) -> dict:
         resume = load_resume_point(args.resume)
         args = Args(**{**resume["args"], "resume": args.resume})
         print(f"resuming {args.resume} after step {resume['step']:,}")
+    domain = domain_of(args.dataset_id or args.env_id or "")
+    if args.num_min_qs is None:  # the paper's RLPD on antmaze: the min over ONE sub-sampled critic
+        args.num_min_qs = 1 if domain == "antmaze" else 2
+    if args.max_target_backup is None:  # the paper's SAC on antmaze backs up the best of 10 next actions
+        args.max_target_backup = domain == "antmaze"
     check_args(args, {"--total-timesteps": (args.total_timesteps, 1), "--warmup-steps": (args.warmup_steps, 0)})
     if args.warmup_steps >= args.total_timesteps and not args.save_dataset_id:
         raise SystemExit(f"error: --total-timesteps {args.total_timesteps:,} is not above --warmup-steps "

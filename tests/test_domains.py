@@ -213,3 +213,21 @@ def test_every_script_runs_on_the_domain(datasets, name):
         assert step == 150 and 0.0 <= score <= 100.0  # sparse domains: 100 x the success rate
         tags = os.listdir(summary["run_dir"])
         assert any(t.startswith("events") for t in tags)
+
+
+@pytest.mark.parametrize("name, flags, expected", [("antmaze", {}, (1, True)), ("door", {}, (2, False)),
+                                                   ("antmaze", {"num_min_qs": 2, "max_target_backup": False}, (2, False))])
+def test_rlpd_takes_the_papers_antmaze_settings_unless_told(datasets, monkeypatch, name, flags, expected):
+    """The paper's RLPD (and SAC) on antmaze: min over 1 sub-sampled target critic, the best of
+    10 next actions backed up; 2 and 1 elsewhere; a flag wins."""
+    seen = set()
+    original = S.td_target
+
+    def td_target(critic_target, actor, alpha_param, batch, args):
+        seen.add((args.num_min_qs, args.max_target_backup))
+        return original(critic_target, actor, alpha_param, batch, args)
+
+    monkeypatch.setattr(S, "td_target", td_target)
+    S.main(S.Args(dataset_id=datasets[name], offline_ratio=0.5, total_timesteps=60, warmup_steps=40, eval_interval=60,
+                  **{**NET, **flags}))
+    assert seen == {expected}
