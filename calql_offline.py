@@ -449,6 +449,8 @@ def domain_of(name: str) -> str:
         return "pointmaze"
     if "kitchen" in name:
         return "kitchen"
+    # (by substring, as the ids go: "D4RL/pen/human-v2", "AdroitHandPen-v1"; hammer is refused later:
+    # it has no binary version in the paper)
     if any(task in name for task in ("door", "pen", "relocate", "hammer")):
         return "adroit"
     return "locomotion"
@@ -505,7 +507,7 @@ class DomainWrapper(gym.Wrapper):
             self.tasks = tuple(env.unwrapped.goal.keys())
         elif domain == "adroit":
             self.task = adroit_task(env.spec.id if env.spec else "")
-        flat = self.flat_observation(env.observation_space.sample())
+        flat = self.flat_observation(env.observation_space.sample())  # only to learn the flat size
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, flat.shape, np.float64)
         self.done_tasks = np.zeros(len(self.tasks), dtype=bool)
 
@@ -526,7 +528,9 @@ class DomainWrapper(gym.Wrapper):
         if self.domain == "kitchen":
             return np.stack([np.linalg.norm(obs["achieved_goal"][t] - obs["desired_goal"][t], axis=-1) < KITCHEN_TASK_RADIUS
                              for t in self.tasks], axis=-1)
-        o = np.asarray(obs)  # adroit, from the observation (agrees with the env's info["success"])
+        # adroit: the thresholds of the envs' own "goal achieved" (mj_envs, which Cal-QL's binary
+        # tasks use), read from the observation so that recorded data can be relabelled too
+        o = np.asarray(obs)
         if self.task == "door":  # the door's hinge angle
             return (o[..., 28] >= 1.35)[..., None]
         if self.task == "relocate":  # object to target

@@ -139,8 +139,9 @@ class Args:
     """entropy the temperature aims for; default -|A|"""
     backup_entropy: bool = False
     """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
-    max_target_backup: bool = False
-    """TD target from the best of 10 sampled next actions (the paper's SAC on antmaze)"""
+    max_target_backup: Optional[bool] = None
+    """TD target from the best of 10 sampled next actions (default: on for antmaze only, as the
+    paper's SAC and RLPD there)"""
     eval_interval: int = 2_500
     """evaluate the deterministic LEARNING policy every this many environment steps"""
     eval_episodes: int = 5
@@ -434,6 +435,8 @@ def domain_of(name: str) -> str:
         return "pointmaze"
     if "kitchen" in name:
         return "kitchen"
+    # (by substring, as the ids go: "D4RL/pen/human-v2", "AdroitHandPen-v1"; hammer is refused later:
+    # it has no binary version in the paper)
     if any(task in name for task in ("door", "pen", "relocate", "hammer")):
         return "adroit"
     return "locomotion"
@@ -490,7 +493,7 @@ class DomainWrapper(gym.Wrapper):
             self.tasks = tuple(env.unwrapped.goal.keys())
         elif domain == "adroit":
             self.task = adroit_task(env.spec.id if env.spec else "")
-        flat = self.flat_observation(env.observation_space.sample())
+        flat = self.flat_observation(env.observation_space.sample())  # only to learn the flat size
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, flat.shape, np.float64)
         self.done_tasks = np.zeros(len(self.tasks), dtype=bool)
 
@@ -511,7 +514,9 @@ class DomainWrapper(gym.Wrapper):
         if self.domain == "kitchen":
             return np.stack([np.linalg.norm(obs["achieved_goal"][t] - obs["desired_goal"][t], axis=-1) < KITCHEN_TASK_RADIUS
                              for t in self.tasks], axis=-1)
-        o = np.asarray(obs)  # adroit, from the observation (agrees with the env's info["success"])
+        # adroit: the thresholds of the envs' own "goal achieved" (mj_envs, which Cal-QL's binary
+        # tasks use), read from the observation so that recorded data can be relabelled too
+        o = np.asarray(obs)
         if self.task == "door":  # the door's hinge angle
             return (o[..., 28] >= 1.35)[..., None]
         if self.task == "relocate":  # object to target
@@ -1330,6 +1335,8 @@ def main(args: Args) -> dict:
     ref_scores = reference_scores(env_id)
     if args.num_min_qs is None:  # the paper runs JSRL with RLPD's settings: one sub-sampled critic on antmaze
         args.num_min_qs = 1 if domain == "antmaze" else 2
+    if args.max_target_backup is None:  # ... and backs up the best of 10 next actions there
+        args.max_target_backup = domain == "antmaze"
     check_args(args, {"--total-timesteps": (args.total_timesteps, 1), "--warmup-steps": (args.warmup_steps, 0),
                       "--jsrl-decay-steps": (args.jsrl_decay_steps, 1)})
 

@@ -132,12 +132,12 @@ def test_learner_starts_from_the_checkpoint_unless_told_otherwise(checkpoint, mo
     assert np.isfinite(summary["first_losses"]["qf_loss"])
 
 
-@pytest.mark.parametrize("dataset_id, flag, expected", [("D4RL/antmaze/umaze-v1", None, 1),
-                                                         ("mujoco/hopper/medium-v0", None, 2),
-                                                         ("D4RL/antmaze/umaze-v1", 2, 2)])
+@pytest.mark.parametrize("dataset_id, flag, expected", [("D4RL/antmaze/umaze-v1", None, (1, True)),
+                                                         ("mujoco/hopper/medium-v0", None, (2, False)),
+                                                         ("D4RL/antmaze/umaze-v1", 2, (2, True))])
 def test_min_of_one_subsampled_critic_on_antmaze_as_rlpd(checkpoint, tmp_path, monkeypatch, dataset_id, flag, expected):
-    """JSRL runs with RLPD's settings in the paper: the target's min over 1 sub-sampled critic on
-    antmaze, 2 elsewhere; an explicit --num-min-qs wins."""
+    """JSRL runs with RLPD's settings in the paper: the target's min over 1 sub-sampled critic and
+    the max-target backup on antmaze, 2 and a plain backup elsewhere; an explicit --num-min-qs wins."""
     ckpt = torch.load(checkpoint, weights_only=False)
     ckpt["args"]["dataset_id"] = dataset_id  # the domain comes from the data the guide was trained on
     path = str(tmp_path / "guide.pt")
@@ -146,7 +146,7 @@ def test_min_of_one_subsampled_critic_on_antmaze_as_rlpd(checkpoint, tmp_path, m
     original = J.sac_update
 
     def sac_update(*a, **kw):
-        seen.add(a[8].num_min_qs)  # (actor, critic, target, alpha, 3 optimizers, batch, args, ...)
+        seen.add((a[8].num_min_qs, a[8].max_target_backup))  # (actor, critic, target, alpha, 3 optimizers, batch, args, ...)
         return original(*a, **kw)
 
     monkeypatch.setattr(J, "sac_update", sac_update)
