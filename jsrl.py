@@ -123,6 +123,9 @@ class Args:
     """hidden layers of the actor (taken from the checkpoint)"""
     last_hidden_init_scale: Optional[float] = None
     """orthogonal-init gain of the last hidden layer, for fresh networks (taken from the checkpoint)"""
+    state_dependent_std: Optional[bool] = None
+    """the policy's std is a head on the state or one learned number per action dimension (taken
+    from the checkpoint)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -837,24 +840,30 @@ LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-
 
 
 class Actor(nn.Module):
-    """tanh-squashed diagonal Gaussian policy with a state-dependent std. Its trunk is Dense ->
-    LayerNorm -> ReLU per hidden layer, like the critics' (paper Sec. 4: "layer normalization in
-    both the actor and the critic"; official code: use_layer_norm=True for the policy too)."""
+    """tanh-squashed diagonal Gaussian policy. Its trunk is Dense -> LayerNorm -> ReLU per hidden
+    layer, like the critics' (paper Sec. 4: "layer normalization in both the actor and the
+    critic"; official code: use_layer_norm=True for the policy too). The std is a second head on
+    the trunk (state-dependent, the default), or, with state_dependent_std=False, one learned
+    log std per action dimension that starts at 0 (std 1): the official antmaze configs
+    (std_parameterization="uniform")."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN):
+                 last_hidden_scale: float = ORTHOGONAL_GAIN, state_dependent_std: bool = True):
         super().__init__()
         sizes = [obs_dim] + [hidden] * layers
         gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
         self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
                                      for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
         self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
-        self.log_std = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
+        self.state_dependent_std = state_dependent_std
+        self.log_std = (orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN) if state_dependent_std
+                        else nn.Parameter(torch.zeros(act_dim)))
 
     def forward(self, obs: torch.Tensor):
         h = self.trunk(obs)
-        # the std depends on the state (two heads on one trunk); clamping log std = clipping std
-        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        mean = self.mean(h)
+        log_std = self.log_std(h) if self.state_dependent_std else self.log_std.expand_as(mean)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
 
     def sample(self, obs: torch.Tensor):
         """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
@@ -1087,7 +1096,8 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
 # ---------------------------------------------------------------------------------------------
 # Loading a checkpoint written by save_checkpoint (any script of this repository)
 # ---------------------------------------------------------------------------------------------
-NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale")
+NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale",
+                "state_dependent_std")
 
 
 def read_checkpoint(path: str, device: torch.device) -> dict:
@@ -1135,7 +1145,8 @@ def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -
 def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
     """The networks must be built with the checkpoint's sizes: they override the flags (said aloud)."""
     for key in NETWORK_ARGS:
-        value = ckpt["args"][key]
+        # (the std's kind is read from the weights: checkpoints older than that flag name it nowhere else)
+        value = "log_std.weight" in ckpt["actor"] if key == "state_dependent_std" else ckpt["args"][key]
         if getattr(args, key) not in (None, value):
             print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
         setattr(args, key, value)
@@ -1334,9 +1345,9 @@ def main(args: Args) -> dict:
     reward_transform = REWARD_TRANSFORMS[domain]
     ref_scores = reference_scores(env_id)
     if args.num_min_qs is None:  # the paper runs JSRL with RLPD's settings: one sub-sampled critic on antmaze
-        args.num_min_qs = 1 if domain == "antmaze" else 2
+        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
     if args.max_target_backup is None:  # ... and backs up the best of 10 next actions there
-        args.max_target_backup = domain == "antmaze"
+        args.max_target_backup = domain in ("antmaze", "pointmaze")
     check_args(args, {"--total-timesteps": (args.total_timesteps, 1), "--warmup-steps": (args.warmup_steps, 0),
                       "--jsrl-decay-steps": (args.jsrl_decay_steps, 1)})
 
@@ -1362,7 +1373,8 @@ def main(args: Args) -> dict:
     if not resume:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
     critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
     critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
     critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
@@ -1376,7 +1388,8 @@ def main(args: Args) -> dict:
     restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
     guide = copy.deepcopy(actor).requires_grad_(False)
     if not args.init_policy:  # the original JSRL: the learner starts from scratch
-        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                      args.state_dependent_std).to(device)
         actor_opt = make_optimizers(actor, critic, alpha_param, args)[0]
     if not args.init_critic:  # fresh critics (and a target that copies them)
         critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)

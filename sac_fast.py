@@ -97,17 +97,20 @@ class Args:
     num_min_qs: Optional[int] = None
     """critics drawn (without replacement) whose min is the target (default: the paper's 2; 1 on
     antmaze, as the paper runs RLPD there)"""
-    critic_hidden: int = 256
-    """width of the critics' hidden layers"""
-    critic_layers: int = 2
-    """hidden layers of each critic (locomotion 2, antmaze 4, adroit/kitchen 3 x 512)"""
-    actor_hidden: int = 256
-    """width of the actor's hidden layers"""
-    actor_layers: int = 2
-    """hidden layers of the actor"""
-    last_hidden_init_scale: float = 0.01
-    """orthogonal-init gain of the last hidden layer of actor and critics (official code: 1e-2 in
-    locomotion, antmaze and adroit; kitchen keeps sqrt 2 = 1.414)"""
+    critic_hidden: Optional[int] = None
+    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512)"""
+    critic_layers: Optional[int] = None
+    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3)"""
+    actor_hidden: Optional[int] = None
+    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512)"""
+    actor_layers: Optional[int] = None
+    """hidden layers of the actor (default: domain preset: 2; kitchen 3)"""
+    last_hidden_init_scale: Optional[float] = None
+    """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
+    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
+    state_dependent_std: Optional[bool] = None
+    """the policy's std is a head on the state (True) or one learned number per action dimension
+    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -581,6 +584,44 @@ def dataset_env_spec(metadata: dict):
 # [end copy]
 
 
+# [copy: domain-presets]
+# ---------------------------------------------------------------------------------------------
+# Domain presets: what the paper changes from one benchmark to another (docs/algorithms.md §2-6).
+# A flag left at None takes the preset of the dataset's domain; a flag given on the command line wins.
+# ---------------------------------------------------------------------------------------------
+DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
+    "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                       state_dependent_std=True,
+                       cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=3.0),
+    "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                    state_dependent_std=False,  # one learned std per action dim (std_parameterization="uniform")
+                    cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
+    # PointMaze (this project's sparse-maze demo; not in the paper): antmaze's settings
+    "pointmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                      state_dependent_std=False,
+                      cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
+    "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2, last_hidden_init_scale=0.01,
+                   state_dependent_std=True,
+                   cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
+    "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3, last_hidden_init_scale=math.sqrt(2.0),
+                    state_dependent_std=True,
+                    cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
+}
+
+
+def apply_domain_preset(args, domain: str) -> dict:
+    """Fill the flags left at None with the domain's values; returns {flag: value} it set."""
+    chosen = {}
+    for key, value in DOMAIN_PRESETS[domain].items():
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, value)
+            chosen[key] = value
+    return chosen
+
+
+# [end copy]
+
+
 # [copy: env]
 # ---------------------------------------------------------------------------------------------
 # Environment: one env, reset by hand, so no transition ever spans two episodes
@@ -828,24 +869,30 @@ LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-
 
 
 class Actor(nn.Module):
-    """tanh-squashed diagonal Gaussian policy with a state-dependent std. Its trunk is Dense ->
-    LayerNorm -> ReLU per hidden layer, like the critics' (paper Sec. 4: "layer normalization in
-    both the actor and the critic"; official code: use_layer_norm=True for the policy too)."""
+    """tanh-squashed diagonal Gaussian policy. Its trunk is Dense -> LayerNorm -> ReLU per hidden
+    layer, like the critics' (paper Sec. 4: "layer normalization in both the actor and the
+    critic"; official code: use_layer_norm=True for the policy too). The std is a second head on
+    the trunk (state-dependent, the default), or, with state_dependent_std=False, one learned
+    log std per action dimension that starts at 0 (std 1): the official antmaze configs
+    (std_parameterization="uniform")."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN):
+                 last_hidden_scale: float = ORTHOGONAL_GAIN, state_dependent_std: bool = True):
         super().__init__()
         sizes = [obs_dim] + [hidden] * layers
         gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
         self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
                                      for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
         self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
-        self.log_std = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
+        self.state_dependent_std = state_dependent_std
+        self.log_std = (orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN) if state_dependent_std
+                        else nn.Parameter(torch.zeros(act_dim)))
 
     def forward(self, obs: torch.Tensor):
         h = self.trunk(obs)
-        # the std depends on the state (two heads on one trunk); clamping log std = clipping std
-        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        mean = self.mean(h)
+        log_std = self.log_std(h) if self.state_dependent_std else self.log_std.expand_as(mean)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
 
     def sample(self, obs: torch.Tensor):
         """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
@@ -1218,10 +1265,12 @@ def main(args: Args) -> dict:
         args = Args(**{**resume["args"], "resume": args.resume})
         print(f"resuming {args.resume} after step {resume['step']:,}")
     domain = domain_of(args.dataset_id or args.env_id or "")
+    # the network sizes of the domain (the paper's RLPD and SAC run with WSRL's networks there)
+    apply_domain_preset(args, domain)
     if args.num_min_qs is None:  # the paper's RLPD on antmaze: the min over ONE sub-sampled critic
-        args.num_min_qs = 1 if domain == "antmaze" else 2
+        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
     if args.max_target_backup is None:  # the paper's SAC on antmaze backs up the best of 10 next actions
-        args.max_target_backup = domain == "antmaze"
+        args.max_target_backup = domain in ("antmaze", "pointmaze")
     check_args(args, {"--total-timesteps": (args.total_timesteps, 1), "--warmup-steps": (args.warmup_steps, 0)})
     if args.warmup_steps >= args.total_timesteps and not args.save_dataset_id:
         raise SystemExit(f"error: --total-timesteps {args.total_timesteps:,} is not above --warmup-steps "
@@ -1273,7 +1322,8 @@ def main(args: Args) -> dict:
     if not resume:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
     critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
     critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
     critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy

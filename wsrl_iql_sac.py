@@ -139,6 +139,9 @@ class Args:
     last_hidden_init_scale: Optional[float] = None
     """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
     as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
+    state_dependent_std: Optional[bool] = None
+    """the policy's std is a head on the state (True) or one learned number per action dimension
+    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -618,15 +621,20 @@ def dataset_env_spec(metadata: dict):
 # ---------------------------------------------------------------------------------------------
 DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
     "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                       state_dependent_std=True,
                        cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=3.0),
     "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                    state_dependent_std=False,  # one learned std per action dim (std_parameterization="uniform")
                     cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
     # PointMaze (this project's sparse-maze demo; not in the paper): antmaze's settings
     "pointmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                      state_dependent_std=False,
                       cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
     "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2, last_hidden_init_scale=0.01,
+                   state_dependent_std=True,
                    cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
     "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3, last_hidden_init_scale=math.sqrt(2.0),
+                    state_dependent_std=True,
                     cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
 }
 
@@ -891,24 +899,30 @@ LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-
 
 
 class Actor(nn.Module):
-    """tanh-squashed diagonal Gaussian policy with a state-dependent std. Its trunk is Dense ->
-    LayerNorm -> ReLU per hidden layer, like the critics' (paper Sec. 4: "layer normalization in
-    both the actor and the critic"; official code: use_layer_norm=True for the policy too)."""
+    """tanh-squashed diagonal Gaussian policy. Its trunk is Dense -> LayerNorm -> ReLU per hidden
+    layer, like the critics' (paper Sec. 4: "layer normalization in both the actor and the
+    critic"; official code: use_layer_norm=True for the policy too). The std is a second head on
+    the trunk (state-dependent, the default), or, with state_dependent_std=False, one learned
+    log std per action dimension that starts at 0 (std 1): the official antmaze configs
+    (std_parameterization="uniform")."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN):
+                 last_hidden_scale: float = ORTHOGONAL_GAIN, state_dependent_std: bool = True):
         super().__init__()
         sizes = [obs_dim] + [hidden] * layers
         gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
         self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
                                      for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
         self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
-        self.log_std = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
+        self.state_dependent_std = state_dependent_std
+        self.log_std = (orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN) if state_dependent_std
+                        else nn.Parameter(torch.zeros(act_dim)))
 
     def forward(self, obs: torch.Tensor):
         h = self.trunk(obs)
-        # the std depends on the state (two heads on one trunk); clamping log std = clipping std
-        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        mean = self.mean(h)
+        log_std = self.log_std(h) if self.state_dependent_std else self.log_std.expand_as(mean)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
 
     def sample(self, obs: torch.Tensor):
         """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
@@ -1280,7 +1294,8 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
 # ---------------------------------------------------------------------------------------------
 # Loading a checkpoint written by save_checkpoint (any script of this repository)
 # ---------------------------------------------------------------------------------------------
-NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale")
+NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale",
+                "state_dependent_std")
 
 
 def read_checkpoint(path: str, device: torch.device) -> dict:
@@ -1328,7 +1343,8 @@ def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -
 def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
     """The networks must be built with the checkpoint's sizes: they override the flags (said aloud)."""
     for key in NETWORK_ARGS:
-        value = ckpt["args"][key]
+        # (the std's kind is read from the weights: checkpoints older than that flag name it nowhere else)
+        value = "log_std.weight" in ckpt["actor"] if key == "state_dependent_std" else ckpt["args"][key]
         if getattr(args, key) not in (None, value):
             print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
         setattr(args, key, value)
@@ -1539,7 +1555,8 @@ def main(args: Args) -> dict:
     if not resume:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
     critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
     critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
     critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
@@ -1687,7 +1704,8 @@ def main(args: Args) -> dict:
     # The actor, critics, target, temperature AND their Adam states carry over (the paper keeps the
     # optimizer state), unless an ablation asks for fresh networks.
     if not args.init_policy:  # Fig. 13: fine-tune a randomly initialised policy
-        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale).to(device)
+        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                      args.state_dependent_std).to(device)
         actor_opt = make_optimizers(actor, critic, alpha_param, args)[0]
     if not args.init_critic:  # Fig. 12 (left): fine-tune randomly initialised critics
         critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)

@@ -215,6 +215,7 @@ def test_domain_presets_fill_only_what_was_not_given():
     ant = C.Args()
     C.apply_domain_preset(ant, "antmaze")
     assert ant.cql_lagrange and ant.cql_target_gap == 0.8 and ant.critic_layers == 4
+    assert ant.state_dependent_std is False and args.state_dependent_std is True  # antmaze: one std per dim
     adroit = C.Args()
     C.apply_domain_preset(adroit, "adroit")
     assert adroit.cql_alpha == 1.0 and adroit.critic_hidden == 512

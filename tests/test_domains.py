@@ -8,6 +8,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import calql_offline as C
 import jsrl as J
@@ -195,6 +196,9 @@ def test_every_script_runs_on_the_domain(datasets, name):
     pre = C.main(C.Args(dataset_id=dataset_id, offline_steps=30, online_steps=0, offline_eval_interval=30, cql_n_actions=4,
                         heldout_size=50, analysis_interval=50, **NET))
     ckpt = pre["pretrained_checkpoint"]
+    actor = torch.load(ckpt, weights_only=True)["actor"]
+    # the mazes' policy has one learned std per action dimension, the others a std head on the state
+    assert ("log_std" in actor) == (LAYOUTS[name][0] in ("antmaze", "pointmaze")) != ("log_std.weight" in actor)
     runs = [
         C.main(C.Args(pretrained_checkpoint=ckpt, online_steps=150, offline_ratio=0.5, eval_interval=150, cql_n_actions=4,
                       heldout_size=50, analysis_interval=50, **NET)),

@@ -148,6 +148,39 @@ def constant_actor(mean, std):
     return actor
 
 
+def test_state_independent_std_is_one_learned_number_per_action_dimension():
+    """Antmaze's policy (official std_parameterization="uniform"): log std is a parameter of
+    shape (A,), 0 at the start (std 1), the same for every state, trained by the actor loss."""
+    torch.manual_seed(0)
+    actor = W.Actor(3, 2, 8, 2, state_dependent_std=False)
+    assert isinstance(actor.log_std, torch.nn.Parameter) and actor.log_std.shape == (2,)
+    obs = torch.randn(5, 3)
+    mean, log_std = actor(obs)
+    torch.testing.assert_close(log_std, torch.zeros(5, 2))
+    with torch.no_grad():
+        actor.log_std.copy_(torch.tensor([math.log(0.5), 30.0]))  # 30: clipped at std 10
+    torch.testing.assert_close(actor(obs)[1], torch.tensor([[math.log(0.5), math.log(10.0)]] * 5))
+    # log pi of u = mean + 1 (one std away in dim 0, 0.1 std in dim 1) by hand, with tanh's correction
+    u = mean + 1.0
+    gauss = [-0.5 * (1.0 / 0.5) ** 2 - math.log(0.5), -0.5 * (1.0 / 10.0) ** 2 - math.log(10.0)]
+    hand = [sum(g - 0.5 * math.log(2 * math.pi) - math.log(1 - math.tanh(x) ** 2) for g, x in zip(gauss, row))
+            for row in u.tolist()]
+    torch.testing.assert_close(W.tanh_gaussian_log_prob(u, mean, actor(obs)[1]), torch.tensor(hand), rtol=1e-5, atol=1e-5)
+    actor.sample(obs)[1].mean().backward()
+    assert actor.log_std.grad is not None and actor.log_std.grad[0] != 0
+
+
+def test_a_checkpoints_std_kind_is_read_from_its_weights_even_without_the_flag():
+    """Checkpoints older than --state-dependent-std do not name it: the actor's weights tell."""
+    for kind in (True, False):
+        actor = W.Actor(3, 2, 8, 1, state_dependent_std=kind)
+        args = W.Args()
+        saved = {k: getattr(W.Args(critic_hidden=8, critic_layers=1, actor_hidden=8, actor_layers=1,
+                                   last_hidden_init_scale=0.01), k) for k in W.NETWORK_ARGS if k != "state_dependent_std"}
+        W.use_checkpoint_network_sizes(args, {"args": saved, "actor": actor.state_dict()})
+        assert args.state_dependent_std is kind and args.actor_hidden == 8
+
+
 def test_policy_kl_matches_the_closed_form_for_two_gaussians():
     m1, s1, m2, s2 = [0.3, -0.5], [0.5, 1.0], [0.0, 0.2], [0.8, 0.6]
     # KL(N1 || N2) = sum over dims of log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2
