@@ -3,6 +3,7 @@
 # with this repository's own scripts, and regenerate the figures and table of the README.
 #
 #   bash benchmark.sh cpu     # 2-core machine, no network: HalfCheetah medium from the shipped agents, 5 seeds (54 min)
+#   bash benchmark.sh maze    # 2-core machine: the sparse-reward demo, PointMaze U-maze, success rates, 3 seeds
 #   bash benchmark.sh full    # the paper's budgets (250k pre-training, 10 critics 2x256, UTD 4): a GPU job
 #   bash benchmark.sh speed   # env-steps/s of each script's update at the paper's config, as a markdown table
 #
@@ -11,7 +12,8 @@
 # environment variables, e.g. `SEEDS="1 2 3" JOBS=3 bash benchmark.sh cpu`:
 #   SEEDS    seeds to run (cpu: "1 2 3 4 5"; full: "1 2 3")
 #   JOBS     runs side by side (cpu: 2, one thread each; full: as many as SEEDS)
-#   METHODS  a subset of the methods below, e.g. METHODS="wsrl wsrl_no_warmup" (default: all)
+#   METHODS  a subset of the methods below, e.g. METHODS="wsrl wsrl_no_warmup" (default: all; maze: three)
+#   PRECISION fp32 (default) or bf16: every run's --precision (bfloat16 matmuls in the updates)
 #   RESUME=1 finish an interrupted benchmark: finished runs are kept, unfinished ones restarted
 #   DRY_RUN=1 print every command with its budgets, run nothing
 #
@@ -34,7 +36,7 @@ TIER=${1:-}
 # the settings given in the environment, to print with the command in scores.md
 OVERRIDES=""
 for var in ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET \
-    EVAL SEEDS JOBS THREADS METHODS OUT; do
+    EVAL SEEDS JOBS THREADS METHODS PRECISION OUT; do
   [ -n "${!var+set}" ] || continue
   case "${!var}" in
     *" "*) OVERRIDES+="$var=\"${!var}\" " ;;
@@ -43,7 +45,7 @@ for var in ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT O
 done
 
 usage() {
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
   exit 1
 }
 
@@ -73,6 +75,32 @@ case "$TIER" in
     JOBS=${JOBS:-2}
     THREADS=${THREADS:-1}
     ;;
+  maze)
+    # The sparse-reward demo (PointMaze: the maze code and dict layout of AntMaze with a point
+    # for a body): reward only at the goal, success rates. The data is D4RL's maze2d recipe with
+    # a scripted body (tools/make_domain_datasets.py umaze: planner + PD controller + noise,
+    # random goals); the evaluation task (one start, one goal) is never what it aims at. Every
+    # seed starts from the shipped Cal-QL agent (pretrained/pointmaze-umaze-calql.pt). Methods:
+    # WSRL, WSRL without warmup, and Cal-QL fine-tuned without its data (the paper's no-retention
+    # baseline); add calql_retention, jsrl, rlpd with METHODS=... (sac_fast needs a dataset to
+    # name the evaluation maze, so it is not offered here).
+    ENV_ID=${ENV_ID:-PointMaze_UMaze-v3}
+    DATASET=${DATASET:-local/pointmaze/umaze-v0}
+    DATASET_STEPS=0
+    DATASET_SIZE=0                          # 100,000 steps (tools/make_domain_datasets.py)
+    CHECKPOINT=${CHECKPOINT-$ROOT/pretrained/pointmaze-umaze-calql.pt}
+    IQL_CHECKPOINT=${IQL_CHECKPOINT-}
+    OFFLINE_STEPS=${OFFLINE_STEPS:-20000}   # only without CHECKPOINT (the shipped agent: 20,000)
+    ONLINE_STEPS=${ONLINE_STEPS:-5000}
+    WARMUP=${WARMUP:-1000}
+    UTD=${UTD:-1}
+    NET=${NET:-"--critic-hidden 128 --critic-layers 2 --actor-hidden 128"}  # antmaze's preset: critics 4 x 256
+    EVAL=${EVAL:-"--eval-interval 500 --eval-episodes 10"}
+    SEEDS=${SEEDS:-"1 2 3"}
+    JOBS=${JOBS:-2}
+    THREADS=${THREADS:-1}
+    METHODS=${METHODS:-"calql_no_retention wsrl wsrl_no_warmup"}
+    ;;
   full)
     ENV_ID=${ENV_ID:-Hopper-v5}
     DATASET=${DATASET:-mujoco/hopper/medium-v0}   # downloaded by Minari (needs a network)
@@ -99,7 +127,9 @@ case "$TIER" in
   *) usage ;;
 esac
 
-export ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET EVAL THREADS ROOT
+PRECISION=${PRECISION:-fp32}
+export ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET EVAL THREADS ROOT \
+  PRECISION
 export OUT=${OUT:-results/$TIER}
 
 # ---- one job: one method for one seed ----------------------------------------------------------
@@ -116,7 +146,7 @@ if [ "$TIER" = "_job" ]; then
     local script=$1 log="logs/${METHOD}_$SEED.log"
     shift
     if [ -n "${DRY_RUN:-}" ]; then
-      echo "  (in $OUT) OMP_NUM_THREADS=$THREADS python $script --exp-name $METHOD --seed $SEED $*"
+      echo "  (in $OUT) OMP_NUM_THREADS=$THREADS python $script --exp-name $METHOD --seed $SEED --precision $PRECISION $*"
       return
     fi
     if [ -f "$log.done" ]; then  # RESUME: finished in an earlier, interrupted benchmark
@@ -125,7 +155,8 @@ if [ "$TIER" = "_job" ]; then
     fi
     rm -rf runs/*__"$METHOD"__"$SEED"__* "$log.failed"  # what an interrupted try left (never a finished run)
     echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD"
-    if ! OMP_NUM_THREADS=$THREADS python "$ROOT/$script" --exp-name "$METHOD" --seed "$SEED" "$@" > "$log" 2>&1; then
+    if ! OMP_NUM_THREADS=$THREADS python "$ROOT/$script" --exp-name "$METHOD" --seed "$SEED" --precision "$PRECISION" "$@" \
+        > "$log" 2>&1; then
       touch "$log.failed"
       echo "FAILED: $METHOD, seed $SEED; the end of $OUT/$log:"
       tail -5 "$log"
@@ -209,6 +240,8 @@ if [ -n "${METHODS:-}" ]; then  # a subset, e.g. METHODS="wsrl wsrl_no_warmup" U
     [[ " $METHOD_ORDER " == *" $m "* ]] || { echo "error: METHODS: unknown method $m (known: $METHOD_ORDER)" >&2; exit 1; }
   done
   METHOD_ORDER=$METHODS
+  # without a shipped checkpoint the methods that start from one wait for their seed's pre-training
+  [ -n "$CHECKPOINT" ] || [[ " $METHOD_ORDER " == *" pretrain "* ]] || METHOD_ORDER="pretrain $METHOD_ORDER"
 fi
 queue() {
   for method in $METHOD_ORDER; do
@@ -256,6 +289,11 @@ elif [[ "$DATASET" =~ ^local/(hopper|halfcheetah|walker2d)/(medium|expert|medium
   echo "[$(date +%H:%M:%S)] dataset $DATASET: $DATASET_SIZE transitions of the shipped behaviour policy"
   python tools/make_datasets.py make --envs "${BASH_REMATCH[1]}" --levels "${BASH_REMATCH[2]}" --size "$DATASET_SIZE" \
     > "$OUT/logs/dataset.log" 2>&1 \
+    || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
+  touch "$OUT/logs/dataset.log.done"
+elif [ "$DATASET" = local/pointmaze/umaze-v0 ]; then
+  echo "[$(date +%H:%M:%S)] dataset $DATASET: planner + PD controller + noise in the U-maze"
+  python tools/make_domain_datasets.py umaze > "$OUT/logs/dataset.log" 2>&1 \
     || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
   touch "$OUT/logs/dataset.log.done"
 fi  # otherwise the scripts download it (full tier) or say how to make it

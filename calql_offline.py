@@ -16,6 +16,8 @@ baseline) or discarding it (`--offline-ratio 0`, "no retention", where it collap
         --online-steps 1000000 --offline-ratio 0.5 --eval-episodes 20               # paper scale (GPU)
 """
 
+import contextlib
+import io
 import math
 import os
 import random
@@ -54,6 +56,9 @@ class Args:
     """seed of the experiment (python, numpy, torch, environment)"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
+    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
     cuda: bool = True
     """use CUDA when it is available (the CPU is used otherwise)"""
     save_model: bool = False
@@ -702,7 +707,9 @@ def make_env(env_id: str, seed: int, spec=None) -> gym.Env:
     used when given."""
     domain = domain_of(env_id)
     if domain != "locomotion":  # AntMaze, PointMaze, FrankaKitchen and Adroit come from gymnasium-robotics
-        import gymnasium_robotics
+        # (its notice on import is about Adroit's DENSE rewards, which these scripts never use)
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
     use_spec = spec is not None and spec.id == env_id and domain != "locomotion"
@@ -871,6 +878,23 @@ ORTHOGONAL_GAIN = math.sqrt(2.0)
 LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
 
 
+def autocast(args, device: torch.device):
+    """`--precision bf16`: inside a gradient update, the networks' matmuls (forward and backward)
+    run in bfloat16 (torch.autocast); the weights, their gradients and Adam states stay float32,
+    and so do the output layers (below), hence the Q-values, log-probabilities, losses and TD
+    targets. fp32 (the default): a no-op. No weight cache: autocast would otherwise keep the
+    bf16 copy of each weight for the whole region, and the second of `utd` critic steps would
+    run on the weights from before the first."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
+
+
+def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
+    """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
+    exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float(), *rest)
+
+
 def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
     layer = nn.Linear(in_features, out_features)
     nn.init.orthogonal_(layer.weight, gain=gain)
@@ -932,7 +956,7 @@ class QEnsemble(nn.Module):
         x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
         for linear, norm in zip(self.linears, self.norms):
             x = F.relu(norm(linear(x, idx), idx), inplace=True)
-        return self.head(x, idx).squeeze(-1)  # (E, B)
+        return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
 
 
 LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
@@ -960,8 +984,8 @@ class Actor(nn.Module):
 
     def forward(self, obs: torch.Tensor):
         h = self.trunk(obs)
-        mean = self.mean(h)
-        log_std = self.log_std(h) if self.state_dependent_std else self.log_std.expand_as(mean)
+        mean = full_precision(self.mean, h)
+        log_std = full_precision(self.log_std, h) if self.state_dependent_std else self.log_std.expand_as(mean)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
 
     def sample(self, obs: torch.Tensor):
@@ -1147,11 +1171,12 @@ def calql_update(actor, critic, critic_target, alpha_param, cql_lagrange_param, 
     """As sac_update, with the Cal-QL critic step: one critic step per minibatch of the sample
     (offline: one; online: `utd`), then ONE actor + temperature step on all of it. The actor
     step is SAC's (CQL's policy objective is SAC's)."""
-    for k in range(len(batch["rewards"]) // args.batch_size):
-        minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-        info = update_critic_calql(critic, critic_target, actor, alpha_param, cql_lagrange_param, critic_opt,
-                                   cql_alpha_opt, minibatch, args)
-    info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
+    with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
+        for k in range(len(batch["rewards"]) // args.batch_size):
+            minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
+            info = update_critic_calql(critic, critic_target, actor, alpha_param, cql_lagrange_param, critic_opt,
+                                       cql_alpha_opt, minibatch, args)
+        info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
     return info
 
 
@@ -1582,7 +1607,7 @@ def main(args: Args) -> dict:
                 writer.add_scalar(f"{prefix}{key}_{name}", value, step)
 
     algo = "Cal-QL" if args.calql else "CQL"
-    print(f"{algo} on {env_id} | {device} | data {args.dataset_id}: {offline_rb.size:,} transitions "
+    print(f"{algo} on {env_id} | {device}, {args.precision} | data {args.dataset_id}: {offline_rb.size:,} transitions "
           f"(+{len(heldout['rewards']):,} held out) | domain {domain}"
           + (f" (preset: {', '.join(f'{k}={v}' for k, v in preset.items())})" if preset else "")
           + f" | logs: {run_dir}")

@@ -16,6 +16,8 @@ Every other script of this repository copies its blocks from this file (marked
     python sac_fast.py --dataset-id local/hopper/sac-v0 --offline-ratio 0.5       # RLPD
 """
 
+import contextlib
+import io
 import math
 import os
 import random
@@ -26,7 +28,7 @@ import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 # [copy: omp-wait]
 # OpenMP threads (torch's, on the CPU) wait for work passively unless you say otherwise: spinning
@@ -54,6 +56,9 @@ class Args:
     """seed of the experiment (python, numpy, torch, environment)"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
+    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
     cuda: bool = True
     """use CUDA when it is available (the CPU is used otherwise)"""
     save_model: bool = False
@@ -632,7 +637,9 @@ def make_env(env_id: str, seed: int, spec=None) -> gym.Env:
     used when given."""
     domain = domain_of(env_id)
     if domain != "locomotion":  # AntMaze, PointMaze, FrankaKitchen and Adroit come from gymnasium-robotics
-        import gymnasium_robotics
+        # (its notice on import is about Adroit's DENSE rewards, which these scripts never use)
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
     use_spec = spec is not None and spec.id == env_id and domain != "locomotion"
@@ -801,6 +808,23 @@ ORTHOGONAL_GAIN = math.sqrt(2.0)
 LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
 
 
+def autocast(args, device: torch.device):
+    """`--precision bf16`: inside a gradient update, the networks' matmuls (forward and backward)
+    run in bfloat16 (torch.autocast); the weights, their gradients and Adam states stay float32,
+    and so do the output layers (below), hence the Q-values, log-probabilities, losses and TD
+    targets. fp32 (the default): a no-op. No weight cache: autocast would otherwise keep the
+    bf16 copy of each weight for the whole region, and the second of `utd` critic steps would
+    run on the weights from before the first."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
+
+
+def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
+    """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
+    exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float(), *rest)
+
+
 def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
     layer = nn.Linear(in_features, out_features)
     nn.init.orthogonal_(layer.weight, gain=gain)
@@ -862,7 +886,7 @@ class QEnsemble(nn.Module):
         x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
         for linear, norm in zip(self.linears, self.norms):
             x = F.relu(norm(linear(x, idx), idx), inplace=True)
-        return self.head(x, idx).squeeze(-1)  # (E, B)
+        return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
 
 
 LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
@@ -890,8 +914,8 @@ class Actor(nn.Module):
 
     def forward(self, obs: torch.Tensor):
         h = self.trunk(obs)
-        mean = self.mean(h)
-        log_std = self.log_std(h) if self.state_dependent_std else self.log_std.expand_as(mean)
+        mean = full_precision(self.mean, h)
+        log_std = full_precision(self.log_std, h) if self.state_dependent_std else self.log_std.expand_as(mean)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
 
     def sample(self, obs: torch.Tensor):
@@ -1025,11 +1049,12 @@ def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
     (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
     # High UTD (App. I): several critic steps per env step learn more from each transition; the
     # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
-    for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
-        minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-        info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
-    if update_actor:
-        info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
+    with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
+        for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
+            minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
+            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
+        if update_actor:
+            info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
     return info
 
 
@@ -1337,7 +1362,7 @@ def main(args: Args) -> dict:
     offline_rb = ReplayBuffer.from_arrays(offline_data, device) if offline_data is not None and args.offline_ratio > 0 else None
     del offline_data  # what RLPD needs now lives in offline_rb
 
-    print(f"SAC (fast){' + offline data (RLPD)' if offline_rb else ''} on {env_id} | {device} | "
+    print(f"SAC (fast){' + offline data (RLPD)' if offline_rb else ''} on {env_id} | {device}, {args.precision} | "
           f"{args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, batch {args.batch_size} | "
           f"{args.total_timesteps:,} steps ({args.warmup_steps:,} random) | logs: {run_dir}")
 

@@ -15,7 +15,9 @@ are (see the HAND-OVER comment in main).
         --online-steps 1000000 --utd 4 --eval-interval 10000 --eval-episodes 20   # paper scale (GPU)
 """
 
+import contextlib
 import copy
+import io
 import math
 import os
 import random
@@ -54,6 +56,9 @@ class Args:
     """seed of the experiment (python, numpy, torch, environment)"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
+    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
     cuda: bool = True
     """use CUDA when it is available (the CPU is used otherwise)"""
     save_model: bool = False
@@ -662,7 +667,9 @@ def make_env(env_id: str, seed: int, spec=None) -> gym.Env:
     used when given."""
     domain = domain_of(env_id)
     if domain != "locomotion":  # AntMaze, PointMaze, FrankaKitchen and Adroit come from gymnasium-robotics
-        import gymnasium_robotics
+        # (its notice on import is about Adroit's DENSE rewards, which these scripts never use)
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
     use_spec = spec is not None and spec.id == env_id and domain != "locomotion"
@@ -831,6 +838,23 @@ ORTHOGONAL_GAIN = math.sqrt(2.0)
 LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
 
 
+def autocast(args, device: torch.device):
+    """`--precision bf16`: inside a gradient update, the networks' matmuls (forward and backward)
+    run in bfloat16 (torch.autocast); the weights, their gradients and Adam states stay float32,
+    and so do the output layers (below), hence the Q-values, log-probabilities, losses and TD
+    targets. fp32 (the default): a no-op. No weight cache: autocast would otherwise keep the
+    bf16 copy of each weight for the whole region, and the second of `utd` critic steps would
+    run on the weights from before the first."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
+
+
+def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
+    """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
+    exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float(), *rest)
+
+
 def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
     layer = nn.Linear(in_features, out_features)
     nn.init.orthogonal_(layer.weight, gain=gain)
@@ -892,7 +916,7 @@ class QEnsemble(nn.Module):
         x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
         for linear, norm in zip(self.linears, self.norms):
             x = F.relu(norm(linear(x, idx), idx), inplace=True)
-        return self.head(x, idx).squeeze(-1)  # (E, B)
+        return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
 
 
 LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
@@ -920,8 +944,8 @@ class Actor(nn.Module):
 
     def forward(self, obs: torch.Tensor):
         h = self.trunk(obs)
-        mean = self.mean(h)
-        log_std = self.log_std(h) if self.state_dependent_std else self.log_std.expand_as(mean)
+        mean = full_precision(self.mean, h)
+        log_std = full_precision(self.log_std, h) if self.state_dependent_std else self.log_std.expand_as(mean)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
 
     def sample(self, obs: torch.Tensor):
@@ -1055,11 +1079,12 @@ def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
     (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
     # High UTD (App. I): several critic steps per env step learn more from each transition; the
     # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
-    for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
-        minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-        info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
-    if update_actor:
-        info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
+    with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
+        for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
+            minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
+            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
+        if update_actor:
+            info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
     return info
 
 
@@ -1081,7 +1106,7 @@ class ValueNet(nn.Module):
                                  nn.Linear(hidden, 1))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs).squeeze(-1)  # (B,)
+        return full_precision(self.net[-1], self.net[:-1](obs)).squeeze(-1)  # (B,); its output in fp32 (--precision)
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -1107,31 +1132,32 @@ def dataset_log_prob(actor, obs: torch.Tensor, actions: torch.Tensor) -> torch.T
 def iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value_opt, batch: dict, args) -> dict:
     """One IQL step: V to the expectile of the target critics' Q, Q to r + gamma V(s'), and the
     actor by advantage-weighted regression onto the dataset's actions."""
-    obs, actions = batch["obs"], batch["actions"]
-    with torch.no_grad():  # min over 2 target members drawn without replacement, as SAC's target
-        idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(obs.device)
-        q_target = critic_target(obs, actions, idx).min(dim=0).values  # (B,)
-    v = value(obs)  # (B,)
-    value_loss = expectile_loss(q_target - v, args.expectile)
-    value_opt.zero_grad(set_to_none=True)
-    value_loss.backward()
-    value_opt.step()
+    with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
+        obs, actions = batch["obs"], batch["actions"]
+        with torch.no_grad():  # min over 2 target members drawn without replacement, as SAC's target
+            idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(obs.device)
+            q_target = critic_target(obs, actions, idx).min(dim=0).values  # (B,)
+        v = value(obs)  # (B,)
+        value_loss = expectile_loss(q_target - v, args.expectile)
+        value_opt.zero_grad(set_to_none=True)
+        value_loss.backward()
+        value_opt.step()
 
-    # actor: imitate the data's actions, each weighted by how much better than V(s) it is
-    weights = awr_weights(q_target - v.detach(), args.awr_beta, args.awr_max_weight)  # (B,)
-    actor_loss = -(weights * dataset_log_prob(actor, obs, actions)).mean()
-    actor_opt.zero_grad(set_to_none=True)
-    actor_loss.backward()
-    actor_opt.step()
+        # actor: imitate the data's actions, each weighted by how much better than V(s) it is
+        weights = awr_weights(q_target - v.detach(), args.awr_beta, args.awr_max_weight)  # (B,)
+        actor_loss = -(weights * dataset_log_prob(actor, obs, actions)).mean()
+        actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_opt.step()
 
-    with torch.no_grad():  # the TD target bootstraps from V(s'), never from a new action
-        target = batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * value(batch["next_obs"])  # (B,)
-    q = critic(obs, actions)  # (E, B): every member regresses to the same target
-    critic_loss = F.mse_loss(q, target.expand_as(q))
-    critic_opt.zero_grad(set_to_none=True)
-    critic_loss.backward()
-    critic_opt.step()
-    soft_update(critic_target, critic, args.tau)
+        with torch.no_grad():  # the TD target bootstraps from V(s'), never from a new action
+            target = batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * value(batch["next_obs"])  # (B,)
+        q = critic(obs, actions)  # (E, B): every member regresses to the same target
+        critic_loss = F.mse_loss(q, target.expand_as(q))
+        critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_opt.step()
+        soft_update(critic_target, critic, args.tau)
     return {"qf_loss": critic_loss.detach(), "qf_mean": q.detach().mean(), "value_loss": value_loss.detach(),
             "actor_loss": actor_loss.detach(), "awr_weight_mean": weights.mean()}
 
@@ -1601,7 +1627,7 @@ def main(args: Args) -> dict:
                 writer.add_scalar(f"analysis/q_softmax_kl_{name}", q_softmax_kl(
                     critic_pre, critic, actor_pre, actor, batch["obs"], args.analysis_actions), step)
 
-    print(f"WSRL (IQL initialisation) on {env_id} | {device} | data {args.dataset_id}: {offline_rb.size:,} transitions "
+    print(f"WSRL (IQL initialisation) on {env_id} | {device}, {args.precision} | data {args.dataset_id}: {offline_rb.size:,} transitions "
           f"(+{len(heldout['rewards']):,} held out) | domain {domain}"
           + (f" (preset: {', '.join(f'{k}={v}' for k, v in preset.items())})" if preset else "")
           + f" | logs: {run_dir}")

@@ -67,6 +67,46 @@ def test_local_datasets_load_with_the_official_layouts_and_rewards(datasets, nam
         assert len(r) <= recorded // 2 + 1
 
 
+def test_the_planner_counts_moves_to_the_goal_over_free_cells_only():
+    # the U-maze: top row (1, 1..3), the right column (2, 3), bottom row (3, 1..3); goal top-left
+    steps = T.shortest_path_steps(T.UMAZE, (1, 1))
+    assert steps == {(1, 1): 0, (1, 2): 1, (1, 3): 2, (2, 3): 3, (3, 3): 4, (3, 2): 5, (3, 1): 6}
+
+
+def test_the_pd_controller_steers_to_the_next_cell_on_the_path(monkeypatch):
+    import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+    maze = gym.make("PointMaze_UMaze-v3", maze_map=T.UMAZE).unwrapped.maze
+    monkeypatch.setitem(T.PLANNER, "noise", 0.0)
+    rng = np.random.default_rng(0)
+    # cells are 1 m: (row, col) -> (x, y) = (col - 2, 2 - row); bottom-left (-1, -1), goal top-left (-1, 1)
+    start = {"achieved_goal": np.array([-1.0, -1.0]), "observation": np.array([-1.0, -1.0, 0.0, 0.0]),
+             "desired_goal": np.array([-1.0, 1.0])}
+    # next cell (3, 2) at (0, -1): 10 * (1, 0) clipped to (1, 0)
+    np.testing.assert_allclose(T.waypoint_action(maze, start, rng), [1.0, 0.0])
+    # in the goal's cell: PD towards the goal itself, 10 * (0.05, -0.02) + (-1) * (0.1, 0.3)
+    near = {"achieved_goal": np.array([-1.05, 1.02]), "observation": np.array([-1.05, 1.02, 0.1, 0.3]),
+            "desired_goal": np.array([-1.0, 1.0])}
+    np.testing.assert_allclose(T.waypoint_action(maze, near, rng), [0.5 - 0.1, -0.2 - 0.3], atol=1e-12)
+
+
+def test_the_demo_maze_data_covers_the_maze_and_names_its_evaluation_task(module_sandbox):
+    dataset_id = T.make("umaze", episodes=2)  # 2,000 steps
+    assert dataset_id == "local/pointmaze/umaze-v0"
+    data, metadata = W.load_offline_data(dataset_id, "pointmaze")
+    assert data["observations"].shape == (2000, 4) and data["timeouts"].sum() + data["terminals"][-1:].sum() >= 1
+    # the evaluation maze: one start and one goal, the ends of the U's two arms
+    assert metadata["spec"].kwargs["maze_map"] == T.UMAZE_EVAL
+    env = W.make_env(metadata["env_id"], 0, metadata["spec"])
+    np.testing.assert_allclose(env.get_wrapper_attr("goal_xy"), [-1.0, 1.0])
+    np.testing.assert_allclose(env.unwrapped.maze.unique_reset_locations, [[-1.0, -1.0]])
+    # random goals all over the maze: the data visits every free cell, the evaluation goal among them
+    cells = {(int(round(2 - y)), int(round(x + 2))) for x, y in data["observations"][:, :2]}
+    assert set(T.shortest_path_steps(T.UMAZE, (1, 1))) <= cells
+    assert (data["rewards"] == 5.0).any() and (data["rewards"] == -5.0).mean() > 0.5
+
+
 def test_kitchen_counts_tasks_done_so_far_never_fewer_within_an_episode(datasets):
     data, _ = W.load_offline_data(datasets["kitchen"], "kitchen")
     episodes = data["rewards"].reshape(T.DATASETS["kitchen"][2], T.DATASETS["kitchen"][1])  # all whole here

@@ -43,7 +43,11 @@ def test_speed_table_times_every_scripts_updates():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and ".py" in line]
-    got = {(r[0][2:], r[1]): float(r[3]) for r in rows}  # (script, update) -> GFLOP per step
+    # one row per precision (fp32, bf16), the same matmuls in both
+    by_precision = {(r[0][2:], r[1], r[2]): float(r[4]) for r in rows}  # (script, update, precision) -> GFLOP per step
+    assert {k[2] for k in by_precision} == {"fp32", "bf16"}
+    got = {(script, what): v for (script, what, precision), v in by_precision.items() if precision == "fp32"}
+    assert all(by_precision[(script, what, "bf16")] == v for (script, what), v in got.items())
     sac = "SAC, UTD 2: 2 critic + 1 actor update per env step"
     assert set(got) == {("sac_fast.py", sac), ("jsrl.py", sac), ("wsrl_calql_sac.py", sac),
                         ("wsrl_iql_sac.py", sac), ("calql_offline.py", "Cal-QL step (offline; online at UTD 1)"),

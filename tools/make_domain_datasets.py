@@ -20,6 +20,17 @@ actions meet the goal at all, episodes start at or near it:
     python tools/make_domain_datasets.py                 # all of them, under local/<domain>/test-v0
     python tools/make_domain_datasets.py antmaze door    # some
     python wsrl_calql_sac.py --dataset-id local/antmaze/test-v0 --offline-steps 200 --online-steps 500
+
+One dataset here IS for learning: `umaze` (local/pointmaze/umaze-v0, the sparse-maze demo's data)
+is D4RL's maze2d recipe with a scripted body. A planner (breadth-first search over the maze's
+cells) names the next cell on the shortest path to the current goal, a PD controller steers the
+point towards that cell's centre (action = 10 (waypoint - position) - velocity, as Minari's
+pointmaze data) with Gaussian noise of std 0.5 on every action, and the goal jumps to a random
+cell whenever it is reached (`continuing_task=True, reset_target=True`). The data thus covers
+the whole maze without ever aiming at the evaluation task (start in the bottom-left arm, goal in
+the top-left one): an offline agent has to stitch it.
+
+    python tools/make_domain_datasets.py umaze           # 100k steps, ~1 min
 """
 
 import argparse
@@ -48,8 +59,73 @@ DATASETS = {  # name: (env id, episode length, episodes)
 }
 
 
+# The demo's data (see above): the U-maze with no fixed start or goal while recording; the evaluation
+# maze starts at the end of one arm, and its goal is the end of the other.
+UMAZE = [[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 1, 1, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]]
+UMAZE_EVAL = [[1, 1, 1, 1, 1], [1, "g", 0, 0, 1], [1, 1, 1, 0, 1], [1, "r", 0, 0, 1], [1, 1, 1, 1, 1]]
+PLANNER = dict(steps=100_000, episode_length=1000, p_gain=10.0, d_gain=-1.0, noise=0.5)
+
+
 def dataset_id_of(name: str) -> str:
-    return f"local/{name}/test-v0"
+    return "local/pointmaze/umaze-v0" if name == "umaze" else f"local/{name}/test-v0"
+
+
+def shortest_path_steps(maze_map: list, goal: tuple) -> dict:
+    """{free cell (row, col): number of moves to `goal`}, by breadth-first search over the free
+    cells (4-neighbourhood)."""
+    steps, frontier = {goal: 0}, [goal]
+    while frontier:
+        nxt = []
+        for r, c in frontier:
+            for cell in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                if cell not in steps and maze_map[cell[0]][cell[1]] != 1:
+                    steps[cell] = steps[(r, c)] + 1
+                    nxt.append(cell)
+        frontier = nxt
+    return steps
+
+
+def waypoint_action(maze, obs: dict, rng: np.random.Generator) -> np.ndarray:
+    """The PD controller towards the next cell on the shortest path to the goal, plus noise."""
+    pos, vel, goal = obs["achieved_goal"], obs["observation"][2:4], obs["desired_goal"]
+    here, target = tuple(maze.cell_xy_to_rowcol(pos)), tuple(maze.cell_xy_to_rowcol(goal))
+    steps = shortest_path_steps(maze.maze_map, target)
+    if here == target:
+        waypoint = goal
+    else:  # the neighbouring cell one move closer to the goal
+        r, c = here
+        nxt = min(((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)), key=lambda cell: steps.get(cell, np.inf))
+        waypoint = maze.cell_rowcol_to_xy(np.array(nxt))
+    action = PLANNER["p_gain"] * (waypoint - pos) + PLANNER["d_gain"] * vel
+    return np.clip(action + rng.normal(0.0, PLANNER["noise"], size=2), -1.0, 1.0)
+
+
+def record_planner(seed: int = 0, steps: int = 0) -> tuple[list, gym.Env, object]:
+    """The demo's data: planner + PD controller + noise, in episodes of PLANNER["episode_length"]."""
+    import gymnasium_robotics
+    from minari.data_collector import EpisodeBuffer
+
+    gym.register_envs(gymnasium_robotics)
+    length = PLANNER["episode_length"]
+    env = gym.make("PointMaze_UMaze-v3", maze_map=UMAZE, continuing_task=True, reset_target=True,
+                   max_episode_steps=length)
+    eval_spec = gym.make("PointMaze_UMaze-v3", maze_map=UMAZE_EVAL, continuing_task=True, reset_target=False).spec
+    rng = np.random.default_rng(seed)
+    maze = env.unwrapped.maze
+    buffers = []
+    for i in range(-(-(steps or PLANNER["steps"]) // length)):
+        obs, _ = env.reset(seed=seed + i)
+        observations, actions, rewards = [obs], [], []
+        for _ in range(length):
+            action = waypoint_action(maze, obs, rng)
+            obs, r, terminated, truncated, _ = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(r)
+        buffers.append(EpisodeBuffer(id=i, observations=stack(observations), actions=np.array(actions),
+                                     rewards=np.array(rewards), terminations=np.zeros(length, bool),
+                                     truncations=np.arange(1, length + 1) == length, infos={}))
+    return buffers, env, eval_spec
 
 
 def make_recording_env(name: str) -> tuple[gym.Env, object]:
@@ -141,26 +217,34 @@ def make(name: str, seed: int = 0, overwrite: bool = False, episodes: int = 0) -
             if not overwrite:
                 return dataset_id
             minari.delete_dataset(dataset_id)
-        buffers, env, eval_spec = record(name, seed, episodes)
+        if name == "umaze":
+            buffers, env, eval_spec = record_planner(seed, episodes * PLANNER["episode_length"])
+            algorithm = (f"shortest-path planner + PD controller (p {PLANNER['p_gain']}, d {PLANNER['d_gain']}), "
+                         f"Gaussian action noise std {PLANNER['noise']}, random goals")
+            description = "the sparse-maze demo's data (tools/make_domain_datasets.py umaze)"
+        else:
+            buffers, env, eval_spec = record(name, seed, episodes)
+            algorithm = "random actions, near-goal starts"
+            description = f"test data for the {name} domain path (tools/make_domain_datasets.py)"
         minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env, eval_env=eval_spec, algorithm_name="random actions, near-goal starts",
-            author="wsrl reference scripts", author_email="n/a", code_permalink="n/a",
-            description=f"test data for the {name} domain path (tools/make_domain_datasets.py)")
+            dataset_id, buffers, env=env, eval_env=eval_spec, algorithm_name=algorithm,
+            author="wsrl reference scripts", author_email="n/a", code_permalink="n/a", description=description)
     return dataset_id
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", default=list(DATASETS), help=f"datasets to make: {', '.join(DATASETS)}")
+    parser.add_argument("names", nargs="*", default=list(DATASETS),
+                        help=f"datasets to make: {', '.join(DATASETS)} (default: these), or umaze (the demo's)")
     parser.add_argument("--seed", type=int, default=0, help="reset and action seed")
     parser.add_argument("--overwrite", action="store_true", help="remake a dataset that exists")
     args = parser.parse_args()
-    unknown = [n for n in args.names if n not in DATASETS]
+    unknown = [n for n in args.names if n not in DATASETS and n != "umaze"]
     if unknown:
         print(f"error: unknown dataset {', '.join(unknown)}; choose from {', '.join(DATASETS)}", file=sys.stderr)
         return 2
     for name in args.names:
-        print(f"{make(name, args.seed, args.overwrite)}: {DATASETS[name][0]}")
+        print(f"{make(name, args.seed, args.overwrite)}: {DATASETS[name][0] if name in DATASETS else 'PointMaze_UMaze-v3'}")
     return 0
 
 

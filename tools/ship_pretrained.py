@@ -35,29 +35,34 @@ def ship(path: str, name: str, command: str, episodes: int = 20, out_dir: str = 
         raise SystemExit(f"error: {path} is not a checkpoint of these scripts (format 2).")
     args = ckpt["args"]
     env_id = ckpt.get("env_id") or args.get("env_id")
-    env = S.make_env(env_id, 0)
-    actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], args["actor_hidden"], args["actor_layers"])
-    env.close()
+    spec = None  # outside locomotion: the environment as the dataset names it (a maze's evaluation maze)
+    if S.domain_of(env_id) != "locomotion" and args.get("dataset_id"):
+        spec = S.dataset_env_spec(dict(S.load_minari(args["dataset_id"]).storage.metadata))
+    env = S.make_env(env_id, 70_000, spec)
+    actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], args["actor_hidden"], args["actor_layers"],
+                    state_dependent_std="log_std.weight" in ckpt["actor"])
     actor.load_state_dict(ckpt["actor"])
-    returns = []
-    env = S.make_env(env_id, 70_000)
+    returns, successes = [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=70_000 + i)
-        done, total = False, 0.0
+        done, total, info = False, 0.0, {}
         while not done:
-            obs, r, terminated, truncated, _ = env.step(actor.act(obs, deterministic=True))
+            obs, r, terminated, truncated, info = env.step(actor.act(obs, deterministic=True))
             total, done = total + float(r), terminated or truncated
         returns.append(total)
+        successes.append(info.get("success"))
     env.close()
     refs = S.reference_scores(env_id)
     mean = float(np.mean(returns))
+    success = None if successes[0] is None else float(np.mean(successes))  # sparse domains
     provenance = {
         "name": name, "command": command, "env_id": env_id, "dataset_id": args.get("dataset_id"),
         "gradient_steps": ckpt["step"], "seed": args["seed"],
         "networks": {k: args.get(k) for k in ("num_qs", "num_min_qs", "critic_hidden", "critic_layers", "actor_hidden",
                                               "actor_layers", "batch_size")},
         "deterministic_return": {"mean": mean, "std": float(np.std(returns)), "episodes": episodes,
-                                 "normalized": None if refs is None else 100 * (mean - refs[0]) / (refs[1] - refs[0])},
+                                 "normalized": None if refs is None else 100 * (mean - refs[0]) / (refs[1] - refs[0]),
+                                 "success_rate": success},
         "machine": f"{cpu_name()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -66,7 +71,8 @@ def ship(path: str, name: str, command: str, episodes: int = 20, out_dir: str = 
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
         json.dump(provenance, f, indent=2)
     print(f"{out_dir}/{name}.pt: {ckpt['step']:,} gradient steps on {provenance['dataset_id']}, deterministic return "
-          f"{mean:.1f} +- {np.std(returns):.1f} over {episodes} episodes")
+          f"{mean:.1f} +- {np.std(returns):.1f} over {episodes} episodes"
+          + ("" if success is None else f", success rate {success:.2f}"))
     return provenance
 
 

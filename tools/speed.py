@@ -10,6 +10,7 @@ of this machine in the same process, so the share is not compared against anothe
     python tools/speed.py --no-malloc-tuning      # what keep_freed_memory() is worth
     python tools/speed.py --script calql_offline  # one Cal-QL gradient step (locomotion preset)
     python tools/speed.py --table                 # every script's updates, one markdown table (benchmark.sh speed)
+    python tools/speed.py --precision bf16        # the loop with --precision bf16 (--table: fp32 and bf16 rows)
 """
 
 import argparse
@@ -33,12 +34,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(seconds: float = 1.5, device: torch.device = torch.device("cpu")) -> float:
-    """Best sustained fp32 GFLOP/s of square matmuls (sizes where BLAS does best; on a GPU
+def matmul_peak(seconds: float = 1.5, device: torch.device = torch.device("cpu"), dtype=torch.float32) -> float:
+    """Best sustained GFLOP/s of square matmuls in `dtype` (sizes where BLAS does best; on a GPU
     larger ones are needed to fill it)."""
     best = 0.0
     for n in (512, 1024) if device.type == "cpu" else (4096, 8192):
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         for _ in range(3):
             a @ b
         sync(device)
@@ -90,9 +91,10 @@ def time_parts(S, args, obs_dim: int, act_dim: int, repeats: int = 20) -> tuple[
             fn()
         return 1000 * (time.perf_counter() - start) / repeats
 
-    critic_ms = ms(lambda: S.update_critic(critic, target, actor, alpha_param, critic_opt, minibatch, args))
-    actor_ms = ms(lambda: S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args,
-                                                   -float(act_dim)))
+    with S.autocast(args, torch.device("cpu")):  # as sac_update runs them (--precision)
+        critic_ms = ms(lambda: S.update_critic(critic, target, actor, alpha_param, critic_opt, minibatch, args))
+        actor_ms = ms(lambda: S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args,
+                                                       -float(act_dim)))
     return critic_ms, actor_ms
 
 
@@ -100,7 +102,8 @@ def calql_step(S, a, obs_dim: int, act_dim: int, repeats: int = 10) -> tuple[flo
     """Matmul FLOPs and milliseconds of one Cal-QL gradient step (critic with the CQL term on
     batch_size transitions, then actor + temperature), the step of phase 1 and of fine-tuning
     at UTD 1, on the locomotion preset."""
-    args = S.Args(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden)
+    args = S.Args(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden,
+                  precision=a.precision)
     S.apply_domain_preset(args, "locomotion")
     actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale)
     critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale)
@@ -143,11 +146,11 @@ def measure(fn, repeats: int, device: torch.device) -> tuple[float, float]:
     return counter.get_total_flops(), 1000 * (time.perf_counter() - start) / repeats
 
 
-def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device) -> list:
-    """[(script, what, unit, flops, ms)] for the update(s) script `name` runs, built from ITS OWN
-    functions (the marked copies are identical, but each script is timed as it is)."""
+def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, precision: str) -> list:
+    """[(script, what, precision, unit, flops, ms)] for the update(s) script `name` runs, built
+    from ITS OWN functions (the marked copies are identical, but each script is timed as it is)."""
     S = importlib.import_module(name)
-    args = S.Args()
+    args = S.Args(precision=precision)
     if hasattr(S, "apply_domain_preset"):
         S.apply_domain_preset(args, "locomotion")
     for key, value in dict(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden,
@@ -176,21 +179,21 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device) 
         calql_args = dataclasses.replace(args, max_target_backup=True)  # Cal-QL always backs up the best action
         step = lambda: S.calql_update(actor, critic, target, alpha_param, cql_lagrange_param, *opts, cql_opt, b, calql_args,
                                       -float(act_dim))
-        rows.append((name, "Cal-QL step (offline; online at UTD 1)", "gradient steps/s",
+        rows.append((name, "Cal-QL step (offline; online at UTD 1)", precision, "gradient steps/s",
                      *measure(step, a.repeats, device)))
     if hasattr(S, "iql_update"):
         value = S.ValueNet(obs_dim, args.critic_hidden, args.critic_layers).to(device)
         value_opt = torch.optim.Adam(value.parameters(), lr=3e-4)
         b = batch(args.batch_size)
         step = lambda: S.iql_update(actor, critic, target, value, opts[0], opts[1], value_opt, b, args)
-        rows.append((name, "IQL step (offline)", "gradient steps/s", *measure(step, a.repeats, device)))
+        rows.append((name, "IQL step (offline)", precision, "gradient steps/s", *measure(step, a.repeats, device)))
     if hasattr(S, "sac_update"):
         args.utd = a.utd
         args.max_target_backup = False  # SAC on locomotion: one next action (App. I; antmaze would back up 10)
         b = batch(args.utd * args.batch_size)
         step = lambda: S.sac_update(actor, critic, target, alpha_param, *opts, b, args, -float(act_dim))
-        rows.append((name, f"SAC, UTD {args.utd}: {args.utd} critic + 1 actor update per env step", "env-steps/s",
-                     *measure(step, a.repeats, device)))
+        rows.append((name, f"SAC, UTD {args.utd}: {args.utd} critic + 1 actor update per env step", precision,
+                     "env-steps/s", *measure(step, a.repeats, device)))
     return rows
 
 
@@ -199,21 +202,23 @@ def print_table(a) -> None:
     env = importlib.import_module("sac_fast").make_env(a.env_id, 0)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     importlib.import_module("sac_fast").keep_freed_memory()
+    precisions = ["fp32", "bf16"] if a.precision in (None, "both") else [a.precision]
     rows = [r for name in ("sac_fast", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "jsrl")
-            for r in update_rows(name, a, obs_dim, act_dim, device)]
-    peak = matmul_peak(device=device)
+            for precision in precisions for r in update_rows(name, a, obs_dim, act_dim, device, precision)]
+    peaks = {p: matmul_peak(device=device, dtype=torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU, {torch.get_num_threads()} threads")
     print(f"Updates only (no env step, no replay sampling), {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden} "
-          f"(2 layers), batch {a.batch_size}, torch {torch.__version__}, {where}, "
-          f"fp32 matmul peak {peak:.0f} GFLOP/s measured in this process. `python tools/speed.py` times the whole "
-          "loop of sac_fast.py on the CPU, env steps included.\n")
-    print("| script | update | rate | GFLOP per step | ms per step | GFLOP/s | share of peak |")
-    print("|---|---|---|---|---|---|---|")
-    for script, what, unit, flops, ms in rows:
+          f"(2 layers), batch {a.batch_size}, torch {torch.__version__}, {where}, matmul peak "
+          + ", ".join(f"{p} {peak:.0f} GFLOP/s" for p, peak in peaks.items())
+          + " measured in this process (the share of peak is of the row's precision). `python tools/speed.py` times "
+          "the whole loop of sac_fast.py on the CPU, env steps included.\n")
+    print("| script | update | precision | rate | GFLOP per step | ms per step | GFLOP/s | share of peak |")
+    print("|---|---|---|---|---|---|---|---|")
+    for script, what, precision, unit, flops, ms in rows:
         achieved = flops / ms / 1e6
-        print(f"| {script}.py | {what} | {1000 / ms:.1f} {unit} | {flops / 1e9:.3g} | {ms:.1f} | {achieved:.0f} | "
-              f"{100 * achieved / peak:.0f}% |")
+        print(f"| {script}.py | {what} | {precision} | {1000 / ms:.1f} {unit} | {flops / 1e9:.3g} | {ms:.1f} | "
+              f"{achieved:.0f} | {100 * achieved / peaks[precision]:.0f}% |")
 
 
 def main():
@@ -231,10 +236,15 @@ def main():
                    help="time every script's own update functions (no env loop) and print one markdown table")
     p.add_argument("--repeats", type=int, default=30, help="with --table: timed calls per update")
     p.add_argument("--device", default="auto", help="with --table: cpu, cuda, or auto (cuda when there is one)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
+                   help="the scripts' --precision (default: fp32; --table: both, one row each)")
     a = p.parse_args()
     if a.table:
         print_table(a)
         return
+    if a.precision == "both":
+        p.error("--precision both is for --table; time the loop once per precision")
+    a.precision = a.precision or "fp32"
 
     S = importlib.import_module(a.script)
     if a.no_malloc_tuning:
@@ -253,7 +263,7 @@ def main():
         return
     args = S.Args(env_id=a.env_id, num_qs=a.num_qs, utd=a.utd, batch_size=a.batch_size, critic_hidden=a.hidden,
                   actor_hidden=a.hidden, warmup_steps=1000, total_timesteps=1000 + a.steps,
-                  eval_interval=10**9, eval_episodes=1, exp_name="speed")
+                  eval_interval=10**9, eval_episodes=1, exp_name="speed", precision=a.precision)
     env = S.make_env(a.env_id, 0)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     S.keep_freed_memory()  # as main() does, so the FLOP count runs under the same allocator
@@ -271,7 +281,7 @@ def main():
     print(f"\n| script | config | env-steps/s | GFLOP/step | GFLOP/s | fp32 matmul peak | share of peak |")
     print(f"|---|---|---|---|---|---|---|")
     print(f"| {a.script}.py | {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden}, UTD {a.utd}, batch {a.batch_size}, "
-          f"{torch.get_num_threads()} threads | {sps:.1f} | {flops / 1e9:.2f} | {achieved:.0f} | {peak:.0f} GFLOP/s | "
+          f"{a.precision}, {torch.get_num_threads()} threads | {sps:.1f} | {flops / 1e9:.2f} | {achieved:.0f} | {peak:.0f} GFLOP/s | "
           f"{100 * achieved / peak:.0f}% |")
     print(f"\none critic update ({args.batch_size} transitions): {critic_ms:.1f} ms x {args.utd}; one actor + "
           f"temperature update ({args.utd * args.batch_size} transitions): {actor_ms:.1f} ms"
