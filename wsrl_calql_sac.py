@@ -59,6 +59,9 @@ class Args:
     """seed of the experiment (python, numpy, torch, environment)"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda_graphs: bool = False
+    """on a GPU, record each update once as a CUDA graph and replay it (one launch instead of
+    hundreds); off by default: this project has not measured it on a GPU yet"""
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
     losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
@@ -1037,6 +1040,15 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
 
 
+def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
+    """k of the num_qs ensemble members, drawn without replacement. On a GPU the draw happens
+    there (argsort of uniform noise: a uniformly random subset too), so that a CUDA graph can
+    replay it (--cuda-graphs); on the CPU, torch.randperm."""
+    if device.type == "cuda":
+        return torch.rand(num_qs, device=device).argsort()[:k]
+    return torch.randperm(num_qs)[:k]
+
+
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
@@ -1053,7 +1065,7 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Ten
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
     # (the official code draws with replacement; docs/algorithms.md §9).
-    idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(alpha_param.device)
+    idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
     if args.max_target_backup:
         next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
@@ -1102,10 +1114,89 @@ def inverse_softplus(x: float) -> float:
 
 def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
-    fused = {"fused": True} if alpha_param.device.type in ("cpu", "cuda") else {}
+    fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
             torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+
+
+def adam_options(device: torch.device, args, fused: bool = True) -> dict:
+    """Fused Adam on CPU and GPU; capturable (its step count stays on the GPU) for --cuda-graphs."""
+    options = {"fused": True} if fused and device.type in ("cpu", "cuda") else {}
+    if device.type == "cuda" and args.cuda_graphs:
+        options["capturable"] = True
+    return options
+
+
+# [end copy]
+
+
+# [copy: cuda-graphs]
+# ---------------------------------------------------------------------------------------------
+# --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
+# ---------------------------------------------------------------------------------------------
+def use_cuda_graphs(args, device: torch.device) -> bool:
+    if args.cuda_graphs and device.type != "cuda":
+        print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
+    return args.cuda_graphs and device.type == "cuda"
+
+
+class CudaGraphs:
+    """On a GPU, small networks leave it idle between the hundreds of tiny kernels of one update
+    (utd critic steps, the actor and temperature step, target updates, random draws), each
+    launched from Python. A CUDA graph records the kernels of one call once and replays them with
+    one launch (PyTorch's "whole-network capture": forward, backward and capturable Adam).
+
+    `run(key, fn, batch)` runs fn(batch): the first WARMUP calls of a key eagerly on a side
+    stream (they are real updates; PyTorch's recipe before capture), then it records fn on
+    fixed input buffers, and from then on copies each batch into those buffers and replays.
+    A graph replays what was recorded: the networks, optimizers and every Python value fn reads
+    must stay the same for a key (a different value needs a different key). The outputs are
+    copied out, since the next replay overwrites them. Disabled (CPU, or --cuda-graphs off): a
+    plain call. `emulate=True` runs the same bookkeeping on any device with the recorded fn
+    called in place of a replay, so that a CPU test can check it against plain calls."""
+
+    WARMUP = 3
+
+    def __init__(self, enabled: bool, emulate: bool = False):
+        self.enabled, self.emulate = enabled or emulate, emulate
+        self.graphs, self.calls = {}, {}
+
+    def run(self, key, fn, batch: dict) -> dict:
+        if not self.enabled:
+            return fn(batch)
+        if key not in self.graphs:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            if self.calls[key] <= self.WARMUP:
+                return self._warmup(fn, batch)
+            self.graphs[key] = self._record(fn, batch)
+        graph, static_in, static_out = self.graphs[key]
+        for name, value in batch.items():
+            static_in[name].copy_(value)
+        if self.emulate:  # the recorded function, on the fixed buffers
+            static_out = graph(static_in)
+        else:
+            graph.replay()
+        return {name: value.clone() for name, value in static_out.items()}
+
+    def _warmup(self, fn, batch: dict) -> dict:
+        if self.emulate:
+            return fn(batch)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn(batch)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def _record(self, fn, batch: dict):
+        static_in = {name: value.clone() for name, value in batch.items()}
+        if self.emulate:  # the "graph" is the recorded function itself
+            return fn, static_in, None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
+            static_out = fn(static_in)
+        return graph, static_in, static_out
 
 
 # [end copy]
@@ -1189,7 +1280,7 @@ def update_critic_calql(critic, critic_target, actor, alpha_param, cql_lagrange_
     td_loss = F.mse_loss(q, target_q.expand_as(q))
 
     # --- the CQL regulariser: 3N actions per state, all evaluated at s ---
-    idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(obs.device)  # the sub-sampled members
+    idx = draw_members(args.num_qs, args.num_min_qs, obs.device)  # the sub-sampled members
     with torch.no_grad():  # the actions are inputs to the critic's loss; the actor is not trained here
         rand_actions = torch.rand(B * N, A, device=obs.device) * 2.0 - 1.0  # uniform in [-1, 1]^A
         pi_actions, log_pi = actor.sample(obs.repeat_interleave(N, dim=0))  # (B * N, A), (B * N,)
@@ -1605,6 +1696,7 @@ def main(args: Args) -> dict:
     if not 0.0 <= args.offline_ratio < 1.0:
         raise SystemExit("error: --offline-ratio must be in [0, 1).")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
     ckpt = None
     if args.pretrained_checkpoint:
         ckpt = read_checkpoint(args.pretrained_checkpoint, device)
@@ -1668,7 +1760,7 @@ def main(args: Args) -> dict:
     actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
     # the Lagrange multiplier alpha' = softplus(param) of the CQL term (--cql-lagrange), 1.0 at the start
     cql_lagrange_param = torch.tensor(inverse_softplus(1.0), device=device, requires_grad=True)
-    cql_alpha_opt = torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr)
+    cql_alpha_opt = torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr, **adam_options(device, args, fused=False))
     if ckpt is not None:
         restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
         if "cql_lagrange_param" in ckpt:
@@ -1730,7 +1822,7 @@ def main(args: Args) -> dict:
             set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
         try:
             for step in range(step + 1, args.offline_steps + 1):
-                info = calql_step(offline_rb.sample((args.batch_size,), gen))
+                info = graphs.run("calql offline", calql_step, offline_rb.sample((args.batch_size,), gen))
                 if summary["first_losses"] is None:
                     summary["first_losses"] = {k: float(v) for k, v in info.items()}
                 if step % 100 == 0 or step == args.offline_steps:
@@ -1851,11 +1943,12 @@ def main(args: Args) -> dict:
                     unfinished = episode_length if args.online_algo == "calql" and args.calql else 0
                     batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen, unfinished)
                     if args.online_algo == "sac":  # plain SAC: no pessimism, no behaviour constraint
-                        info = sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
-                                          batch, args, target_entropy,
-                                          update_actor=step - warmup_env_steps > args.policy_freeze_steps)
+                        update_actor = step - warmup_env_steps > args.policy_freeze_steps  # App. F ablation
+                        info = graphs.run(("sac", update_actor), lambda b: sac_update(
+                            actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, b, args,
+                            target_entropy, update_actor=update_actor), batch)
                     else:  # Fig. 12 (right) ablation: keep Cal-QL's regulariser online
-                        info = calql_step(batch)
+                        info = graphs.run("calql online", calql_step, batch)
                     if step % 100 == 0 or step == args.online_steps:
                         for k, v in info.items():
                             writer.add_scalar(f"losses/{k}", float(v), step)

@@ -392,6 +392,17 @@ def test_reward_transforms_and_domains():
     assert S.reference_scores("AntMaze_UMaze-v5") is None
 
 
+def test_networks_take_the_domain_preset_unless_a_flag_is_given():
+    """RLPD and SAC run with the networks of WSRL in each domain (the official antmaze config:
+    critics 4 x 256, one learned std per action dimension)."""
+    ant = S.Args()
+    S.apply_domain_preset(ant, "antmaze")
+    assert (ant.critic_hidden, ant.critic_layers, ant.actor_layers, ant.state_dependent_std) == (256, 4, 2, False)
+    loco = S.Args(critic_hidden=64)
+    S.apply_domain_preset(loco, "locomotion")
+    assert (loco.critic_hidden, loco.critic_layers, loco.last_hidden_init_scale, loco.state_dependent_std) == (64, 2, 0.01, True)
+
+
 @pytest.mark.parametrize("bad", ["hopper", "local/hopper", "local/hop per-v0", "local//x-v0", "../x-v0", "x-vv1"])
 def test_bad_dataset_ids_are_refused_and_leave_nothing_behind(sandbox, bad):
     with pytest.raises(SystemExit, match="bad dataset id"):

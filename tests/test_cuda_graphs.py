@@ -1,0 +1,106 @@
+"""--cuda-graphs: the bookkeeping around a recorded update (warm-up calls, fixed input buffers,
+replays of the recorded function, outputs copied out), checked on the CPU in emulation against
+plain calls: the same updates, bit for bit. (The recording itself needs a GPU.)"""
+
+import copy
+import functools
+
+import pytest
+import torch
+
+import calql_offline as C
+import sac_fast as S
+import wsrl_calql_sac as W
+import wsrl_iql_sac as I
+
+OBS, ACT, BATCH = 5, 2, 16
+
+
+def make_batch(step: int, n: int) -> dict:
+    g = torch.Generator().manual_seed(step)
+    return {"obs": torch.randn(n, OBS, generator=g), "actions": torch.rand(n, ACT, generator=g) * 2 - 1,
+            "next_obs": torch.randn(n, OBS, generator=g), "rewards": torch.randn(n, generator=g),
+            "terminals": (torch.rand(n, generator=g) < 0.1).float(), "mc_returns": torch.randn(n, generator=g)}
+
+
+def learner(module=W, **kw):
+    args = module.Args(**{**dict(num_qs=4, num_min_qs=2, critic_hidden=16, critic_layers=2, actor_hidden=16, actor_layers=2,
+                                 last_hidden_init_scale=0.01, utd=2, batch_size=BATCH, max_target_backup=False), **kw})
+    torch.manual_seed(0)
+    actor = module.Actor(OBS, ACT, 16, 2, 0.01)
+    critic = module.QEnsemble(OBS, ACT, 16, 2, 4, 0.01)
+    target = copy.deepcopy(critic)
+    alpha_param = torch.tensor(0.5, requires_grad=True)
+    return args, actor, critic, target, alpha_param, module.make_optimizers(actor, critic, alpha_param, args)
+
+
+def sac_run(graphs, steps: int = 7) -> tuple[list, dict]:
+    args, actor, critic, target, alpha_param, opts = learner()
+    torch.manual_seed(1)
+    infos = []
+    for step in range(steps):
+        infos.append(graphs.run("sac", lambda b: W.sac_update(actor, critic, target, alpha_param, *opts, b, args, -2.0),
+                                make_batch(step, 2 * BATCH)))
+    return infos, {**actor.state_dict(), **{f"q.{k}": v for k, v in critic.state_dict().items()}}
+
+
+def test_disabled_is_a_plain_call():
+    graphs = W.CudaGraphs(enabled=False)
+    assert graphs.run("k", lambda b: {"x": b["x"] * 2}, {"x": torch.ones(2)})["x"].tolist() == [2.0, 2.0]
+    assert graphs.graphs == {}
+
+
+def test_replayed_updates_equal_plain_updates_bit_for_bit():
+    plain_infos, plain_weights = sac_run(W.CudaGraphs(enabled=False))
+    graph_infos, graph_weights = sac_run(W.CudaGraphs(enabled=False, emulate=True))
+    for a, b in zip(plain_infos, graph_infos):
+        assert {k: float(v) for k, v in a.items()} == {k: float(v) for k, v in b.items()}
+    for k in plain_weights:
+        torch.testing.assert_close(graph_weights[k], plain_weights[k], rtol=0, atol=0)
+
+
+def test_after_the_warmup_the_recorded_function_replays_on_the_new_batch():
+    graphs = W.CudaGraphs(enabled=False, emulate=True)
+    seen = []
+    recorded = lambda b: seen.append(b["x"].clone()) or {"y": b["x"] + 1}  # noqa: E731
+    for i in range(W.CudaGraphs.WARMUP + 1):  # warm-up calls, then the recording
+        graphs.run("k", recorded, {"x": torch.tensor([float(i)])})
+    # a graph replays what it recorded: a new function for the same key is never called
+    out = graphs.run("k", lambda b: pytest.fail("a recorded key must replay, not call"), {"x": torch.tensor([9.0])})
+    assert out["y"].item() == 10.0 and seen[-1].item() == 9.0
+    later = graphs.run("k", recorded, {"x": torch.tensor([20.0])})
+    assert out["y"].item() == 10.0 and later["y"].item() == 21.0  # outputs are copies, not the buffers
+
+
+@pytest.mark.parametrize("which", ["calql", "iql"])
+def test_calql_and_iql_updates_replay_bit_for_bit(which):
+    def run(graphs):
+        if which == "calql":
+            args, actor, critic, target, alpha_param, opts = learner(max_target_backup=True, cql_n_actions=3)
+            W.apply_domain_preset(args, "locomotion")
+            lagrange = torch.tensor(0.5, requires_grad=True)
+            lagrange_opt = torch.optim.Adam([lagrange], lr=3e-4)
+            fn = lambda b: W.calql_update(actor, critic, target, alpha_param, lagrange, *opts, lagrange_opt, b, args, -2.0)  # noqa: E731
+        else:
+            args, actor, critic, target, alpha_param, opts = learner(I, expectile=0.7, awr_beta=3.0)
+            value = I.ValueNet(OBS, 16, 2)
+            value_opt = torch.optim.Adam(value.parameters(), lr=3e-4)
+            fn = lambda b: I.iql_update(actor, critic, target, value, opts[0], opts[1], value_opt, b, args)  # noqa: E731
+        torch.manual_seed(1)
+        return [{k: float(v) for k, v in graphs.run(which, fn, make_batch(step, BATCH)).items()} for step in range(6)]
+
+    assert run(W.CudaGraphs(enabled=False)) == run(W.CudaGraphs(enabled=False, emulate=True))
+
+
+def test_a_whole_run_through_the_graph_path_equals_the_plain_run(sandbox, monkeypatch):
+    tiny = dict(seed=3, total_timesteps=300, warmup_steps=200, num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
+                eval_interval=150, eval_episodes=1)
+    plain = S.main(S.Args(**tiny))
+    monkeypatch.setattr(S, "CudaGraphs", functools.partial(S.CudaGraphs, emulate=True))
+    graphed = S.main(S.Args(**tiny))
+    assert graphed["first_losses"] == plain["first_losses"] and graphed["evals"] == plain["evals"]
+
+
+def test_cuda_graphs_on_a_cpu_is_said_and_ignored(capsys):
+    assert C.use_cuda_graphs(C.Args(cuda_graphs=True), torch.device("cpu")) is False
+    assert "needs a GPU" in capsys.readouterr().out
