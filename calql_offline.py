@@ -1883,7 +1883,8 @@ def print_progress(step, total, start_time, updates_start, last_return, evals, i
         sps = step / max(now - start_time, 1e-9)
     # before the first update the speed says nothing about what is left: updates cost far more
     eta = f"ETA {(total - step) / max(sps, 1e-9) / 60:5.1f} min" if updates_start is not None else "warmup, no updates"
-    line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s ({torch.get_num_threads()} threads) | {eta}"
+    threads = torch.get_num_threads()
+    line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s ({threads} thread{'s' if threads > 1 else ''}) | {eta}"
     if not math.isnan(last_return):  # nan: no episode finished yet (or none at all, offline)
         line += f" | episode return {last_return:8.1f}"
     if evals:
