@@ -56,3 +56,27 @@ def test_speed_table_times_every_scripts_updates():
     assert len({v for (_, what), v in got.items() if what == sac}) == 1 and got[("sac_fast.py", sac)] > 0
     cal = "Cal-QL step (offline; online at UTD 1)"
     assert got[("calql_offline.py", cal)] == got[("wsrl_calql_sac.py", cal)] > got[("sac_fast.py", sac)] / 2
+
+
+def test_speed_times_the_loop_in_both_precisions():
+    """`python tools/speed.py` (the whole loop of sac_fast.py) with each --precision, tiny."""
+    for precision in ("fp32", "bf16"):
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "speed.py"), "--steps", "5", "--num-qs", "2",
+                               "--hidden", "16", "--utd", "1", "--batch-size", "16", "--precision", precision],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        row = next(line for line in done.stdout.splitlines() if line.startswith("| sac_fast.py"))
+        assert f", {precision}, " in row and float(row.split(" | ")[2]) > 0  # env-steps/s
+
+
+def test_speed_counts_the_flops_of_the_run_it_times():
+    """The loop's FLOPs are counted before main() fills the domain's values in: they must be the
+    ones main() uses (the min over 2 target members, not all 10)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import sac_fast as S
+    import speed
+
+    a = speed.argparse.Namespace(env_id="Hopper-v5", num_qs=10, utd=4, batch_size=256, hidden=256, steps=1, precision="fp32")
+    args = speed.loop_args(S, a)
+    assert (args.num_min_qs, args.max_target_backup, args.critic_layers, args.actor_layers) == (2, False, 2, 2)
+

@@ -221,6 +221,17 @@ def print_table(a) -> None:
               f"{achieved:.0f} | {100 * achieved / peaks[precision]:.0f}% |")
 
 
+def loop_args(S, a):
+    """The script's Args for the timed loop: the paper's config on locomotion, with the values its
+    main() would fill in (the FLOPs are counted before main runs)."""
+    args = S.Args(env_id=a.env_id, num_qs=a.num_qs, utd=a.utd, batch_size=a.batch_size, critic_hidden=a.hidden,
+                  actor_hidden=a.hidden, warmup_steps=1000, total_timesteps=1000 + a.steps,
+                  eval_interval=10**9, eval_episodes=1, exp_name="speed", precision=a.precision)
+    S.apply_domain_preset(args, "locomotion")  # the sizes a flag left to the domain (2 layers, ...)
+    args.num_min_qs, args.max_target_backup = 2, False  # as main() sets them on locomotion (FLOPs are counted before it)
+    return args
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--script", default="sac_fast", help="module name of the script to time")
@@ -261,9 +272,7 @@ def main():
               f"actions, {torch.get_num_threads()} threads | {1000 / ms:.1f} | {flops / 1e9:.2f} | {achieved:.0f} | "
               f"{peak:.0f} GFLOP/s | {100 * achieved / peak:.0f}% |")
         return
-    args = S.Args(env_id=a.env_id, num_qs=a.num_qs, utd=a.utd, batch_size=a.batch_size, critic_hidden=a.hidden,
-                  actor_hidden=a.hidden, warmup_steps=1000, total_timesteps=1000 + a.steps,
-                  eval_interval=10**9, eval_episodes=1, exp_name="speed", precision=a.precision)
+    args = loop_args(S, a)
     env = S.make_env(a.env_id, 0)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     S.keep_freed_memory()  # as main() does, so the FLOP count runs under the same allocator
