@@ -138,9 +138,14 @@ def test_shipped_pretrained_agents_match_their_provenance():
             p = json.load(f)
         ckpt = torch.load(path[:-5] + ".pt", map_location="cpu", weights_only=False)
         assert ckpt["format"] == S.CHECKPOINT_FORMAT and ckpt["step"] == p["gradient_steps"], path
-        assert ckpt["args"]["dataset_id"] == p["dataset_id"] == "local/halfcheetah/medium-v0"
+        # a dataset one of the tools makes: (observation, action) sizes of its environment
+        obs_dim, act_dim = {"local/halfcheetah/medium-v0": (17, 6), "local/pointmaze/umaze-v0": (4, 2)}[p["dataset_id"]]
+        assert ckpt["args"]["dataset_id"] == p["dataset_id"]
+        assert ("log_std" in ckpt["actor"]) == ("pointmaze" in p["dataset_id"])  # the mazes: one std per dimension
         assert all(ckpt["args"][k] == v for k, v in p["networks"].items())
-        actor = S.Actor(17, 6, p["networks"]["actor_hidden"], p["networks"]["actor_layers"])
+        actor = S.Actor(obs_dim, act_dim, p["networks"]["actor_hidden"], p["networks"]["actor_layers"],
+                        state_dependent_std="log_std.weight" in ckpt["actor"])
         actor.load_state_dict(ckpt["actor"])
-        critic = S.QEnsemble(17, 6, p["networks"]["critic_hidden"], p["networks"]["critic_layers"], p["networks"]["num_qs"])
+        critic = S.QEnsemble(obs_dim, act_dim, p["networks"]["critic_hidden"], p["networks"]["critic_layers"],
+                             p["networks"]["num_qs"])
         critic.load_state_dict(ckpt["critic"])

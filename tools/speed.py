@@ -285,9 +285,9 @@ def main():
             sps = S.main(args)["sps"]
         finally:
             os.chdir(cwd)
-    peak = matmul_peak()
+    peak = matmul_peak(dtype=torch.bfloat16 if a.precision == "bf16" else torch.float32)  # the run's own precision
     achieved = sps * flops / 1e9
-    print(f"\n| script | config | env-steps/s | GFLOP/step | GFLOP/s | fp32 matmul peak | share of peak |")
+    print(f"\n| script | config | env-steps/s | GFLOP/step | GFLOP/s | {a.precision} matmul peak | share of peak |")
     print(f"|---|---|---|---|---|---|---|")
     print(f"| {a.script}.py | {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden}, UTD {a.utd}, batch {a.batch_size}, "
           f"{a.precision}, {torch.get_num_threads()} threads | {sps:.1f} | {flops / 1e9:.2f} | {achieved:.0f} | {peak:.0f} GFLOP/s | "
