@@ -891,6 +891,14 @@ def autocast(args, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
 
 
+def backward(loss: torch.Tensor, **kwargs) -> None:
+    """loss.backward() outside the bf16 region: autocast would also cast the backward's own
+    matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
+    included. The trunk's backward still runs in the bf16 of its forward."""
+    with torch.autocast(loss.device.type, enabled=False):
+        loss.backward(**kwargs)
+
+
 def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
     """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
     exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
@@ -1023,6 +1031,20 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
 def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
     """k of the num_qs ensemble members, drawn without replacement. On a GPU the draw happens
     there (argsort of uniform noise: a uniformly random subset too), so that a CUDA graph can
@@ -1078,13 +1100,13 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
     actor_opt.zero_grad(set_to_none=True)
     # Only the actor's weights need gradients: asking for them alone skips the critic weight
     # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
-    actor_loss.backward(inputs=list(actor.parameters()))
+    backward(actor_loss, inputs=list(actor.parameters()))
     actor_opt.step()
     # Temperature, alpha = softplus(alpha_param) (official code; CleanRL uses exp): minimising
     # alpha * (H - H_target) makes alpha grow while the entropy H is below target, shrink above.
     alpha_loss = F.softplus(alpha_param) * (entropy - target_entropy)
     alpha_opt.zero_grad(set_to_none=True)
-    alpha_loss.backward()
+    backward(alpha_loss)
     alpha_opt.step()
     return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
             "alpha": F.softplus(alpha_param.detach())}
@@ -1245,12 +1267,12 @@ def update_critic_calql(critic, critic_target, actor, alpha_param, cql_lagrange_
     else:
         cql_loss = args.cql_alpha * gap
     critic_opt.zero_grad(set_to_none=True)
-    (td_loss + cql_loss).backward()
+    backward(td_loss + cql_loss)
     critic_opt.step()
     if args.cql_lagrange:  # gradient ascent on the multiplier: minimise -alpha' * (gap - target)
         lagrange_loss = -F.softplus(cql_lagrange_param) * (gap.detach() - args.cql_target_gap)
         cql_alpha_opt.zero_grad(set_to_none=True)
-        lagrange_loss.backward()
+        backward(lagrange_loss)
         cql_alpha_opt.step()
     soft_update(critic_target, critic, args.tau)  # after every critic step
     return {"qf_loss": (td_loss + cql_loss).detach(), "td_loss": td_loss.detach(), "cql_gap": gap.detach(),
@@ -1465,7 +1487,7 @@ def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, cr
         alpha_param.copy_(ckpt["alpha_param"])
     for opt, key in ((actor_opt, "actor_opt"), (critic_opt, "critic_opt"), (alpha_opt, "alpha_opt")):
         lrs = [group["lr"] for group in opt.param_groups]
-        opt.load_state_dict(ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
+        load_optimizer_state(opt, ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
         for group, lr in zip(opt.param_groups, lrs):
             group["lr"] = lr  # ... but the learning rates are this run's flags, not the checkpoint's
 
@@ -1582,6 +1604,8 @@ def restore_from(point: dict, **parts) -> None:
         if torch.is_tensor(part):
             with torch.no_grad():
                 part.copy_(point[name])
+        elif isinstance(part, torch.optim.Optimizer):
+            load_optimizer_state(part, point[name])
         else:
             part.load_state_dict(point[name])
 
@@ -1674,7 +1698,7 @@ def main(args: Args) -> dict:
         if "cql_lagrange_param" in ckpt:
             with torch.no_grad():
                 cql_lagrange_param.copy_(ckpt["cql_lagrange_param"])
-            cql_alpha_opt.load_state_dict(ckpt["cql_alpha_opt"])
+            load_optimizer_state(cql_alpha_opt, ckpt["cql_alpha_opt"])
 
     offline_rb = ReplayBuffer.from_arrays(train_data, device)
     heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training

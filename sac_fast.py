@@ -821,6 +821,14 @@ def autocast(args, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
 
 
+def backward(loss: torch.Tensor, **kwargs) -> None:
+    """loss.backward() outside the bf16 region: autocast would also cast the backward's own
+    matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
+    included. The trunk's backward still runs in the bf16 of its forward."""
+    with torch.autocast(loss.device.type, enabled=False):
+        loss.backward(**kwargs)
+
+
 def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
     """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
     exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
@@ -953,6 +961,20 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
 def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
     """k of the num_qs ensemble members, drawn without replacement. On a GPU the draw happens
     there (argsort of uniform noise: a uniformly random subset too), so that a CUDA graph can
@@ -1008,13 +1030,13 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
     actor_opt.zero_grad(set_to_none=True)
     # Only the actor's weights need gradients: asking for them alone skips the critic weight
     # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
-    actor_loss.backward(inputs=list(actor.parameters()))
+    backward(actor_loss, inputs=list(actor.parameters()))
     actor_opt.step()
     # Temperature, alpha = softplus(alpha_param) (official code; CleanRL uses exp): minimising
     # alpha * (H - H_target) makes alpha grow while the entropy H is below target, shrink above.
     alpha_loss = F.softplus(alpha_param) * (entropy - target_entropy)
     alpha_opt.zero_grad(set_to_none=True)
-    alpha_loss.backward()
+    backward(alpha_loss)
     alpha_opt.step()
     return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
             "alpha": F.softplus(alpha_param.detach())}
@@ -1127,7 +1149,7 @@ def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: 
     # comes from independent initialisations. Mean over members and batch (official code).
     loss = F.mse_loss(q, target_q.expand_as(q))
     critic_opt.zero_grad(set_to_none=True)
-    loss.backward()
+    backward(loss)
     critic_opt.step()
     soft_update(critic_target, critic, args.tau)  # after every critic step
     return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
@@ -1356,6 +1378,8 @@ def restore_from(point: dict, **parts) -> None:
         if torch.is_tensor(part):
             with torch.no_grad():
                 part.copy_(point[name])
+        elif isinstance(part, torch.optim.Optimizer):
+            load_optimizer_state(part, point[name])
         else:
             part.load_state_dict(point[name])
 

@@ -851,6 +851,14 @@ def autocast(args, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
 
 
+def backward(loss: torch.Tensor, **kwargs) -> None:
+    """loss.backward() outside the bf16 region: autocast would also cast the backward's own
+    matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
+    included. The trunk's backward still runs in the bf16 of its forward."""
+    with torch.autocast(loss.device.type, enabled=False):
+        loss.backward(**kwargs)
+
+
 def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
     """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
     exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
@@ -983,6 +991,20 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
 def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
     """k of the num_qs ensemble members, drawn without replacement. On a GPU the draw happens
     there (argsort of uniform noise: a uniformly random subset too), so that a CUDA graph can
@@ -1038,13 +1060,13 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
     actor_opt.zero_grad(set_to_none=True)
     # Only the actor's weights need gradients: asking for them alone skips the critic weight
     # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
-    actor_loss.backward(inputs=list(actor.parameters()))
+    backward(actor_loss, inputs=list(actor.parameters()))
     actor_opt.step()
     # Temperature, alpha = softplus(alpha_param) (official code; CleanRL uses exp): minimising
     # alpha * (H - H_target) makes alpha grow while the entropy H is below target, shrink above.
     alpha_loss = F.softplus(alpha_param) * (entropy - target_entropy)
     alpha_opt.zero_grad(set_to_none=True)
-    alpha_loss.backward()
+    backward(alpha_loss)
     alpha_opt.step()
     return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
             "alpha": F.softplus(alpha_param.detach())}
@@ -1157,7 +1179,7 @@ def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: 
     # comes from independent initialisations. Mean over members and batch (official code).
     loss = F.mse_loss(q, target_q.expand_as(q))
     critic_opt.zero_grad(set_to_none=True)
-    loss.backward()
+    backward(loss)
     critic_opt.step()
     soft_update(critic_target, critic, args.tau)  # after every critic step
     return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
@@ -1226,19 +1248,19 @@ def iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value
     with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
         obs, actions = batch["obs"], batch["actions"]
         with torch.no_grad():  # min over 2 target members drawn without replacement, as SAC's target
-            idx = torch.randperm(args.num_qs)[: args.num_min_qs].to(obs.device)
+            idx = draw_members(args.num_qs, args.num_min_qs, obs.device)
             q_target = critic_target(obs, actions, idx).min(dim=0).values  # (B,)
         v = value(obs)  # (B,)
         value_loss = expectile_loss(q_target - v, args.expectile)
         value_opt.zero_grad(set_to_none=True)
-        value_loss.backward()
+        backward(value_loss)
         value_opt.step()
 
         # actor: imitate the data's actions, each weighted by how much better than V(s) it is
         weights = awr_weights(q_target - v.detach(), args.awr_beta, args.awr_max_weight)  # (B,)
         actor_loss = -(weights * dataset_log_prob(actor, obs, actions)).mean()
         actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        backward(actor_loss)
         actor_opt.step()
 
         with torch.no_grad():  # the TD target bootstraps from V(s'), never from a new action
@@ -1246,7 +1268,7 @@ def iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value
         q = critic(obs, actions)  # (E, B): every member regresses to the same target
         critic_loss = F.mse_loss(q, target.expand_as(q))
         critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        backward(critic_loss)
         critic_opt.step()
         soft_update(critic_target, critic, args.tau)
     return {"qf_loss": critic_loss.detach(), "qf_mean": q.detach().mean(), "value_loss": value_loss.detach(),
@@ -1480,7 +1502,7 @@ def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, cr
         alpha_param.copy_(ckpt["alpha_param"])
     for opt, key in ((actor_opt, "actor_opt"), (critic_opt, "critic_opt"), (alpha_opt, "alpha_opt")):
         lrs = [group["lr"] for group in opt.param_groups]
-        opt.load_state_dict(ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
+        load_optimizer_state(opt, ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
         for group, lr in zip(opt.param_groups, lrs):
             group["lr"] = lr  # ... but the learning rates are this run's flags, not the checkpoint's
 
@@ -1597,6 +1619,8 @@ def restore_from(point: dict, **parts) -> None:
         if torch.is_tensor(part):
             with torch.no_grad():
                 part.copy_(point[name])
+        elif isinstance(part, torch.optim.Optimizer):
+            load_optimizer_state(part, point[name])
         else:
             part.load_state_dict(point[name])
 
@@ -1688,7 +1712,7 @@ def main(args: Args) -> dict:
         restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
         if "value" in ckpt:  # an IQL checkpoint of this script
             value.load_state_dict(ckpt["value"])
-            value_opt.load_state_dict(ckpt["value_opt"])
+            load_optimizer_state(value_opt, ckpt["value_opt"])
     for opt in (actor_opt, critic_opt):  # IQL trains actor and critics at its own rate (3e-4)
         for group in opt.param_groups:
             group["lr"] = args.iql_lr

@@ -104,3 +104,22 @@ def test_a_whole_run_through_the_graph_path_equals_the_plain_run(sandbox, monkey
 def test_cuda_graphs_on_a_cpu_is_said_and_ignored(capsys):
     assert C.use_cuda_graphs(C.Args(cuda_graphs=True), torch.device("cpu")) is False
     assert "needs a GPU" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_loading_an_optimizer_keeps_this_runs_adam_settings(fused):
+    """A state saved by a --cuda-graphs run (capturable Adam) loads into a CPU run and steps there:
+    the run's own settings stay (a plain load_state_dict puts back capturable=True, which the
+    CPU's Adam refuses), and Adam's moments and step count come from the file."""
+    saved_param = torch.nn.Parameter(torch.ones(3))
+    saved = torch.optim.Adam([saved_param], lr=1e-3, capturable=True)
+    saved.state[saved_param] = {"step": torch.tensor(5.0), "exp_avg": torch.full((3,), 0.1),
+                                "exp_avg_sq": torch.full((3,), 0.01)}
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([param], lr=1e-3, fused=fused)
+    W.load_optimizer_state(opt, saved.state_dict())
+    assert opt.param_groups[0]["capturable"] is False and bool(opt.param_groups[0]["fused"]) is fused
+    param.grad = torch.ones(3)
+    opt.step()
+    assert opt.state[param]["step"].item() == 6.0
+    torch.testing.assert_close(opt.state[param]["exp_avg"], torch.full((3,), 0.9 * 0.1 + 0.1))

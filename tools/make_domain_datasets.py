@@ -30,7 +30,7 @@ cell whenever it is reached (`continuing_task=True, reset_target=True`). The dat
 the whole maze without ever aiming at the evaluation task (start in the bottom-left arm, goal in
 the top-left one): an offline agent has to stitch it.
 
-    python tools/make_domain_datasets.py umaze           # 100k steps, ~1 min
+    python tools/make_domain_datasets.py umaze           # 100k steps, ~10 s
 """
 
 import argparse
