@@ -1106,6 +1106,9 @@ class CudaGraphs:
                 return self._warmup(fn, batch)
             self.graphs[key] = self._record(fn, batch)
         graph, static_in, static_out = self.graphs[key]
+        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
+            # copy_ would broadcast a wrong shape silently and replay on the wrong data
+            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
         for name, value in batch.items():
             static_in[name].copy_(value)
         if self.emulate:  # the recorded function, on the fixed buffers

@@ -1193,6 +1193,9 @@ class CudaGraphs:
                 return self._warmup(fn, batch)
             self.graphs[key] = self._record(fn, batch)
         graph, static_in, static_out = self.graphs[key]
+        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
+            # copy_ would broadcast a wrong shape silently and replay on the wrong data
+            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
         for name, value in batch.items():
             static_in[name].copy_(value)
         if self.emulate:  # the recorded function, on the fixed buffers
@@ -1784,7 +1787,10 @@ def main(args: Args) -> dict:
     actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
     # the Lagrange multiplier alpha' = softplus(param) of the CQL term (--cql-lagrange), 1.0 at the start
     cql_lagrange_param = torch.tensor(inverse_softplus(1.0), device=device, requires_grad=True)
-    cql_alpha_opt = torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr, **adam_options(device, args, fused=False))
+    # (plain, not fused, Adam, as this optimizer has always been: fused Adam rounds differently,
+    # and earlier runs' numbers would move; capturable all the same under --cuda-graphs)
+    cql_alpha_opt = torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr,
+                                     **adam_options(device, args, fused=False))
     if ckpt is not None:
         restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
         if "cql_lagrange_param" in ckpt:

@@ -1136,6 +1136,9 @@ class CudaGraphs:
                 return self._warmup(fn, batch)
             self.graphs[key] = self._record(fn, batch)
         graph, static_in, static_out = self.graphs[key]
+        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
+            # copy_ would broadcast a wrong shape silently and replay on the wrong data
+            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
         for name, value in batch.items():
             static_in[name].copy_(value)
         if self.emulate:  # the recorded function, on the fixed buffers
@@ -1707,6 +1710,8 @@ def main(args: Args) -> dict:
     actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
     # IQL's value net, used in phase 1 (and online with --online-algo iql) only
     value = ValueNet(obs_dim, args.critic_hidden, args.critic_layers).to(device)
+    # (plain, not fused, Adam, as V's optimizer has always been: fused Adam rounds differently and
+    # the shipped IQL agent's numbers would move; capturable all the same under --cuda-graphs)
     value_opt = torch.optim.Adam(value.parameters(), lr=args.iql_lr, **adam_options(device, args, fused=False))
     if ckpt is not None:
         restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)

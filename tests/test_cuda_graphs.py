@@ -123,3 +123,11 @@ def test_loading_an_optimizer_keeps_this_runs_adam_settings(fused):
     opt.step()
     assert opt.state[param]["step"].item() == 6.0
     torch.testing.assert_close(opt.state[param]["exp_avg"], torch.full((3,), 0.9 * 0.1 + 0.1))
+
+
+def test_a_batch_of_another_shape_is_refused_not_broadcast():
+    graphs = W.CudaGraphs(enabled=False, emulate=True)
+    for i in range(W.CudaGraphs.WARMUP + 1):
+        graphs.run("k", lambda b: {"y": b["x"] * 2}, {"x": torch.ones(4)})
+    with pytest.raises(ValueError, match="other keys or shapes"):
+        graphs.run("k", lambda b: {"y": b["x"] * 2}, {"x": torch.ones(1)})  # copy_ would broadcast it
