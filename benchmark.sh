@@ -67,7 +67,7 @@ case "$TIER" in
     IQL_CHECKPOINT=${IQL_CHECKPOINT-$ROOT/pretrained/halfcheetah-medium-iql.pt}
     OFFLINE_STEPS=${OFFLINE_STEPS:-2500}    # only without CHECKPOINT; paper: 250,000 (shipped: 100,000)
     ONLINE_STEPS=${ONLINE_STEPS:-5000}      # paper: 300,000 on locomotion (Fig. 7)
-    WARMUP=${WARMUP:-1000}                  # paper: 5,000 (WSRL's warmup; SAC's and RLPD's random warmup)
+    WARMUP=${WARMUP:-1000}                  # paper: 5,000 (WSRL's --warmup-steps; SAC's and RLPD's --learning-starts)
     UTD=${UTD:-1}                           # paper: 4
     NET=${NET:-"--critic-hidden 128 --actor-hidden 128"}   # paper: 256; the shipped agents are 128 wide
     EVAL=${EVAL:-"--eval-interval 500 --eval-episodes 5"}  # paper: 20 episodes
@@ -210,7 +210,7 @@ if [ "$TIER" = "_job" ]; then
         --utd "$UTD" $EVAL ;;
     jsrl)
       CKPT=$(checkpoint)
-      run jsrl.py --pretrained-checkpoint "$CKPT" --total-timesteps "$ONLINE_STEPS" --utd "$UTD" $EVAL ;;
+      run jsrl.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --utd "$UTD" $EVAL ;;
     wsrl_iql)  # from the shipped IQL checkpoint, or its own IQL pre-training on the same data and steps
       if [ -n "$IQL_CHECKPOINT" ]; then
         run wsrl_iql_sac.py --pretrained-checkpoint "$IQL_CHECKPOINT" --online-steps "$ONLINE_STEPS" \
@@ -220,10 +220,10 @@ if [ "$TIER" = "_job" ]; then
           --warmup-steps "$WARMUP" --offline-eval-interval "$OFFLINE_STEPS" --utd "$UTD" $NET $EVAL
       fi ;;
     rlpd)
-      run sac_fast.py --dataset-id "$DATASET" --offline-ratio 0.5 --total-timesteps "$ONLINE_STEPS" \
-        --warmup-steps "$WARMUP" --utd "$UTD" $NET $EVAL ;;
+      run sac_fast.py --dataset-id "$DATASET" --offline-ratio 0.5 --online-steps "$ONLINE_STEPS" \
+        --learning-starts "$WARMUP" --utd "$UTD" $NET $EVAL ;;
     sac_fast)
-      run sac_fast.py --env-id "$ENV_ID" --total-timesteps "$ONLINE_STEPS" --warmup-steps "$WARMUP" --utd "$UTD" \
+      run sac_fast.py --env-id "$ENV_ID" --online-steps "$ONLINE_STEPS" --learning-starts "$WARMUP" --utd "$UTD" \
         $NET $EVAL ;;
     *) echo "unknown method $METHOD" >&2; exit 1 ;;
   esac
@@ -281,7 +281,7 @@ if have_dataset; then
   echo "dataset $DATASET: already on this machine, reused"
 elif [ "$DATASET_STEPS" -gt 0 ]; then
   echo "[$(date +%H:%M:%S)] dataset $DATASET: the replay buffer of a $DATASET_STEPS-step SAC run"
-  (cd "$OUT" && python "$ROOT/sac_fast.py" --exp-name dataset --env-id "$ENV_ID" --total-timesteps "$DATASET_STEPS" \
+  (cd "$OUT" && python "$ROOT/sac_fast.py" --exp-name dataset --env-id "$ENV_ID" --online-steps "$DATASET_STEPS" \
     $NET --eval-interval "$DATASET_STEPS" --save-dataset-id "$DATASET" > logs/dataset.log 2>&1) \
     || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
   touch "$OUT/logs/dataset.log.done"  # (an interruption has already left through the trap above)

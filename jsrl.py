@@ -23,7 +23,7 @@ and the roll-in in the training loop.
     python calql_offline.py --dataset-id local/hopper/replay-30k-v0 --online-steps 0   # a checkpoint
     python jsrl.py --pretrained-checkpoint runs/RUN/calql_offline_pretrained.pt          # CPU-sized run
     python jsrl.py --pretrained-checkpoint CKPT --no-init-critic                         # fresh critics
-    python jsrl.py --pretrained-checkpoint CKPT --utd 4 --total-timesteps 1000000 --eval-interval 10000 --eval-episodes 20  # paper
+    python jsrl.py --pretrained-checkpoint CKPT --utd 4 --online-steps 1000000 --eval-interval 10000 --eval-episodes 20  # paper
 """
 
 import contextlib
@@ -45,7 +45,7 @@ from typing import Literal, Optional
 # OpenMP threads (torch's, on the CPU) wait for work passively unless you say otherwise: spinning
 # ones run a run several times slower as soon as anything else uses a core (a second seed, a
 # browser). Set before torch loads OpenMP; `OMP_WAIT_POLICY=ACTIVE` is faster on an idle machine
-# (README, Speed).
+# (docs/speed.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # [end copy]
 
@@ -105,19 +105,16 @@ class Args:
     """after each roll-in step the guide continues with this probability (mean roll-in 1/(1-q) = 100)"""
 
     # ---- algorithm --------------------------------------------------------------------------
-    total_timesteps: int = 15_000
+    online_steps: int = 15_000
     """environment steps in total (CPU default; paper scale: 1,000,000 with --utd 4)"""
-    warmup_steps: int = 0
-    """steps (with the usual roll-ins) before the first update; 0: update from the first step,
-    as the paper's JSRL"""
     buffer_size: int = 1_000_000
     """replay buffer capacity"""
     batch_size: int = 256
     """transitions per critic update"""
     utd: int = 1
     """update-to-data ratio: critic updates per environment step (CPU default; paper: 4)"""
-    num_qs: Optional[int] = None
-    """critics in the ensemble (taken from the checkpoint)"""
+    num_qs: int = 10
+    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
     num_min_qs: Optional[int] = None
     """critics drawn (without replacement) whose min is the target (default: RLPD's settings, as
     the paper's JSRL uses them: 1 on antmaze, 2 elsewhere)"""
@@ -159,24 +156,551 @@ class Args:
     """episodes per evaluation (paper: 20)"""
 
 
-# [copy: cpu-speed]
-def keep_freed_memory() -> None:
-    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
-    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
-    `sys` time). Keeping freed blocks up to 32 MiB for reuse took the paper's config from 5.6 to
-    7.6 env-steps/s on our 2-core machine (`python tools/speed.py --no-malloc-tuning` to compare).
-    Harmless elsewhere: it only changes when memory is returned to the OS."""
-    try:
-        import ctypes
+# =================================================================================================
+# THE ALGORITHM: the paper's numbers per domain, the networks, the updates, then `main`, which runs
+# them in the order of the paper. Read these with the paper open.
+# =================================================================================================
 
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
-        pass
+
+# [copy: networks]
+# ---------------------------------------------------------------------------------------------
+# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
+# ---------------------------------------------------------------------------------------------
+# Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
+# that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
+# LAST HIDDEN layer of actor and critic, which gets the gain `last_hidden_scale` (official: 1e-2
+# in locomotion, antmaze and adroit, sqrt(2) on kitchen). That layer is followed by LayerNorm, so
+# a small gain does not shrink what it outputs; it makes its weights small, so that early
+# updates change them (and the features) faster in relative terms.
+ORTHOGONAL_GAIN = math.sqrt(2.0)
+LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
+
+
+def autocast(args, device: torch.device):
+    """`--precision bf16`: inside a gradient update, the networks' matmuls (forward and backward)
+    run in bfloat16 (torch.autocast); the weights, their gradients and Adam states stay float32,
+    and so do the output layers (below), hence the Q-values, log-probabilities, losses and TD
+    targets. fp32 (the default): a no-op. No weight cache: autocast would otherwise keep the
+    bf16 copy of each weight for the whole region, and the second of `utd` critic steps would
+    run on the weights from before the first."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
+
+
+def backward(loss: torch.Tensor, **kwargs) -> None:
+    """loss.backward() outside the bf16 region: autocast would also cast the backward's own
+    matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
+    included. The trunk's backward still runs in the bf16 of its forward."""
+    with torch.autocast(loss.device.type, enabled=False):
+        loss.backward(**kwargs)
+
+
+def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
+    """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
+    exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float(), *rest)
+
+
+def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features)
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class VectorizedLinear(nn.Module):
+    """E independent linear layers applied at once: (E, B, in) -> (E, B, out) with one batched
+    matmul. Each member gets its own orthogonal initialisation."""
+
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int, gain: float = ORTHOGONAL_GAIN):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
+        for member_weight in self.weight.data:  # (in, out) each, orthogonal columns (or rows)
+            nn.init.orthogonal_(member_weight, gain=gain)
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.baddbmm(b, x, w)  # b + x @ w, batched over members
+
+
+class VectorizedLayerNorm(nn.Module):
+    """LayerNorm over features with a separate scale and shift for each ensemble member."""
+
+    def __init__(self, features: int, ensemble_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS), w)  # b + norm(x) * w in one pass
+
+
+class QEnsemble(nn.Module):
+    """num_qs critics Q_i(s, a), each Dense -> LayerNorm -> ReLU per hidden layer, then its OWN
+    output head. (The official code shares one head across the trunks; an ensemble of
+    independent Q-functions is what the paper describes, so we do not.)"""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN):
+        super().__init__()
+        self.num_qs = num_qs
+        sizes = [obs_dim + act_dim] + [hidden] * layers
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs, g) for i, o, g in zip(sizes[:-1], sizes[1:], gains))
+        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
+        self.head = VectorizedLinear(hidden, 1, num_qs)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Q-values (E, B) of all members, or only of the members in `idx` (the target needs 2
+        of 10: computing only those saves 80% of the target's cost)."""
+        # Every member sees the same (s, a); the members differ only by their weights, so the
+        # whole ensemble is a few batched matmuls (E, B, in) x (E, in, out).
+        x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
+        n = self.num_qs if idx is None else len(idx)
+        x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
+        for linear, norm in zip(self.linears, self.norms):
+            x = F.relu(norm(linear(x, idx), idx), inplace=True)
+        return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
+
+
+LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
+
+
+class Actor(nn.Module):
+    """tanh-squashed diagonal Gaussian policy. Its trunk is Dense -> LayerNorm -> ReLU per hidden
+    layer, like the critics' (paper Sec. 4: "layer normalization in both the actor and the
+    critic"; official code: use_layer_norm=True for the policy too). The std is a second head on
+    the trunk (state-dependent, the default), or, with state_dependent_std=False, one learned
+    log std per action dimension that starts at 0 (std 1): the official antmaze configs
+    (std_parameterization="uniform")."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN, state_dependent_std: bool = True):
+        super().__init__()
+        sizes = [obs_dim] + [hidden] * layers
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
+                                     for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
+        self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
+        self.state_dependent_std = state_dependent_std
+        self.log_std = (orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN) if state_dependent_std
+                        else nn.Parameter(torch.zeros(act_dim)))
+
+    def forward(self, obs: torch.Tensor):
+        h = self.trunk(obs)
+        mean = full_precision(self.mean, h)
+        log_std = full_precision(self.log_std, h) if self.state_dependent_std else self.log_std.expand_as(mean)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
+
+    def sample(self, obs: torch.Tensor):
+        """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
+        mean, log_std = self(obs)
+        # reparameterisation trick: the noise is an input, so gradients reach mean and std
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.mean.weight.device).unsqueeze(0)
+        action = torch.tanh(self(obs_t)[0]) if deterministic else self.sample(obs_t)[0]  # eval: tanh(mean)
+        return action[0].cpu().numpy()
+
+
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(tanh(u)) = log N(u; mean, std) - sum log(1 - tanh(u)^2), with the stable identity
+    log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))."""
+    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    return (gauss - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
 
 
 # [end copy]
+
+
+# [copy: sac-core]
+# ---------------------------------------------------------------------------------------------
+# SAC pieces every script shares: target, actor + temperature step, optimizers
+# (shapes: E ensemble members, B batch, A action dims)
+# ---------------------------------------------------------------------------------------------
+BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
+def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
+    """k of the num_qs ensemble members, drawn without replacement. On a GPU the draw happens
+    there (argsort of uniform noise: a uniformly random subset too), so that a CUDA graph can
+    replay it (--cuda-graphs); on the CPU, torch.randperm."""
+    if device.type == "cuda":
+        return torch.rand(num_qs, device=device).argsort()[:k]
+    return torch.randperm(num_qs)[:k]
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> torch.Tensor:
+    """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
+    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With `max_backup`
+    (Cal-QL always; SAC with --max-target-backup), a' is the best of BACKUP_ACTIONS sampled next
+    actions under that min."""
+    next_obs = batch["next_obs"]  # (B, obs)
+    if max_backup:  # sparse rewards: back up the best next action, not a random one
+        next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
+    next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
+    # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
+    # (the official code draws with replacement; docs/algorithms.md §9).
+    idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
+    next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
+    if max_backup:
+        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
+        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
+    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
+        next_q = next_q - F.softplus(alpha_param) * next_log_pi
+    return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
+
+def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
+                           target_entropy: float, max_backup: bool) -> dict:
+    """One actor step and one temperature step on the whole (utd * batch) sample (`max_backup`:
+    as the learner's td_target)."""
+    # N = utd * batch_size: the actor sees every transition the critics were trained on this step
+    obs = batch["obs"]  # (N, obs)
+    # The temperature's entropy estimate, taken as the official code does: from FRESH actions at
+    # the next states (10 per state with `max_backup`, as the target samples them), drawn
+    # before the actor moves. (CleanRL reuses the actor step's log pi at s instead.)
+    with torch.no_grad():
+        next_obs = batch["next_obs"]
+        if max_backup:
+            next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (N * 10, obs)
+        entropy = -actor.sample(next_obs)[1].mean()
+    actions, log_pi = actor.sample(obs)  # (N, A), (N,)
+    q = critic(obs, actions).min(dim=0).values  # min over the WHOLE ensemble (official code), (N,)
+    alpha = F.softplus(alpha_param).detach()
+    # maximise Q - alpha * log pi: high value, but keep the policy's entropy (SAC)
+    actor_loss = (alpha * log_pi - q).mean()
+    actor_opt.zero_grad(set_to_none=True)
+    # Only the actor's weights need gradients: asking for them alone skips the critic weight
+    # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
+    backward(actor_loss, inputs=list(actor.parameters()))
+    actor_opt.step()
+    # Temperature, alpha = softplus(alpha_param) (official code; CleanRL uses exp): minimising
+    # alpha * (H - H_target) makes alpha grow while the entropy H is below target, shrink above.
+    alpha_loss = F.softplus(alpha_param) * (entropy - target_entropy)
+    alpha_opt.zero_grad(set_to_none=True)
+    backward(alpha_loss)
+    alpha_opt.step()
+    return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
+            "alpha": F.softplus(alpha_param.detach())}
+
+
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
+
+
+def make_optimizers(actor, critic, alpha_param, args):
+    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
+    fused = adam_options(alpha_param.device, args)
+    return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
+            torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
+            torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+
+
+def adam_options(device: torch.device, args, fused: bool = True) -> dict:
+    """Fused Adam on CPU and GPU; capturable (its step count stays on the GPU) for --cuda-graphs."""
+    options = {"fused": True} if fused and device.type in ("cpu", "cuda") else {}
+    if device.type == "cuda" and args.cuda_graphs:
+        options["capturable"] = True
+    return options
+
+
+# [end copy]
+
+
+# [copy: sac-update]
+# ---------------------------------------------------------------------------------------------
+# SAC's critic step and the high-UTD step of one environment step (the online learner)
+# ---------------------------------------------------------------------------------------------
+def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
+    """One TD step on all members of the ensemble, then the target update."""
+    target_q = td_target(critic_target, actor, alpha_param, batch, args, args.max_target_backup)  # (B,)
+    q = critic(batch["obs"], batch["actions"])  # (E, B)
+    # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
+    # comes from independent initialisations. Mean over members and batch (official code).
+    loss = F.mse_loss(q, target_q.expand_as(q))
+    critic_opt.zero_grad(set_to_none=True)
+    backward(loss)
+    critic_opt.step()
+    soft_update(critic_target, critic, args.tau)  # after every critic step
+    return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
+
+
+def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch: dict,
+               args, target_entropy: float, update_actor: bool = True) -> dict:
+    """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
+    sample (target update after each), then ONE actor + temperature update on all of it
+    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
+    # High UTD (App. I): several critic steps per env step learn more from each transition; the
+    # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
+    with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
+        for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
+            minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
+            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
+        if update_actor:
+            info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy,
+                                               args.max_target_backup))
+    return info
+
+
+# [end copy]
+
+
+# ---------------------------------------------------------------------------------------------
+# JSRL: the guide's curriculum (what this script adds to sac_fast.py, with the roll-in in main)
+# ---------------------------------------------------------------------------------------------
+def rollin_probability(step: int, initial_prob: float, decay_steps: int) -> float:
+    """Probability that an episode starting after `step` environment steps begins with a guide
+    roll-in: `initial_prob` at step 0, linearly down to 0 at `decay_steps`, 0 from then on."""
+    if decay_steps <= 0:
+        return 0.0
+    return initial_prob * max(0.0, 1.0 - step / decay_steps)
+
+
+def draw_rollin_length(rng: np.random.Generator, prob: float, continue_prob: float) -> int:
+    """Guide steps at the start of a new episode. With probability 1 - `prob`: 0 (the learner
+    acts throughout). Otherwise the guide acts once, then after each step continues with
+    probability `continue_prob`: a geometric length, P(H = k) = q^(k-1) (1 - q), mean 1 / (1 - q)
+    (100 for q = 0.99). An episode that ends first simply cuts the roll-in short."""
+    if rng.random() >= prob:
+        return 0
+    return int(rng.geometric(1.0 - continue_prob))  # numpy's geometric counts trials to the first success
+
+
+def main(args: Args) -> dict:
+    # ===== SETUP =================================================================================
+    resume = None
+    if args.resume:  # the run's own settings, its state at its last resume point
+        resume = load_resume_point(args.resume)
+        args = Args(**{**resume["args"], "resume": args.resume})
+        print(f"resuming {args.resume} after step {resume['step']:,}")
+    if not args.pretrained_checkpoint:
+        raise SystemExit(
+            "error: JSRL needs a pre-trained guide: pass --pretrained-checkpoint PATH. Make one with\n"
+            "    python calql_offline.py --dataset-id local/hopper/replay-30k-v0 --online-steps 0\n"
+            "(it writes runs/<run>/calql_offline_pretrained.pt); the WSRL scripts' *_pretrained.pt work too."
+        )
+    if not 0.0 <= args.jsrl_initial_prob <= 1.0:
+        raise SystemExit("error: --jsrl-initial-prob must be in [0, 1].")
+    if not 0.0 <= args.jsrl_continue_prob < 1.0:
+        raise SystemExit("error: --jsrl-continue-prob must be in [0, 1) (1 would never hand over to the learner).")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
+    ckpt = read_checkpoint(args.pretrained_checkpoint, device)
+    use_checkpoint_network_sizes(args, ckpt)
+    # the environment and the reward transform of the data the guide was trained on
+    env_id = args.env_id or ckpt.get("env_id") or ckpt["args"].get("env_id") or "Hopper-v5"
+    domain = domain_of(ckpt["args"].get("dataset_id") or env_id)
+    reward_transform = REWARD_TRANSFORMS[domain]
+    ref_scores = reference_scores(env_id)
+    if args.num_min_qs is None:  # the paper runs JSRL with RLPD's settings: one sub-sampled critic on antmaze
+        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
+    if args.max_target_backup is None:  # ... and backs up the best of 10 next actions there
+        args.max_target_backup = domain in ("antmaze", "pointmaze")
+    check_args(args, {"--online-steps": (args.online_steps, 1), "--jsrl-decay-steps": (args.jsrl_decay_steps, 1)})
+
+    keep_freed_memory()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
+    rollin_rng = np.random.default_rng(args.seed)  # roll-in draws, apart from everything else
+
+    spec = None  # outside locomotion, the environment as the guide's dataset names it (AntMaze: its fixed goal)
+    if domain_of(env_id) != "locomotion" and ckpt["args"].get("dataset_id"):
+        spec = dataset_env_spec(dict(load_minari(ckpt["args"]["dataset_id"]).storage.metadata))
+    env, eval_env = make_env(env_id, args.seed, spec), make_env(env_id, args.seed + 10_000, spec)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)  # before anything is built or written
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+
+    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
+    # resumed: the logs continue the same curves (what was logged after the resume point goes)
+    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume else None)
+    if not resume:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
+    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
+    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
+    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
+
+    # ===== THE GUIDE AND THE INITIALISATION ======================================================
+    # Everything (weights, temperature, Adam states) as pre-trained; the GUIDE is a frozen copy of
+    # the pre-trained actor: it only ever acts, no optimizer holds its parameters.
+    restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
+    guide = copy.deepcopy(actor).requires_grad_(False)
+    # (Fresh networks are loaded INTO the existing ones, and an optimizer starts afresh by
+    # forgetting its state: every name keeps meaning the same object for the whole run.)
+    if not args.init_policy:  # the original JSRL: the learner starts from scratch
+        actor.load_state_dict(Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                                    args.state_dependent_std).state_dict())
+        actor_opt.state.clear()  # a fresh Adam: no moments, step 0
+    if not args.init_critic:  # fresh critics (and a target that copies them)
+        critic.load_state_dict(QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs,
+                                         args.last_hidden_init_scale).state_dict())
+        critic_target.load_state_dict(critic.state_dict())
+        critic_opt.state.clear()
+    del ckpt
+
+    # JSRL, like WSRL, keeps no offline data: the buffer starts empty and holds online data only
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
+
+    print(f"JSRL on {env_id} | {device}, {args.precision} | guide and start: {args.pretrained_checkpoint} | "
+          f"roll-in prob {args.jsrl_initial_prob} -> 0 over {args.jsrl_decay_steps:,} steps, mean length "
+          f"{1 / (1 - args.jsrl_continue_prob):.0f} | {args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, "
+          f"batch {args.batch_size} | {args.online_steps:,} steps | logs: {run_dir}")
+
+    # ===== TRAINING: guide roll-in then learner roll-out in each episode; one update per step ===
+    summary = {"run_dir": run_dir, "evals": [], "first_losses": None, "rollins": []}
+
+    def evaluate_and_log(step: int, evals: list) -> None:  # the LEARNING policy alone: the guide never acts here
+        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
+        evals.append((step, ret, score))
+        writer.add_scalar("eval/return", ret, step)
+        if score is not None:
+            writer.add_scalar("eval/normalized_score", score, step)
+        if success is not None:  # sparse domains
+            writer.add_scalar("eval/success_rate", success, step)
+
+    def start_episode(step: int) -> int:  # draw the new episode's roll-in length, log the curriculum
+        prob = rollin_probability(step, args.jsrl_initial_prob, args.jsrl_decay_steps)
+        writer.add_scalar("jsrl/rollin_prob", prob, step)
+        return draw_rollin_length(rollin_rng, prob, args.jsrl_continue_prob)
+
+    obs, _ = env.reset(seed=args.seed)
+    eval_env.reset(seed=args.seed + 10_000)
+    start_time, updates_start, step = time.time(), None, 0
+    last_return, info = float("nan"), {}
+    if resume:  # at an episode end: every weight, moment, transition, counter and random stream
+        restore_from(resume, actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
+                     actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb)
+        summary, last_return, step, obs = resume["summary"], resume["last_return"], resume["step"], resume["obs"]
+        rollin_left, guide_steps, guide_total = resume["rollin_left"], 0, resume["guide_total"]
+        obs = restore_env(env, resume["env"], obs)
+        restore_env(eval_env, resume["eval_env"])
+        rollin_rng.bit_generator.state = resume["rollin_rng"]
+        set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
+    else:
+        evaluate_and_log(0, summary["evals"])  # step 0 = the pre-trained agent, so the curve starts at the offline result
+        rollin_left, guide_steps, guide_total = start_episode(0), 0, 0
+    first_step, resume_step = step + 1, step if resume else None
+    previous_sigterm = interrupt_on_sigterm()
+    try:
+        for step in range(first_step, args.online_steps + 1):
+            if rollin_left > 0:  # ROLL-IN: the frozen guide acts, sampling as during pre-training
+                action = guide.act(obs, deterministic=False)
+                rollin_left -= 1
+                guide_steps += 1
+            else:  # ROLL-OUT: the learning policy acts to the end of the episode
+                action = actor.act(obs, deterministic=False)
+            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
+            # episode boundaries. Guide and learner transitions go to the same buffer.
+            rb.add(o, a, reward_transform(r), next_o, terminated, ended)
+            if episode is not None:
+                last_return = float(episode["r"])
+                writer.add_scalar("charts/episodic_return", last_return, step)
+                writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
+                writer.add_scalar("jsrl/rollin_length", guide_steps, step)  # guide steps this episode
+                guide_total += guide_steps
+                writer.add_scalar("jsrl/guide_step_fraction", guide_total / step, step)
+                summary["rollins"].append((step, guide_steps, int(episode["l"])))
+                rollin_left, guide_steps = start_episode(step), 0
+
+            # one high-UTD update per env step, from the first step on (as the paper's JSRL)
+            if updates_start is None:
+                updates_start = (time.time(), step)
+            batch = sample_batch(rb, None, args.utd, args.batch_size, 0.0, gen)
+            info = graphs.run("sac", lambda b: sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
+                                                          alpha_opt, b, args, target_entropy), batch)
+            if summary["first_losses"] is None:
+                summary["first_losses"] = {k: float(v) for k, v in info.items()}
+            if step % 100 == 0:
+                for k, v in info.items():
+                    writer.add_scalar(f"losses/{k}", float(v), step)
+                stop_if_diverged(info, step, "online", writer)
+
+            # evaluation uses its own env, so the training episode in progress is not disturbed
+            if step % args.eval_interval == 0 or step == args.online_steps:
+                evaluate_and_log(step, summary["evals"])
+            if step % 1000 == 0 or step == args.online_steps:
+                summary["sps"] = print_progress(step, args.online_steps, start_time, updates_start, last_return,
+                                                summary["evals"], info)
+                writer.add_scalar("charts/SPS", summary["sps"], step)
+            # a resume point at the first episode end after every --checkpoint-interval steps
+            # (the env just reset and the next roll-in drawn: a few numbers to save)
+            if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
+                save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
+                                  critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
+                                  critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb, summary=summary,
+                                  last_return=last_return, obs=obs, env=env_snapshot(env),
+                                  eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen),
+                                  rollin_left=rollin_left, guide_total=guide_total,
+                                  rollin_rng=rollin_rng.bit_generator.state)
+                resume_step = step
+    except KeyboardInterrupt:  # keep what was learned: the checkpoint is still saved
+        print(f"\ninterrupted at step {step:,}; saving what there is")
+        if resume_step is not None:
+            print(f"to continue from step {resume_step:,}: python jsrl.py --resume {run_dir}")
+
+    # ===== SAVE =================================================================================
+    summary["guide"] = guide  # the frozen guide, for inspection (tests check it never changed)
+    if args.save_model:
+        path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
+                        env_id=env_id, complete=step == args.online_steps,
+                        planned_steps=args.online_steps)
+        summary["checkpoint"] = path
+    if summary["evals"]:
+        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"JSRL on {env_id}")
+    env.close()
+    eval_env.close()
+    writer.close()
+    if previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    print_summary(summary, step, start_time)
+    rollins = [g for _, g, _ in summary["rollins"] if g > 0]
+    print(f"  guide roll-ins: {len(rollins)} of {len(summary['rollins'])} finished episodes"
+          + (f", {np.mean(rollins):.1f} guide steps on average" if rollins else ""))
+    return summary
+
+
+# =================================================================================================
+# SUPPORT CODE: datasets, domains, environments, the replay buffer, evaluation and diagnostics,
+# checkpoints, resume points, speed and progress. None of it is part of the algorithm: skip it on
+# a first read (CleanRL marks such code "TRY NOT TO MODIFY").
+# =================================================================================================
 
 
 # [copy: minari-data]
@@ -201,7 +725,6 @@ REWARD_TRANSFORMS = {
     "locomotion": lambda r: r,
 }
 DATASET_ID_RE = re.compile(r"^(?:[\w-]+/)*[\w-]+-v\d+$")
-
 
 
 def reference_scores(env_id: str, metadata: Optional[dict] = None):
@@ -232,13 +755,13 @@ def local_datasets_message() -> str:
     return (
         f"Local Minari datasets (in {where}):\n{listing}\n"
         "Make one with this repository's own code, e.g.\n"
-        "    python sac_fast.py --total-timesteps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+        "    python sac_fast.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
     )
 
 
 def hub_reachable(timeout: float = 1.5) -> bool:
     """Can Minari's remote (the Hugging Face hub by default) be reached at all? Answered in at
-    most `timeout` seconds: without this check an offline download retries for ~24 s."""
+    most `timeout` seconds: without this check an offline download retries for a long while."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     if not os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):
@@ -281,144 +804,6 @@ def load_minari(dataset_id: str):
         return minari.load_dataset(dataset_id, download=True)
     except Exception as e:  # unknown id, incompatible version, missing huggingface_hub, ...
         raise SystemExit(f"error: could not download {dataset_id!r}: {e}\n{local_datasets_message()}")
-
-
-def flatten_dataset(dataset, relabel=None, domain: str = "locomotion") -> dict:
-    """Episodes -> flat transition arrays, each episode through `relabel` (the domain's path,
-    DomainWrapper.relabel_episode), cached next to the dataset (h5py costs ~2 ms an episode, so
-    a 2,000-episode dataset would cost seconds at every start)."""
-    name = "flat_cache.npz" if domain == "locomotion" else f"flat_cache_{domain}.npz"
-    cache = os.path.join(os.path.dirname(dataset.storage.data_path), name)
-    if os.path.exists(cache):
-        with np.load(cache) as f:
-            return {k: f[k] for k in f.files}
-    parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
-    for ep in dataset.iterate_episodes():
-        if relabel is None and not isinstance(ep.observations, np.ndarray):
-            raise SystemExit("error: this dataset has dict observations but no domain that reads them "
-                             "(antmaze, pointmaze, kitchen); pass --domain.")
-        ep_data = relabel(ep.observations, ep.rewards, ep.terminations) if relabel else dict(
-            observations=ep.observations, rewards=ep.rewards, terminals=ep.terminations)
-        if ep_data is None:  # dropped by the domain (adroit: never reached the goal)
-            continue
-        n = len(ep_data["rewards"])
-        parts["observations"].append(ep_data["observations"][:-1])  # an episode stores N+1 observations
-        parts["next_observations"].append(ep_data["observations"][1:])
-        parts["actions"].append(ep.actions[:n])
-        parts["rewards"].append(ep_data["rewards"])
-        parts["terminals"].append(ep_data["terminals"])
-        # An episode that ends without terminating was cut (time limit): not terminal, but the
-        # trajectory ends there (returns-to-go must not run into the next episode).
-        last = np.arange(n) == n - 1
-        parts["timeouts"].append(last & ~np.asarray(ep_data["terminals"], dtype=bool))
-    if not parts["rewards"]:
-        raise SystemExit(f"error: no episode of this dataset is left for the {domain} domain (adroit keeps the "
-                         "episodes that reach the goal).")
-    flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
-    np.savez(cache, **flat)
-    return flat
-
-
-def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
-    """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
-    dataset = load_minari(dataset_id)
-    metadata = dict(dataset.storage.metadata)
-    metadata["spec"] = spec = dataset_env_spec(metadata)  # the environment the scripts then make
-    env_domain = domain_of(spec.id) if spec is not None else "locomotion"
-    # the very wrapper the online environment will have: the data and the env cannot disagree
-    relabel = make_env(spec.id, 0, spec).get_wrapper_attr("relabel_episode") if env_domain != "locomotion" else None
-    data = flatten_dataset(dataset, relabel, env_domain)
-    for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
-        bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
-        if bad.any():
-            raise SystemExit(f"error: dataset {dataset_id!r} has non-finite {key} in {bad.sum():,} transitions "
-                             f"(the first at transition {int(np.argmax(bad)):,}); clean or remake it.")
-    data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
-    data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
-    metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
-    if metadata.get("complete") is False:
-        print(f"WARNING: dataset {dataset_id!r} was saved by a run cut short (Ctrl-C); it is used as it is.")
-    return data, metadata
-
-
-def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
-    """The environment to act in: --env-id if given, else the one the dataset names. A dataset of
-    one body refused for another (same sizes would train without a word); versions may differ."""
-    recorded = metadata.get("env_id")
-    if env_id and recorded and env_id.split("-v")[0] != recorded.split("-v")[0]:
-        raise SystemExit(f"error: dataset {dataset_id!r} was recorded in {recorded}, not {env_id}: "
-                         f"drop --env-id or pass --env-id {recorded}.")
-    return env_id or recorded or "Hopper-v5"
-
-
-def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str,
-                complete: bool = True) -> str:
-    """Write episodes [(obs (N+1, d), actions (N, a), rewards, terminations, truncations)] as a
-    Minari dataset with Minari's own writer; returns the folder. It is written under a temporary
-    id and renamed once whole, so a write cut short (Ctrl-C, full disk) leaves nothing under
-    `dataset_id`; `complete=False` (a run cut short) is recorded in the metadata, and loading
-    such a dataset warns."""
-    import json
-    import shutil
-
-    import minari
-    from minari.data_collector import EpisodeBuffer
-    from minari.storage import get_dataset_path
-
-    buffers = [
-        EpisodeBuffer(id=i, observations=o, actions=a, rewards=r, terminations=te, truncations=tr, infos={})
-        for i, (o, a, r, te, tr) in enumerate(episodes)
-    ]
-    stem, version = dataset_id.rsplit("-v", 1)
-    partial = f"{stem}-partial{os.getpid()}-v{version}"
-    final_dir, partial_dir = str(get_dataset_path(dataset_id)), str(get_dataset_path(partial))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Minari warns about every metadata field left empty
-            minari.create_dataset_from_buffers(
-                partial, buffers, env=env_id, algorithm_name=algorithm, author="wsrl reference scripts",
-                author_email="n/a", code_permalink="n/a", description=f"{algorithm} data on {env_id}",
-                ref_min_score=float(ref_scores[0]), ref_max_score=float(ref_scores[1]),  # both, or none is stored
-            )
-        # whole: give it its real id (Minari keeps the id in data/metadata.json) and move it in place
-        meta_path = os.path.join(partial_dir, "data", "metadata.json")
-        with open(meta_path) as f:
-            meta = json.load(f)
-        meta.update(dataset_id=dataset_id, complete=complete)
-        with open(meta_path, "w") as f:
-            json.dump(meta, f)
-        os.rename(partial_dir, final_dir)
-    except BaseException:
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        raise
-    return final_dir
-
-
-def check_dataset_id_is_free(dataset_id: str) -> None:
-    """Refuse, before any training, an id Minari would refuse after it, or a folder that cannot be
-    written (data would be lost)."""
-    import minari
-    from minari.storage import get_dataset_path
-
-    validate_dataset_id(dataset_id)
-    try:  # the folder must take a file now, not after an hour of training
-        parent = os.path.dirname(str(get_dataset_path(dataset_id)))
-        os.makedirs(parent, exist_ok=True)
-        probe = os.path.join(parent, f".write-test-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
-        raise SystemExit(f"error: cannot write the dataset {dataset_id!r} under {root} ({e.strerror}). "
-                         "Set MINARI_DATASETS_PATH to a folder you can write.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dataset_id in minari.list_local_datasets():
-            raise SystemExit(
-                f"error: dataset {dataset_id!r} already exists. Pick another name or version, or "
-                f"delete it with `minari delete {dataset_id}`."
-            )
 
 
 # [end copy]
@@ -768,386 +1153,6 @@ def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int
 # [end copy]
 
 
-# [copy: networks]
-# ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
-# ---------------------------------------------------------------------------------------------
-# Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
-# that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
-# LAST HIDDEN layer of actor and critic, which gets the gain `last_hidden_scale` (official: 1e-2
-# in locomotion, antmaze and adroit, sqrt(2) on kitchen). That layer is followed by LayerNorm, so
-# a small gain does not shrink what it outputs; it makes its weights small, so that early
-# updates change them (and the features) faster in relative terms.
-ORTHOGONAL_GAIN = math.sqrt(2.0)
-LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
-
-
-def autocast(args, device: torch.device):
-    """`--precision bf16`: inside a gradient update, the networks' matmuls (forward and backward)
-    run in bfloat16 (torch.autocast); the weights, their gradients and Adam states stay float32,
-    and so do the output layers (below), hence the Q-values, log-probabilities, losses and TD
-    targets. fp32 (the default): a no-op. No weight cache: autocast would otherwise keep the
-    bf16 copy of each weight for the whole region, and the second of `utd` critic steps would
-    run on the weights from before the first."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
-
-
-def backward(loss: torch.Tensor, **kwargs) -> None:
-    """loss.backward() outside the bf16 region: autocast would also cast the backward's own
-    matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
-    included. The trunk's backward still runs in the bf16 of its forward."""
-    with torch.autocast(loss.device.type, enabled=False):
-        loss.backward(**kwargs)
-
-
-def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
-    """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
-    exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
-    with torch.autocast(x.device.type, enabled=False):
-        return layer(x.float(), *rest)
-
-
-def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
-    layer = nn.Linear(in_features, out_features)
-    nn.init.orthogonal_(layer.weight, gain=gain)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
-class VectorizedLinear(nn.Module):
-    """E independent linear layers applied at once: (E, B, in) -> (E, B, out) with one batched
-    matmul. Each member gets its own orthogonal initialisation."""
-
-    def __init__(self, in_features: int, out_features: int, ensemble_size: int, gain: float = ORTHOGONAL_GAIN):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
-        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
-        for member_weight in self.weight.data:  # (in, out) each, orthogonal columns (or rows)
-            nn.init.orthogonal_(member_weight, gain=gain)
-
-    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
-        return torch.baddbmm(b, x, w)  # b + x @ w, batched over members
-
-
-class VectorizedLayerNorm(nn.Module):
-    """LayerNorm over features with a separate scale and shift for each ensemble member."""
-
-    def __init__(self, features: int, ensemble_size: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, features))
-        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
-
-    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
-        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS), w)  # b + norm(x) * w in one pass
-
-
-class QEnsemble(nn.Module):
-    """num_qs critics Q_i(s, a), each Dense -> LayerNorm -> ReLU per hidden layer, then its OWN
-    output head. (The official code shares one head across the trunks; an ensemble of
-    independent Q-functions is what the paper describes, so we do not.)"""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN):
-        super().__init__()
-        self.num_qs = num_qs
-        sizes = [obs_dim + act_dim] + [hidden] * layers
-        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
-        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs, g) for i, o, g in zip(sizes[:-1], sizes[1:], gains))
-        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
-        self.head = VectorizedLinear(hidden, 1, num_qs)
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Q-values (E, B) of all members, or only of the members in `idx` (the target needs 2
-        of 10: computing only those saves 80% of the target's cost)."""
-        # Every member sees the same (s, a); the members differ only by their weights, so the
-        # whole ensemble is a few batched matmuls (E, B, in) x (E, in, out).
-        x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
-        n = self.num_qs if idx is None else len(idx)
-        x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
-        for linear, norm in zip(self.linears, self.norms):
-            x = F.relu(norm(linear(x, idx), idx), inplace=True)
-        return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
-
-
-LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
-
-
-class Actor(nn.Module):
-    """tanh-squashed diagonal Gaussian policy. Its trunk is Dense -> LayerNorm -> ReLU per hidden
-    layer, like the critics' (paper Sec. 4: "layer normalization in both the actor and the
-    critic"; official code: use_layer_norm=True for the policy too). The std is a second head on
-    the trunk (state-dependent, the default), or, with state_dependent_std=False, one learned
-    log std per action dimension that starts at 0 (std 1): the official antmaze configs
-    (std_parameterization="uniform")."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN, state_dependent_std: bool = True):
-        super().__init__()
-        sizes = [obs_dim] + [hidden] * layers
-        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
-        self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
-                                     for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
-        self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
-        self.state_dependent_std = state_dependent_std
-        self.log_std = (orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN) if state_dependent_std
-                        else nn.Parameter(torch.zeros(act_dim)))
-
-    def forward(self, obs: torch.Tensor):
-        h = self.trunk(obs)
-        mean = full_precision(self.mean, h)
-        log_std = full_precision(self.log_std, h) if self.state_dependent_std else self.log_std.expand_as(mean)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
-
-    def sample(self, obs: torch.Tensor):
-        """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
-        mean, log_std = self(obs)
-        # reparameterisation trick: the noise is an input, so gradients reach mean and std
-        u = mean + log_std.exp() * torch.randn_like(mean)
-        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.mean.weight.device).unsqueeze(0)
-        action = torch.tanh(self(obs_t)[0]) if deterministic else self.sample(obs_t)[0]  # eval: tanh(mean)
-        return action[0].cpu().numpy()
-
-
-def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi(tanh(u)) = log N(u; mean, std) - sum log(1 - tanh(u)^2), with the stable identity
-    log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))."""
-    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-    return (gauss - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-
-
-# [end copy]
-
-
-# [copy: sac-core]
-# ---------------------------------------------------------------------------------------------
-# SAC pieces every script shares: target, actor + temperature step, optimizers
-# (shapes: E ensemble members, B batch, A action dims)
-# ---------------------------------------------------------------------------------------------
-BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
-    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
-    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
-    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
-    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, kept in zip(opt.param_groups, settings):
-        group.update(kept)
-        for param in group["params"]:
-            if "step" in opt.state.get(param, {}):
-                on_device = kept.get("capturable") or kept.get("fused")
-                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
-
-
-def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
-    """k of the num_qs ensemble members, drawn without replacement. On a GPU the draw happens
-    there (argsort of uniform noise: a uniformly random subset too), so that a CUDA graph can
-    replay it (--cuda-graphs); on the CPU, torch.randperm."""
-    if device.type == "cuda":
-        return torch.rand(num_qs, device=device).argsort()[:k]
-    return torch.randperm(num_qs)[:k]
-
-
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
-@torch.no_grad()
-def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Tensor:
-    """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
-    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With
-    `--max-target-backup`, a' is the best of BACKUP_ACTIONS sampled next actions under that min."""
-    next_obs = batch["next_obs"]  # (B, obs)
-    if args.max_target_backup:  # sparse rewards: back up the best next action, not a random one
-        next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
-    next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
-    # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
-    # (the official code draws with replacement; docs/algorithms.md §9).
-    idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
-    next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
-    if args.max_target_backup:
-        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
-        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
-    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
-        next_q = next_q - F.softplus(alpha_param) * next_log_pi
-    return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
-
-def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
-                           target_entropy: float) -> dict:
-    """One actor step and one temperature step on the whole (utd * batch) sample."""
-    # N = utd * batch_size: the actor sees every transition the critics were trained on this step
-    obs = batch["obs"]  # (N, obs)
-    # The temperature's entropy estimate, taken as the official code does: from FRESH actions at
-    # the next states (10 per state with --max-target-backup, as the target samples them), drawn
-    # before the actor moves. (CleanRL reuses the actor step's log pi at s instead.)
-    with torch.no_grad():
-        next_obs = batch["next_obs"]
-        if args.max_target_backup:
-            next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (N * 10, obs)
-        entropy = -actor.sample(next_obs)[1].mean()
-    actions, log_pi = actor.sample(obs)  # (N, A), (N,)
-    q = critic(obs, actions).min(dim=0).values  # min over the WHOLE ensemble (official code), (N,)
-    alpha = F.softplus(alpha_param).detach()
-    # maximise Q - alpha * log pi: high value, but keep the policy's entropy (SAC)
-    actor_loss = (alpha * log_pi - q).mean()
-    actor_opt.zero_grad(set_to_none=True)
-    # Only the actor's weights need gradients: asking for them alone skips the critic weight
-    # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
-    backward(actor_loss, inputs=list(actor.parameters()))
-    actor_opt.step()
-    # Temperature, alpha = softplus(alpha_param) (official code; CleanRL uses exp): minimising
-    # alpha * (H - H_target) makes alpha grow while the entropy H is below target, shrink above.
-    alpha_loss = F.softplus(alpha_param) * (entropy - target_entropy)
-    alpha_opt.zero_grad(set_to_none=True)
-    backward(alpha_loss)
-    alpha_opt.step()
-    return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
-            "alpha": F.softplus(alpha_param.detach())}
-
-
-def inverse_softplus(x: float) -> float:
-    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
-    return math.log(math.expm1(x))
-
-
-def make_optimizers(actor, critic, alpha_param, args):
-    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
-    fused = adam_options(alpha_param.device, args)
-    return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
-            torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
-            torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
-
-
-def adam_options(device: torch.device, args, fused: bool = True) -> dict:
-    """Fused Adam on CPU and GPU; capturable (its step count stays on the GPU) for --cuda-graphs."""
-    options = {"fused": True} if fused and device.type in ("cpu", "cuda") else {}
-    if device.type == "cuda" and args.cuda_graphs:
-        options["capturable"] = True
-    return options
-
-
-# [end copy]
-
-
-# [copy: cuda-graphs]
-# ---------------------------------------------------------------------------------------------
-# --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
-# ---------------------------------------------------------------------------------------------
-def use_cuda_graphs(args, device: torch.device) -> bool:
-    if args.cuda_graphs and device.type != "cuda":
-        print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
-    return args.cuda_graphs and device.type == "cuda"
-
-
-class CudaGraphs:
-    """On a GPU, small networks leave it idle between the hundreds of tiny kernels of one update
-    (utd critic steps, the actor and temperature step, target updates, random draws), each
-    launched from Python. A CUDA graph records the kernels of one call once and replays them with
-    one launch (PyTorch's "whole-network capture": forward, backward and capturable Adam).
-
-    `run(key, fn, batch)` runs fn(batch): the first WARMUP calls of a key eagerly on a side
-    stream (they are real updates; PyTorch's recipe before capture), then it records fn on
-    fixed input buffers, and from then on copies each batch into those buffers and replays.
-    A graph replays what was recorded: the networks, optimizers and every Python value fn reads
-    must stay the same for a key (a different value needs a different key). The outputs are
-    copied out, since the next replay overwrites them. Disabled (CPU, or --cuda-graphs off): a
-    plain call. `emulate=True` runs the same bookkeeping on any device with the recorded fn
-    called in place of a replay, so that a CPU test can check it against plain calls."""
-
-    WARMUP = 3
-
-    def __init__(self, enabled: bool, emulate: bool = False):
-        self.enabled, self.emulate = enabled or emulate, emulate
-        self.graphs, self.calls = {}, {}
-
-    def run(self, key, fn, batch: dict) -> dict:
-        if not self.enabled:
-            return fn(batch)
-        if key not in self.graphs:
-            self.calls[key] = self.calls.get(key, 0) + 1
-            if self.calls[key] <= self.WARMUP:
-                return self._warmup(fn, batch)
-            self.graphs[key] = self._record(fn, batch)
-        graph, static_in, static_out = self.graphs[key]
-        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
-            # copy_ would broadcast a wrong shape silently and replay on the wrong data
-            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
-        for name, value in batch.items():
-            static_in[name].copy_(value)
-        if self.emulate:  # the recorded function, on the fixed buffers
-            static_out = graph(static_in)
-        else:
-            graph.replay()
-        return {name: value.clone() for name, value in static_out.items()}
-
-    def _warmup(self, fn, batch: dict) -> dict:
-        if self.emulate:
-            return fn(batch)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            out = fn(batch)
-        torch.cuda.current_stream().wait_stream(side)
-        return out
-
-    def _record(self, fn, batch: dict):
-        static_in = {name: value.clone() for name, value in batch.items()}
-        if self.emulate:  # the "graph" is the recorded function itself
-            return fn, static_in, None
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
-            static_out = fn(static_in)
-        return graph, static_in, static_out
-
-
-# [end copy]
-
-
-# [copy: sac-update]
-# ---------------------------------------------------------------------------------------------
-# SAC's critic step and the high-UTD step of one environment step (the online learner)
-# ---------------------------------------------------------------------------------------------
-def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
-    """One TD step on all members of the ensemble, then the target update."""
-    target_q = td_target(critic_target, actor, alpha_param, batch, args)  # (B,)
-    q = critic(batch["obs"], batch["actions"])  # (E, B)
-    # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
-    # comes from independent initialisations. Mean over members and batch (official code).
-    loss = F.mse_loss(q, target_q.expand_as(q))
-    critic_opt.zero_grad(set_to_none=True)
-    backward(loss)
-    critic_opt.step()
-    soft_update(critic_target, critic, args.tau)  # after every critic step
-    return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
-
-
-def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch: dict,
-               args, target_entropy: float, update_actor: bool = True) -> dict:
-    """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
-    sample (target update after each), then ONE actor + temperature update on all of it
-    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
-    # High UTD (App. I): several critic steps per env step learn more from each transition; the
-    # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
-    with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
-        for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
-            minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
-        if update_actor:
-            info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
-    return info
-
-
-# [end copy]
-
-
 # [copy: evaluate]
 # ---------------------------------------------------------------------------------------------
 # Evaluation, checkpoints, curves
@@ -1232,7 +1237,6 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
 # [end copy]
 
 
-
 # [copy: checkpoint-load]
 # ---------------------------------------------------------------------------------------------
 # Loading a checkpoint written by save_checkpoint (any script of this repository)
@@ -1269,6 +1273,8 @@ def read_checkpoint(path: str, device: torch.device) -> dict:
     if ckpt.get("complete") is False:  # saved on Ctrl-C: fewer steps than its run asked for
         print(f"WARNING: {path} was saved by a run cut short (Ctrl-C) at step {ckpt['step']:,} of "
               f"{ckpt['planned_steps']:,}; it is used as it is.")
+    if "cql_alpha_opt" in ckpt:  # the Lagrange multiplier's optimizer, under its name before December 2026
+        ckpt["cql_lagrange_opt"] = ckpt.pop("cql_alpha_opt")
     return ckpt
 
 
@@ -1312,26 +1318,6 @@ def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, cr
 
 
 # [end copy]
-
-# ---------------------------------------------------------------------------------------------
-# JSRL: the guide's curriculum (what this script adds to sac_fast.py, with the roll-in in main)
-# ---------------------------------------------------------------------------------------------
-def rollin_probability(step: int, initial_prob: float, decay_steps: int) -> float:
-    """Probability that an episode starting after `step` environment steps begins with a guide
-    roll-in: `initial_prob` at step 0, linearly down to 0 at `decay_steps`, 0 from then on."""
-    if decay_steps <= 0:
-        return 0.0
-    return initial_prob * max(0.0, 1.0 - step / decay_steps)
-
-
-def draw_rollin_length(rng: np.random.Generator, prob: float, continue_prob: float) -> int:
-    """Guide steps at the start of a new episode. With probability 1 - `prob`: 0 (the learner
-    acts throughout). Otherwise the guide acts once, then after each step continues with
-    probability `continue_prob`: a geometric length, P(H = k) = q^(k-1) (1 - q), mean 1 / (1 - q)
-    (100 for q = 0.99). An episode that ends first simply cuts the roll-in short."""
-    if rng.random() >= prob:
-        return 0
-    return int(rng.geometric(1.0 - continue_prob))  # numpy's geometric counts trials to the first success
 
 
 # [copy: arg-checks]
@@ -1462,208 +1448,98 @@ def load_resume_point(run_dir: str) -> dict:
 # [end copy]
 
 
-def main(args: Args) -> dict:
-    # ===== SETUP =================================================================================
-    resume = None
-    if args.resume:  # the run's own settings, its state at its last resume point
-        resume = load_resume_point(args.resume)
-        args = Args(**{**resume["args"], "resume": args.resume})
-        print(f"resuming {args.resume} after step {resume['step']:,}")
-    if not args.pretrained_checkpoint:
-        raise SystemExit(
-            "error: JSRL needs a pre-trained guide: pass --pretrained-checkpoint PATH. Make one with\n"
-            "    python calql_offline.py --dataset-id local/hopper/replay-30k-v0 --online-steps 0\n"
-            "(it writes runs/<run>/calql_offline_pretrained.pt); the WSRL scripts' *_pretrained.pt work too."
-        )
-    if not 0.0 <= args.jsrl_initial_prob <= 1.0:
-        raise SystemExit("error: --jsrl-initial-prob must be in [0, 1].")
-    if not 0.0 <= args.jsrl_continue_prob < 1.0:
-        raise SystemExit("error: --jsrl-continue-prob must be in [0, 1) (1 would never hand over to the learner).")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
-    ckpt = read_checkpoint(args.pretrained_checkpoint, device)
-    use_checkpoint_network_sizes(args, ckpt)
-    # the environment and the reward transform of the data the guide was trained on
-    env_id = args.env_id or ckpt.get("env_id") or ckpt["args"].get("env_id") or "Hopper-v5"
-    domain = domain_of(ckpt["args"].get("dataset_id") or env_id)
-    reward_transform = REWARD_TRANSFORMS[domain]
-    ref_scores = reference_scores(env_id)
-    if args.num_min_qs is None:  # the paper runs JSRL with RLPD's settings: one sub-sampled critic on antmaze
-        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
-    if args.max_target_backup is None:  # ... and backs up the best of 10 next actions there
-        args.max_target_backup = domain in ("antmaze", "pointmaze")
-    check_args(args, {"--total-timesteps": (args.total_timesteps, 1), "--warmup-steps": (args.warmup_steps, 0),
-                      "--jsrl-decay-steps": (args.jsrl_decay_steps, 1)})
+# [copy: cuda-graphs]
+# ---------------------------------------------------------------------------------------------
+# --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
+# ---------------------------------------------------------------------------------------------
+def use_cuda_graphs(args, device: torch.device) -> bool:
+    if args.cuda_graphs and device.type != "cuda":
+        print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
+    return args.cuda_graphs and device.type == "cuda"
 
-    keep_freed_memory()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
-    rollin_rng = np.random.default_rng(args.seed)  # roll-in draws, apart from everything else
 
-    spec = None  # outside locomotion, the environment as the guide's dataset names it (AntMaze: its fixed goal)
-    if domain_of(env_id) != "locomotion" and ckpt["args"].get("dataset_id"):
-        spec = dataset_env_spec(dict(load_minari(ckpt["args"]["dataset_id"]).storage.metadata))
-    env, eval_env = make_env(env_id, args.seed, spec), make_env(env_id, args.seed + 10_000, spec)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)  # before anything is built or written
-    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+class CudaGraphs:
+    """On a GPU, small networks leave it idle between the hundreds of tiny kernels of one update
+    (utd critic steps, the actor and temperature step, target updates, random draws), each
+    launched from Python. A CUDA graph records the kernels of one call once and replays them with
+    one launch (PyTorch's "whole-network capture": forward, backward and capturable Adam).
 
-    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
-    # resumed: the logs continue the same curves (what was logged after the resume point goes)
-    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume else None)
-    if not resume:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    `run(key, fn, batch)` runs fn(batch): the first WARMUP calls of a key eagerly on a side
+    stream (they are real updates; PyTorch's recipe before capture), then it records fn on
+    fixed input buffers, and from then on copies each batch into those buffers and replays.
+    A graph replays what was recorded: the networks, optimizers and every Python value fn reads
+    must stay the same for a key (a different value needs a different key). The outputs are
+    copied out, since the next replay overwrites them. Disabled (CPU, or --cuda-graphs off): a
+    plain call. `emulate=True` runs the same bookkeeping on any device with the recorded fn
+    called in place of a replay, so that a CPU test can check it against plain calls."""
 
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                  args.state_dependent_std).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
-    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
-    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
+    WARMUP = 3
 
-    # ===== THE GUIDE AND THE INITIALISATION ======================================================
-    # Everything (weights, temperature, Adam states) as pre-trained; the GUIDE is a frozen copy of
-    # the pre-trained actor: it only ever acts, no optimizer holds its parameters.
-    restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
-    guide = copy.deepcopy(actor).requires_grad_(False)
-    if not args.init_policy:  # the original JSRL: the learner starts from scratch
-        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                      args.state_dependent_std).to(device)
-        actor_opt = make_optimizers(actor, critic, alpha_param, args)[0]
-    if not args.init_critic:  # fresh critics (and a target that copies them)
-        critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-        critic_target.load_state_dict(critic.state_dict())
-        critic_opt = make_optimizers(actor, critic, alpha_param, args)[1]
-    del ckpt
+    def __init__(self, enabled: bool, emulate: bool = False):
+        self.enabled, self.emulate = enabled or emulate, emulate
+        self.graphs, self.calls = {}, {}
 
-    # JSRL, like WSRL, keeps no offline data: the buffer starts empty and holds online data only
-    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
+    def run(self, key, fn, batch: dict) -> dict:
+        if not self.enabled:
+            return fn(batch)
+        if key not in self.graphs:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            if self.calls[key] <= self.WARMUP:
+                return self._warmup(fn, batch)
+            self.graphs[key] = self._record(fn, batch)
+        graph, static_in, static_out = self.graphs[key]
+        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
+            # copy_ would broadcast a wrong shape silently and replay on the wrong data
+            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
+        for name, value in batch.items():
+            static_in[name].copy_(value)
+        if self.emulate:  # the recorded function, on the fixed buffers
+            static_out = graph(static_in)
+        else:
+            graph.replay()
+        return {name: value.clone() for name, value in static_out.items()}
 
-    print(f"JSRL on {env_id} | {device}, {args.precision} | guide and start: {args.pretrained_checkpoint} | "
-          f"roll-in prob {args.jsrl_initial_prob} -> 0 over {args.jsrl_decay_steps:,} steps, mean length "
-          f"{1 / (1 - args.jsrl_continue_prob):.0f} | {args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, "
-          f"batch {args.batch_size} | {args.total_timesteps:,} steps | logs: {run_dir}")
+    def _warmup(self, fn, batch: dict) -> dict:
+        if self.emulate:
+            return fn(batch)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn(batch)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
 
-    # ===== TRAINING: guide roll-in then learner roll-out in each episode; one update per step ===
-    summary = {"run_dir": run_dir, "evals": [], "first_losses": None, "rollins": []}
+    def _record(self, fn, batch: dict):
+        static_in = {name: value.clone() for name, value in batch.items()}
+        if self.emulate:  # the "graph" is the recorded function itself
+            return fn, static_in, None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
+            static_out = fn(static_in)
+        return graph, static_in, static_out
 
-    def evaluate_and_log(step: int) -> None:  # the LEARNING policy alone: the guide never acts here
-        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-        summary["evals"].append((step, ret, score))
-        writer.add_scalar("eval/return", ret, step)
-        if score is not None:
-            writer.add_scalar("eval/normalized_score", score, step)
-        if success is not None:  # sparse domains
-            writer.add_scalar("eval/success_rate", success, step)
 
-    def start_episode(step: int) -> int:  # draw the new episode's roll-in length, log the curriculum
-        prob = rollin_probability(step, args.jsrl_initial_prob, args.jsrl_decay_steps)
-        writer.add_scalar("jsrl/rollin_prob", prob, step)
-        return draw_rollin_length(rollin_rng, prob, args.jsrl_continue_prob)
+# [end copy]
 
-    obs, _ = env.reset(seed=args.seed)
-    eval_env.reset(seed=args.seed + 10_000)
-    start_time, updates_start, step = time.time(), None, 0
-    last_return, info = float("nan"), {}
-    if resume:  # at an episode end: every weight, moment, transition, counter and random stream
-        restore_from(resume, actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
-                     actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb)
-        summary, last_return, step, obs = resume["summary"], resume["last_return"], resume["step"], resume["obs"]
-        rollin_left, guide_steps, guide_total = resume["rollin_left"], 0, resume["guide_total"]
-        obs = restore_env(env, resume["env"], obs)
-        restore_env(eval_env, resume["eval_env"])
-        rollin_rng.bit_generator.state = resume["rollin_rng"]
-        set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
-    else:
-        evaluate_and_log(0)  # step 0 = the pre-trained agent, so the curve starts at the offline result
-        rollin_left, guide_steps, guide_total = start_episode(0), 0, 0
-    first_step, resume_step = step + 1, step if resume else None
-    previous_sigterm = interrupt_on_sigterm()
+
+# [copy: cpu-speed]
+def keep_freed_memory() -> None:
+    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
+    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
+    `sys` time). Keeping freed blocks up to 32 MiB for reuse makes updates faster on small CPUs
+    (docs/speed.md has the measurement; `python tools/speed.py --no-malloc-tuning` compares on
+    yours). Harmless elsewhere: it only changes when memory is returned to the OS."""
     try:
-        for step in range(first_step, args.total_timesteps + 1):
-            if rollin_left > 0:  # ROLL-IN: the frozen guide acts, sampling as during pre-training
-                action = guide.act(obs, deterministic=False)
-                rollin_left -= 1
-                guide_steps += 1
-            else:  # ROLL-OUT: the learning policy acts to the end of the episode
-                action = actor.act(obs, deterministic=False)
-            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
-            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
-            # episode boundaries. Guide and learner transitions go to the same buffer.
-            rb.add(o, a, reward_transform(r), next_o, terminated, ended)
-            if episode is not None:
-                last_return = float(episode["r"])
-                writer.add_scalar("charts/episodic_return", last_return, step)
-                writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
-                writer.add_scalar("jsrl/rollin_length", guide_steps, step)  # guide steps this episode
-                guide_total += guide_steps
-                writer.add_scalar("jsrl/guide_step_fraction", guide_total / step, step)
-                summary["rollins"].append((step, guide_steps, int(episode["l"])))
-                rollin_left, guide_steps = start_episode(step), 0
+        import ctypes
 
-            # one high-UTD update per env step (after the optional --warmup-steps)
-            if step > args.warmup_steps:
-                if updates_start is None:
-                    updates_start = (time.time(), step)
-                batch = sample_batch(rb, None, args.utd, args.batch_size, 0.0, gen)
-                info = graphs.run("sac", lambda b: sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
-                                                              alpha_opt, b, args, target_entropy), batch)
-                if summary["first_losses"] is None:
-                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
-                if step % 100 == 0:
-                    for k, v in info.items():
-                        writer.add_scalar(f"losses/{k}", float(v), step)
-                    stop_if_diverged(info, step, "online", writer)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
 
-            # evaluation uses its own env, so the training episode in progress is not disturbed
-            if step % args.eval_interval == 0 or step == args.total_timesteps:
-                evaluate_and_log(step)
-            if step % 1000 == 0 or step == args.total_timesteps:
-                summary["sps"] = print_progress(step, args.total_timesteps, start_time, updates_start, last_return,
-                                                summary["evals"], info)
-                writer.add_scalar("charts/SPS", summary["sps"], step)
-            # a resume point at the first episode end after every --checkpoint-interval steps
-            # (the env just reset and the next roll-in drawn: a few numbers to save)
-            if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
-                save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
-                                  critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
-                                  critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb, summary=summary,
-                                  last_return=last_return, obs=obs, env=env_snapshot(env),
-                                  eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen),
-                                  rollin_left=rollin_left, guide_total=guide_total,
-                                  rollin_rng=rollin_rng.bit_generator.state)
-                resume_step = step
-    except KeyboardInterrupt:  # keep what was learned: the checkpoint is still saved
-        print(f"\ninterrupted at step {step:,}; saving what there is")
-        if resume_step is not None:
-            print(f"to continue from step {resume_step:,}: python jsrl.py --resume {run_dir}")
 
-    # ===== SAVE =================================================================================
-    summary["guide"] = guide  # the frozen guide, for inspection (tests check it never changed)
-    if args.save_model:
-        path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        env_id=env_id, complete=step == args.total_timesteps,
-                        planned_steps=args.total_timesteps)
-        summary["checkpoint"] = path
-    if summary["evals"]:
-        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"JSRL on {env_id}",
-                   {"updates start": args.warmup_steps} if args.warmup_steps else None)
-    env.close()
-    eval_env.close()
-    writer.close()
-    if previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    print_summary(summary, step, start_time)
-    rollins = [g for _, g, _ in summary["rollins"] if g > 0]
-    print(f"  guide roll-ins: {len(rollins)} of {len(summary['rollins'])} finished episodes"
-          + (f", {np.mean(rollins):.1f} guide steps on average" if rollins else ""))
-    return summary
+# [end copy]
 
 
 # [copy: progress]

@@ -11,7 +11,7 @@ Every other script of this repository copies its blocks from this file (marked
 `# [copy: NAME]` ... `# [end copy]`), so `diff sac_fast.py wsrl_calql_sac.py` shows what WSRL adds.
 
     python sac_fast.py                                   # CPU-sized run on Hopper-v5 (~6 minutes)
-    python sac_fast.py --utd 4 --total-timesteps 1000000 --eval-interval 10000 --eval-episodes 20  # paper
+    python sac_fast.py --utd 4 --online-steps 1000000 --eval-interval 10000 --eval-episodes 20  # paper
     python sac_fast.py --save-rollouts 50 --save-dataset-id local/hopper/sac-v0  # make a dataset
     python sac_fast.py --dataset-id local/hopper/sac-v0 --offline-ratio 0.5       # RLPD
 """
@@ -34,7 +34,7 @@ from typing import Literal, Optional
 # OpenMP threads (torch's, on the CPU) wait for work passively unless you say otherwise: spinning
 # ones run a run several times slower as soon as anything else uses a core (a second seed, a
 # browser). Set before torch loads OpenMP; `OMP_WAIT_POLICY=ACTIVE` is faster on an idle machine
-# (README, Speed).
+# (docs/speed.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # [end copy]
 
@@ -90,10 +90,10 @@ class Args:
     instead of the replay buffer (like D4RL's medium / expert datasets)"""
 
     # ---- algorithm --------------------------------------------------------------------------
-    total_timesteps: int = 15_000
-    """environment steps in total, warmup included (CPU default; paper: 1,000,000)"""
-    warmup_steps: int = 5_000
-    """steps of uniformly random actions before the first update (paper and RLPD: 5,000)"""
+    online_steps: int = 15_000
+    """environment steps online, the random ones (--learning-starts) included (CPU default; paper: 1,000,000)"""
+    learning_starts: int = 5_000
+    """steps of uniformly random actions before the first update (CleanRL's name; paper and RLPD: 5,000)"""
     buffer_size: int = 1_000_000
     """replay buffer capacity"""
     batch_size: int = 256
@@ -150,24 +150,549 @@ class Args:
     hundred KB each): behaviour policies for `tools/make_datasets.py`"""
 
 
-# [copy: cpu-speed]
-def keep_freed_memory() -> None:
-    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
-    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
-    `sys` time). Keeping freed blocks up to 32 MiB for reuse took the paper's config from 5.6 to
-    7.6 env-steps/s on our 2-core machine (`python tools/speed.py --no-malloc-tuning` to compare).
-    Harmless elsewhere: it only changes when memory is returned to the OS."""
-    try:
-        import ctypes
+# =================================================================================================
+# THE ALGORITHM: the paper's numbers per domain, the networks, the updates, then `main`, which runs
+# them in the order of the paper. Read these with the paper open.
+# =================================================================================================
 
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
-        pass
+
+# [copy: domain-presets]
+# ---------------------------------------------------------------------------------------------
+# Domain presets: what the paper changes from one benchmark to another (docs/algorithms.md §2-6).
+# A flag left at None takes the preset of the dataset's domain; a flag given on the command line wins.
+# ---------------------------------------------------------------------------------------------
+DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
+    "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                       state_dependent_std=True,
+                       cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=3.0),
+    "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                    state_dependent_std=False,  # one learned std per action dim (std_parameterization="uniform")
+                    cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
+    # PointMaze (this project's sparse-maze demo; not in the paper): antmaze's settings
+    "pointmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                      state_dependent_std=False,
+                      cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
+    "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2, last_hidden_init_scale=0.01,
+                   state_dependent_std=True,
+                   cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
+    "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3, last_hidden_init_scale=math.sqrt(2.0),
+                    state_dependent_std=True,
+                    cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
+}
+
+
+def apply_domain_preset(args, domain: str) -> dict:
+    """Fill the flags left at None with the domain's values; returns {flag: value} it set."""
+    chosen = {}
+    for key, value in DOMAIN_PRESETS[domain].items():
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, value)
+            chosen[key] = value
+    return chosen
 
 
 # [end copy]
+
+
+# [copy: networks]
+# ---------------------------------------------------------------------------------------------
+# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
+# ---------------------------------------------------------------------------------------------
+# Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
+# that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
+# LAST HIDDEN layer of actor and critic, which gets the gain `last_hidden_scale` (official: 1e-2
+# in locomotion, antmaze and adroit, sqrt(2) on kitchen). That layer is followed by LayerNorm, so
+# a small gain does not shrink what it outputs; it makes its weights small, so that early
+# updates change them (and the features) faster in relative terms.
+ORTHOGONAL_GAIN = math.sqrt(2.0)
+LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
+
+
+def autocast(args, device: torch.device):
+    """`--precision bf16`: inside a gradient update, the networks' matmuls (forward and backward)
+    run in bfloat16 (torch.autocast); the weights, their gradients and Adam states stay float32,
+    and so do the output layers (below), hence the Q-values, log-probabilities, losses and TD
+    targets. fp32 (the default): a no-op. No weight cache: autocast would otherwise keep the
+    bf16 copy of each weight for the whole region, and the second of `utd` critic steps would
+    run on the weights from before the first."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
+
+
+def backward(loss: torch.Tensor, **kwargs) -> None:
+    """loss.backward() outside the bf16 region: autocast would also cast the backward's own
+    matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
+    included. The trunk's backward still runs in the bf16 of its forward."""
+    with torch.autocast(loss.device.type, enabled=False):
+        loss.backward(**kwargs)
+
+
+def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
+    """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
+    exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float(), *rest)
+
+
+def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features)
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class VectorizedLinear(nn.Module):
+    """E independent linear layers applied at once: (E, B, in) -> (E, B, out) with one batched
+    matmul. Each member gets its own orthogonal initialisation."""
+
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int, gain: float = ORTHOGONAL_GAIN):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
+        for member_weight in self.weight.data:  # (in, out) each, orthogonal columns (or rows)
+            nn.init.orthogonal_(member_weight, gain=gain)
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.baddbmm(b, x, w)  # b + x @ w, batched over members
+
+
+class VectorizedLayerNorm(nn.Module):
+    """LayerNorm over features with a separate scale and shift for each ensemble member."""
+
+    def __init__(self, features: int, ensemble_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS), w)  # b + norm(x) * w in one pass
+
+
+class QEnsemble(nn.Module):
+    """num_qs critics Q_i(s, a), each Dense -> LayerNorm -> ReLU per hidden layer, then its OWN
+    output head. (The official code shares one head across the trunks; an ensemble of
+    independent Q-functions is what the paper describes, so we do not.)"""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN):
+        super().__init__()
+        self.num_qs = num_qs
+        sizes = [obs_dim + act_dim] + [hidden] * layers
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs, g) for i, o, g in zip(sizes[:-1], sizes[1:], gains))
+        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
+        self.head = VectorizedLinear(hidden, 1, num_qs)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Q-values (E, B) of all members, or only of the members in `idx` (the target needs 2
+        of 10: computing only those saves 80% of the target's cost)."""
+        # Every member sees the same (s, a); the members differ only by their weights, so the
+        # whole ensemble is a few batched matmuls (E, B, in) x (E, in, out).
+        x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
+        n = self.num_qs if idx is None else len(idx)
+        x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
+        for linear, norm in zip(self.linears, self.norms):
+            x = F.relu(norm(linear(x, idx), idx), inplace=True)
+        return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
+
+
+LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
+
+
+class Actor(nn.Module):
+    """tanh-squashed diagonal Gaussian policy. Its trunk is Dense -> LayerNorm -> ReLU per hidden
+    layer, like the critics' (paper Sec. 4: "layer normalization in both the actor and the
+    critic"; official code: use_layer_norm=True for the policy too). The std is a second head on
+    the trunk (state-dependent, the default), or, with state_dependent_std=False, one learned
+    log std per action dimension that starts at 0 (std 1): the official antmaze configs
+    (std_parameterization="uniform")."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN, state_dependent_std: bool = True):
+        super().__init__()
+        sizes = [obs_dim] + [hidden] * layers
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
+                                     for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
+        self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
+        self.state_dependent_std = state_dependent_std
+        self.log_std = (orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN) if state_dependent_std
+                        else nn.Parameter(torch.zeros(act_dim)))
+
+    def forward(self, obs: torch.Tensor):
+        h = self.trunk(obs)
+        mean = full_precision(self.mean, h)
+        log_std = full_precision(self.log_std, h) if self.state_dependent_std else self.log_std.expand_as(mean)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
+
+    def sample(self, obs: torch.Tensor):
+        """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
+        mean, log_std = self(obs)
+        # reparameterisation trick: the noise is an input, so gradients reach mean and std
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.mean.weight.device).unsqueeze(0)
+        action = torch.tanh(self(obs_t)[0]) if deterministic else self.sample(obs_t)[0]  # eval: tanh(mean)
+        return action[0].cpu().numpy()
+
+
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(tanh(u)) = log N(u; mean, std) - sum log(1 - tanh(u)^2), with the stable identity
+    log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))."""
+    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    return (gauss - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+
+
+# [end copy]
+
+
+# [copy: sac-core]
+# ---------------------------------------------------------------------------------------------
+# SAC pieces every script shares: target, actor + temperature step, optimizers
+# (shapes: E ensemble members, B batch, A action dims)
+# ---------------------------------------------------------------------------------------------
+BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
+def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
+    """k of the num_qs ensemble members, drawn without replacement. On a GPU the draw happens
+    there (argsort of uniform noise: a uniformly random subset too), so that a CUDA graph can
+    replay it (--cuda-graphs); on the CPU, torch.randperm."""
+    if device.type == "cuda":
+        return torch.rand(num_qs, device=device).argsort()[:k]
+    return torch.randperm(num_qs)[:k]
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> torch.Tensor:
+    """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
+    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With `max_backup`
+    (Cal-QL always; SAC with --max-target-backup), a' is the best of BACKUP_ACTIONS sampled next
+    actions under that min."""
+    next_obs = batch["next_obs"]  # (B, obs)
+    if max_backup:  # sparse rewards: back up the best next action, not a random one
+        next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
+    next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
+    # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
+    # (the official code draws with replacement; docs/algorithms.md §9).
+    idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
+    next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
+    if max_backup:
+        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
+        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
+    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
+        next_q = next_q - F.softplus(alpha_param) * next_log_pi
+    return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
+
+def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
+                           target_entropy: float, max_backup: bool) -> dict:
+    """One actor step and one temperature step on the whole (utd * batch) sample (`max_backup`:
+    as the learner's td_target)."""
+    # N = utd * batch_size: the actor sees every transition the critics were trained on this step
+    obs = batch["obs"]  # (N, obs)
+    # The temperature's entropy estimate, taken as the official code does: from FRESH actions at
+    # the next states (10 per state with `max_backup`, as the target samples them), drawn
+    # before the actor moves. (CleanRL reuses the actor step's log pi at s instead.)
+    with torch.no_grad():
+        next_obs = batch["next_obs"]
+        if max_backup:
+            next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (N * 10, obs)
+        entropy = -actor.sample(next_obs)[1].mean()
+    actions, log_pi = actor.sample(obs)  # (N, A), (N,)
+    q = critic(obs, actions).min(dim=0).values  # min over the WHOLE ensemble (official code), (N,)
+    alpha = F.softplus(alpha_param).detach()
+    # maximise Q - alpha * log pi: high value, but keep the policy's entropy (SAC)
+    actor_loss = (alpha * log_pi - q).mean()
+    actor_opt.zero_grad(set_to_none=True)
+    # Only the actor's weights need gradients: asking for them alone skips the critic weight
+    # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
+    backward(actor_loss, inputs=list(actor.parameters()))
+    actor_opt.step()
+    # Temperature, alpha = softplus(alpha_param) (official code; CleanRL uses exp): minimising
+    # alpha * (H - H_target) makes alpha grow while the entropy H is below target, shrink above.
+    alpha_loss = F.softplus(alpha_param) * (entropy - target_entropy)
+    alpha_opt.zero_grad(set_to_none=True)
+    backward(alpha_loss)
+    alpha_opt.step()
+    return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
+            "alpha": F.softplus(alpha_param.detach())}
+
+
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
+
+
+def make_optimizers(actor, critic, alpha_param, args):
+    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
+    fused = adam_options(alpha_param.device, args)
+    return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
+            torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
+            torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+
+
+def adam_options(device: torch.device, args, fused: bool = True) -> dict:
+    """Fused Adam on CPU and GPU; capturable (its step count stays on the GPU) for --cuda-graphs."""
+    options = {"fused": True} if fused and device.type in ("cpu", "cuda") else {}
+    if device.type == "cuda" and args.cuda_graphs:
+        options["capturable"] = True
+    return options
+
+
+# [end copy]
+
+
+# [copy: sac-update]
+# ---------------------------------------------------------------------------------------------
+# SAC's critic step and the high-UTD step of one environment step (the online learner)
+# ---------------------------------------------------------------------------------------------
+def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
+    """One TD step on all members of the ensemble, then the target update."""
+    target_q = td_target(critic_target, actor, alpha_param, batch, args, args.max_target_backup)  # (B,)
+    q = critic(batch["obs"], batch["actions"])  # (E, B)
+    # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
+    # comes from independent initialisations. Mean over members and batch (official code).
+    loss = F.mse_loss(q, target_q.expand_as(q))
+    critic_opt.zero_grad(set_to_none=True)
+    backward(loss)
+    critic_opt.step()
+    soft_update(critic_target, critic, args.tau)  # after every critic step
+    return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
+
+
+def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch: dict,
+               args, target_entropy: float, update_actor: bool = True) -> dict:
+    """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
+    sample (target update after each), then ONE actor + temperature update on all of it
+    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
+    # High UTD (App. I): several critic steps per env step learn more from each transition; the
+    # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
+    with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
+        for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
+            minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
+            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
+        if update_actor:
+            info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy,
+                                               args.max_target_backup))
+    return info
+
+
+# [end copy]
+
+
+def main(args: Args) -> dict:
+    # ===== SETUP =================================================================================
+    resume = None
+    if args.resume:  # the run's own settings, its state at its last resume point
+        resume = load_resume_point(args.resume)
+        args = Args(**{**resume["args"], "resume": args.resume})
+        print(f"resuming {args.resume} after step {resume['step']:,}")
+    domain = domain_of(args.dataset_id or args.env_id or "")
+    # the network sizes of the domain (the paper's RLPD and SAC run with WSRL's networks there)
+    apply_domain_preset(args, domain)
+    if args.num_min_qs is None:  # the paper's RLPD on antmaze: the min over ONE sub-sampled critic
+        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
+    if args.max_target_backup is None:  # the paper's SAC on antmaze backs up the best of 10 next actions
+        args.max_target_backup = domain in ("antmaze", "pointmaze")
+    check_args(args, {"--online-steps": (args.online_steps, 1), "--learning-starts": (args.learning_starts, 0)})
+    if args.learning_starts >= args.online_steps and not args.save_dataset_id:
+        raise SystemExit(f"error: --online-steps {args.online_steps:,} is not above --learning-starts "
+                         f"{args.learning_starts:,} (random actions, no update): the agent would never learn. "
+                         "Raise --online-steps or lower --learning-starts.")
+    if args.dataset_id and args.offline_ratio == 0:  # it would only name the environment: say so, not ignore it
+        raise SystemExit(f"error: --dataset-id {args.dataset_id} is sampled only with --offline-ratio > 0 (RLPD: "
+                         "--offline-ratio 0.5). For SAC without offline data, pass --env-id instead.")
+    # Check every id before any work: an hour of training must not end on a refused name.
+    if args.save_dataset_id:
+        check_dataset_id_is_free(args.save_dataset_id)
+        if domain_of(args.env_id or args.dataset_id or "") != "locomotion":
+            # the buffer holds the domain's flat observations and transformed rewards; a dataset
+            # must hold the environment's own (dict observations, raw rewards)
+            raise SystemExit("error: --save-dataset-id exports locomotion runs only; datasets of the other domains "
+                             "come from Minari's hub or from tools/make_domain_datasets.py.")
+    if args.offline_ratio > 0 and not args.dataset_id:
+        raise SystemExit("error: --offline-ratio > 0 needs --dataset-id (RLPD samples offline data).")
+    if not 0.0 <= args.offline_ratio < 1.0:
+        raise SystemExit("error: --offline-ratio must be in [0, 1).")
+    offline_data, metadata = (None, {})
+    if args.dataset_id:
+        offline_data, metadata = load_offline_data(args.dataset_id, domain_of(args.dataset_id))
+    # the dataset knows which environment produced it; --env-id overrides
+    env_id = env_id_for(args.dataset_id, metadata, args.env_id) if args.dataset_id else (args.env_id or "Hopper-v5")
+    # online rewards get the same transform as the offline data, so both live on one scale
+    domain = domain_of(args.dataset_id or env_id)
+    reward_transform = REWARD_TRANSFORMS[domain]
+    ref_scores = reference_scores(env_id, metadata)
+
+    keep_freed_memory()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
+    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
+
+    env, eval_env = make_env(env_id, args.seed, metadata.get("spec")), make_env(env_id, args.seed + 10_000, metadata.get("spec"))
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if offline_data is not None and offline_data["observations"].shape[1] != obs_dim:
+        raise SystemExit(f"error: dataset {args.dataset_id} has {offline_data['observations'].shape[1]}-dim "
+                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+
+    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
+    # resumed: the logs continue the same curves (what was logged after the resume point goes)
+    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume else None)
+    if not resume:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
+    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
+    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
+    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
+
+    # SAC (fast) learns from its own buffer alone; RLPD also keeps the offline data in a second
+    # buffer and draws `offline_ratio` of every minibatch from it (symmetric sampling)
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
+    offline_rb = ReplayBuffer.from_arrays(offline_data, device) if offline_data is not None and args.offline_ratio > 0 else None
+    del offline_data  # what RLPD needs now lives in offline_rb
+
+    print(f"SAC (fast){' + offline data (RLPD)' if offline_rb else ''} on {env_id} | {device}, {args.precision} | "
+          f"{args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, batch {args.batch_size} | "
+          f"{args.online_steps:,} steps ({args.learning_starts:,} random) | logs: {run_dir}")
+
+    # ===== TRAINING: random actions until --learning-starts, then one env step + `utd` critic updates per step ==========
+    summary = {"run_dir": run_dir, "evals": [], "first_losses": None}
+    obs, _ = env.reset(seed=args.seed)
+    eval_env.reset(seed=args.seed + 10_000)
+    start_time, updates_start, step = time.time(), None, 0
+    last_return, info = float("nan"), {}
+    if resume:  # every weight, moment, transition, counter and random stream as it was
+        restore_from(resume, actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
+                     actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb)
+        summary, last_return, step, obs = resume["summary"], resume["last_return"], resume["step"], resume["obs"]
+        obs = restore_env(env, resume["env"], obs)
+        restore_env(eval_env, resume["eval_env"])
+        set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
+    first_step, resume_step = step + 1, step if resume else None
+    previous_sigterm = interrupt_on_sigterm()
+    try:
+        for step in range(first_step, args.online_steps + 1):
+            if step <= args.learning_starts:
+                action = env.action_space.sample()  # uniform random actions fill the buffer first
+            else:
+                action = actor.act(obs, deterministic=False)
+            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
+            # episode boundaries, so the buffer can be exported as episodes
+            rb.add(o, a, reward_transform(r), next_o, terminated, ended)
+            if episode is not None:
+                last_return = float(episode["r"])
+                writer.add_scalar("charts/episodic_return", last_return, step)
+                writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
+
+            # one high-UTD update per env step once the random actions have filled the buffer
+            if step > args.learning_starts:
+                if updates_start is None:
+                    updates_start = (time.time(), step)
+                batch = sample_batch(rb, offline_rb, args.utd, args.batch_size, args.offline_ratio, gen)
+                info = graphs.run("sac", lambda b: sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
+                                                              alpha_opt, b, args, target_entropy), batch)
+                if summary["first_losses"] is None:
+                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                if step % 100 == 0:
+                    for k, v in info.items():
+                        writer.add_scalar(f"losses/{k}", float(v), step)
+                    stop_if_diverged(info, step, "online", writer)
+
+            # evaluation uses its own env, so the training episode in progress is not disturbed
+            if step % args.eval_interval == 0 or step == args.online_steps:
+                ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
+                summary["evals"].append((step, ret, score))
+                writer.add_scalar("eval/return", ret, step)
+                if score is not None:
+                    writer.add_scalar("eval/normalized_score", score, step)
+                if success is not None:  # sparse domains
+                    writer.add_scalar("eval/success_rate", success, step)
+                if args.save_actors:
+                    summary["actor"] = save_actor(run_dir, actor, args, env_id, step, ret)
+                if args.stop_at_return is not None and ret >= args.stop_at_return:
+                    # learning is not monotone: keep the policy of THIS evaluation, not a later one
+                    print(f"eval return {ret:.1f} >= --stop-at-return {args.stop_at_return:g} at step {step:,}: stopping")
+                    summary["stopped_at"] = step
+                    break
+            if step % 1000 == 0 or step == args.online_steps:
+                summary["sps"] = print_progress(step, args.online_steps, start_time, updates_start, last_return,
+                                                summary["evals"], info)
+                writer.add_scalar("charts/SPS", summary["sps"], step)
+            # a resume point at the first episode end after every --checkpoint-interval steps:
+            # there the env has just been reset, so its state is a few numbers (env_snapshot)
+            if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
+                save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
+                                  critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
+                                  critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb, summary=summary,
+                                  last_return=last_return, obs=obs, env=env_snapshot(env),
+                                  eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
+                resume_step = step
+    except KeyboardInterrupt:  # keep what was learned: the checkpoint and dataset are still saved
+        print(f"\ninterrupted at step {step:,}; saving what there is")
+        if resume_step is not None:
+            print(f"to continue from step {resume_step:,}: python sac_fast.py --resume {run_dir}")
+
+    # ===== SAVE =================================================================================
+    if args.save_model:
+        path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
+                        env_id=env_id, complete=step == args.online_steps,
+                        planned_steps=args.online_steps)
+        summary["checkpoint"] = path
+    if args.save_dataset_id:
+        summary["dataset"] = export_dataset(args, env_id, actor, rb, ref_scores, summary["evals"],
+                                            complete=step == args.online_steps)
+    if summary["evals"]:
+        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"{args.exp_name} on {env_id}",
+                   {"updates start": args.learning_starts})
+    env.close()
+    eval_env.close()
+    writer.close()
+    if previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    print_summary(summary, step, start_time)
+    return summary
+
+
+# =================================================================================================
+# SUPPORT CODE: datasets, domains, environments, the replay buffer, evaluation and diagnostics,
+# checkpoints, resume points, speed and progress. None of it is part of the algorithm: skip it on
+# a first read (CleanRL marks such code "TRY NOT TO MODIFY").
+# =================================================================================================
 
 
 # [copy: minari-data]
@@ -192,7 +717,6 @@ REWARD_TRANSFORMS = {
     "locomotion": lambda r: r,
 }
 DATASET_ID_RE = re.compile(r"^(?:[\w-]+/)*[\w-]+-v\d+$")
-
 
 
 def reference_scores(env_id: str, metadata: Optional[dict] = None):
@@ -223,13 +747,13 @@ def local_datasets_message() -> str:
     return (
         f"Local Minari datasets (in {where}):\n{listing}\n"
         "Make one with this repository's own code, e.g.\n"
-        "    python sac_fast.py --total-timesteps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+        "    python sac_fast.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
     )
 
 
 def hub_reachable(timeout: float = 1.5) -> bool:
     """Can Minari's remote (the Hugging Face hub by default) be reached at all? Answered in at
-    most `timeout` seconds: without this check an offline download retries for ~24 s."""
+    most `timeout` seconds: without this check an offline download retries for a long while."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     if not os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):
@@ -274,10 +798,15 @@ def load_minari(dataset_id: str):
         raise SystemExit(f"error: could not download {dataset_id!r}: {e}\n{local_datasets_message()}")
 
 
+# [end copy]
+
+
+# [copy: offline-data]
+# Offline data: a Minari dataset -> flat transition arrays, through the domain's path
 def flatten_dataset(dataset, relabel=None, domain: str = "locomotion") -> dict:
     """Episodes -> flat transition arrays, each episode through `relabel` (the domain's path,
-    DomainWrapper.relabel_episode), cached next to the dataset (h5py costs ~2 ms an episode, so
-    a 2,000-episode dataset would cost seconds at every start)."""
+    DomainWrapper.relabel_episode), cached next to the dataset (h5py reads episodes one by one,
+    slow enough on a large dataset to be felt at every start)."""
     name = "flat_cache.npz" if domain == "locomotion" else f"flat_cache_{domain}.npz"
     cache = os.path.join(os.path.dirname(dataset.storage.data_path), name)
     if os.path.exists(cache):
@@ -342,6 +871,11 @@ def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
     return env_id or recorded or "Hopper-v5"
 
 
+# [end copy]
+
+
+# [copy: minari-export]
+# Writing a Minari dataset (sac_fast.py --save-dataset-id)
 def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str,
                 complete: bool = True) -> str:
     """Write episodes [(obs (N+1, d), actions (N, a), rewards, terminations, truncations)] as a
@@ -592,44 +1126,6 @@ def dataset_env_spec(metadata: dict):
 # [end copy]
 
 
-# [copy: domain-presets]
-# ---------------------------------------------------------------------------------------------
-# Domain presets: what the paper changes from one benchmark to another (docs/algorithms.md §2-6).
-# A flag left at None takes the preset of the dataset's domain; a flag given on the command line wins.
-# ---------------------------------------------------------------------------------------------
-DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
-    "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
-                       state_dependent_std=True,
-                       cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=3.0),
-    "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
-                    state_dependent_std=False,  # one learned std per action dim (std_parameterization="uniform")
-                    cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
-    # PointMaze (this project's sparse-maze demo; not in the paper): antmaze's settings
-    "pointmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
-                      state_dependent_std=False,
-                      cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
-    "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2, last_hidden_init_scale=0.01,
-                   state_dependent_std=True,
-                   cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
-    "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3, last_hidden_init_scale=math.sqrt(2.0),
-                    state_dependent_std=True,
-                    cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
-}
-
-
-def apply_domain_preset(args, domain: str) -> dict:
-    """Fill the flags left at None with the domain's values; returns {flag: value} it set."""
-    chosen = {}
-    for key, value in DOMAIN_PRESETS[domain].items():
-        if hasattr(args, key) and getattr(args, key) is None:
-            setattr(args, key, value)
-            chosen[key] = value
-    return chosen
-
-
-# [end copy]
-
-
 # [copy: env]
 # ---------------------------------------------------------------------------------------------
 # Environment: one env, reset by hand, so no transition ever spans two episodes
@@ -792,386 +1288,6 @@ def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int
     if n_off > 0:
         parts.append(offline.sample((utd, n_off), generator))
     return {k: torch.cat([p[k] for p in parts], dim=1).flatten(0, 1) for k in parts[0]}
-
-
-# [end copy]
-
-
-# [copy: networks]
-# ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
-# ---------------------------------------------------------------------------------------------
-# Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
-# that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
-# LAST HIDDEN layer of actor and critic, which gets the gain `last_hidden_scale` (official: 1e-2
-# in locomotion, antmaze and adroit, sqrt(2) on kitchen). That layer is followed by LayerNorm, so
-# a small gain does not shrink what it outputs; it makes its weights small, so that early
-# updates change them (and the features) faster in relative terms.
-ORTHOGONAL_GAIN = math.sqrt(2.0)
-LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
-
-
-def autocast(args, device: torch.device):
-    """`--precision bf16`: inside a gradient update, the networks' matmuls (forward and backward)
-    run in bfloat16 (torch.autocast); the weights, their gradients and Adam states stay float32,
-    and so do the output layers (below), hence the Q-values, log-probabilities, losses and TD
-    targets. fp32 (the default): a no-op. No weight cache: autocast would otherwise keep the
-    bf16 copy of each weight for the whole region, and the second of `utd` critic steps would
-    run on the weights from before the first."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
-
-
-def backward(loss: torch.Tensor, **kwargs) -> None:
-    """loss.backward() outside the bf16 region: autocast would also cast the backward's own
-    matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
-    included. The trunk's backward still runs in the bf16 of its forward."""
-    with torch.autocast(loss.device.type, enabled=False):
-        loss.backward(**kwargs)
-
-
-def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
-    """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
-    exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
-    with torch.autocast(x.device.type, enabled=False):
-        return layer(x.float(), *rest)
-
-
-def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
-    layer = nn.Linear(in_features, out_features)
-    nn.init.orthogonal_(layer.weight, gain=gain)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
-class VectorizedLinear(nn.Module):
-    """E independent linear layers applied at once: (E, B, in) -> (E, B, out) with one batched
-    matmul. Each member gets its own orthogonal initialisation."""
-
-    def __init__(self, in_features: int, out_features: int, ensemble_size: int, gain: float = ORTHOGONAL_GAIN):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
-        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
-        for member_weight in self.weight.data:  # (in, out) each, orthogonal columns (or rows)
-            nn.init.orthogonal_(member_weight, gain=gain)
-
-    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
-        return torch.baddbmm(b, x, w)  # b + x @ w, batched over members
-
-
-class VectorizedLayerNorm(nn.Module):
-    """LayerNorm over features with a separate scale and shift for each ensemble member."""
-
-    def __init__(self, features: int, ensemble_size: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, features))
-        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
-
-    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
-        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS), w)  # b + norm(x) * w in one pass
-
-
-class QEnsemble(nn.Module):
-    """num_qs critics Q_i(s, a), each Dense -> LayerNorm -> ReLU per hidden layer, then its OWN
-    output head. (The official code shares one head across the trunks; an ensemble of
-    independent Q-functions is what the paper describes, so we do not.)"""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN):
-        super().__init__()
-        self.num_qs = num_qs
-        sizes = [obs_dim + act_dim] + [hidden] * layers
-        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
-        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs, g) for i, o, g in zip(sizes[:-1], sizes[1:], gains))
-        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
-        self.head = VectorizedLinear(hidden, 1, num_qs)
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Q-values (E, B) of all members, or only of the members in `idx` (the target needs 2
-        of 10: computing only those saves 80% of the target's cost)."""
-        # Every member sees the same (s, a); the members differ only by their weights, so the
-        # whole ensemble is a few batched matmuls (E, B, in) x (E, in, out).
-        x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
-        n = self.num_qs if idx is None else len(idx)
-        x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
-        for linear, norm in zip(self.linears, self.norms):
-            x = F.relu(norm(linear(x, idx), idx), inplace=True)
-        return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
-
-
-LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
-
-
-class Actor(nn.Module):
-    """tanh-squashed diagonal Gaussian policy. Its trunk is Dense -> LayerNorm -> ReLU per hidden
-    layer, like the critics' (paper Sec. 4: "layer normalization in both the actor and the
-    critic"; official code: use_layer_norm=True for the policy too). The std is a second head on
-    the trunk (state-dependent, the default), or, with state_dependent_std=False, one learned
-    log std per action dimension that starts at 0 (std 1): the official antmaze configs
-    (std_parameterization="uniform")."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN, state_dependent_std: bool = True):
-        super().__init__()
-        sizes = [obs_dim] + [hidden] * layers
-        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
-        self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
-                                     for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
-        self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
-        self.state_dependent_std = state_dependent_std
-        self.log_std = (orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN) if state_dependent_std
-                        else nn.Parameter(torch.zeros(act_dim)))
-
-    def forward(self, obs: torch.Tensor):
-        h = self.trunk(obs)
-        mean = full_precision(self.mean, h)
-        log_std = full_precision(self.log_std, h) if self.state_dependent_std else self.log_std.expand_as(mean)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # clamping log std = clipping std
-
-    def sample(self, obs: torch.Tensor):
-        """a = tanh(u), u ~ N(mean, std) (reparameterised); returns a (B, A) and log pi(a|s) (B,)."""
-        mean, log_std = self(obs)
-        # reparameterisation trick: the noise is an input, so gradients reach mean and std
-        u = mean + log_std.exp() * torch.randn_like(mean)
-        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.mean.weight.device).unsqueeze(0)
-        action = torch.tanh(self(obs_t)[0]) if deterministic else self.sample(obs_t)[0]  # eval: tanh(mean)
-        return action[0].cpu().numpy()
-
-
-def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi(tanh(u)) = log N(u; mean, std) - sum log(1 - tanh(u)^2), with the stable identity
-    log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))."""
-    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-    return (gauss - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-
-
-# [end copy]
-
-
-# [copy: sac-core]
-# ---------------------------------------------------------------------------------------------
-# SAC pieces every script shares: target, actor + temperature step, optimizers
-# (shapes: E ensemble members, B batch, A action dims)
-# ---------------------------------------------------------------------------------------------
-BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
-    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
-    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
-    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
-    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, kept in zip(opt.param_groups, settings):
-        group.update(kept)
-        for param in group["params"]:
-            if "step" in opt.state.get(param, {}):
-                on_device = kept.get("capturable") or kept.get("fused")
-                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
-
-
-def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
-    """k of the num_qs ensemble members, drawn without replacement. On a GPU the draw happens
-    there (argsort of uniform noise: a uniformly random subset too), so that a CUDA graph can
-    replay it (--cuda-graphs); on the CPU, torch.randperm."""
-    if device.type == "cuda":
-        return torch.rand(num_qs, device=device).argsort()[:k]
-    return torch.randperm(num_qs)[:k]
-
-
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
-@torch.no_grad()
-def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Tensor:
-    """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
-    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With
-    `--max-target-backup`, a' is the best of BACKUP_ACTIONS sampled next actions under that min."""
-    next_obs = batch["next_obs"]  # (B, obs)
-    if args.max_target_backup:  # sparse rewards: back up the best next action, not a random one
-        next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
-    next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
-    # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
-    # (the official code draws with replacement; docs/algorithms.md §9).
-    idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
-    next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
-    if args.max_target_backup:
-        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
-        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
-    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
-        next_q = next_q - F.softplus(alpha_param) * next_log_pi
-    return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
-
-def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
-                           target_entropy: float) -> dict:
-    """One actor step and one temperature step on the whole (utd * batch) sample."""
-    # N = utd * batch_size: the actor sees every transition the critics were trained on this step
-    obs = batch["obs"]  # (N, obs)
-    # The temperature's entropy estimate, taken as the official code does: from FRESH actions at
-    # the next states (10 per state with --max-target-backup, as the target samples them), drawn
-    # before the actor moves. (CleanRL reuses the actor step's log pi at s instead.)
-    with torch.no_grad():
-        next_obs = batch["next_obs"]
-        if args.max_target_backup:
-            next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (N * 10, obs)
-        entropy = -actor.sample(next_obs)[1].mean()
-    actions, log_pi = actor.sample(obs)  # (N, A), (N,)
-    q = critic(obs, actions).min(dim=0).values  # min over the WHOLE ensemble (official code), (N,)
-    alpha = F.softplus(alpha_param).detach()
-    # maximise Q - alpha * log pi: high value, but keep the policy's entropy (SAC)
-    actor_loss = (alpha * log_pi - q).mean()
-    actor_opt.zero_grad(set_to_none=True)
-    # Only the actor's weights need gradients: asking for them alone skips the critic weight
-    # gradients (a third of the backward cost) and leaves the critic's .grad untouched.
-    backward(actor_loss, inputs=list(actor.parameters()))
-    actor_opt.step()
-    # Temperature, alpha = softplus(alpha_param) (official code; CleanRL uses exp): minimising
-    # alpha * (H - H_target) makes alpha grow while the entropy H is below target, shrink above.
-    alpha_loss = F.softplus(alpha_param) * (entropy - target_entropy)
-    alpha_opt.zero_grad(set_to_none=True)
-    backward(alpha_loss)
-    alpha_opt.step()
-    return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
-            "alpha": F.softplus(alpha_param.detach())}
-
-
-def inverse_softplus(x: float) -> float:
-    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
-    return math.log(math.expm1(x))
-
-
-def make_optimizers(actor, critic, alpha_param, args):
-    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
-    fused = adam_options(alpha_param.device, args)
-    return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
-            torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
-            torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
-
-
-def adam_options(device: torch.device, args, fused: bool = True) -> dict:
-    """Fused Adam on CPU and GPU; capturable (its step count stays on the GPU) for --cuda-graphs."""
-    options = {"fused": True} if fused and device.type in ("cpu", "cuda") else {}
-    if device.type == "cuda" and args.cuda_graphs:
-        options["capturable"] = True
-    return options
-
-
-# [end copy]
-
-
-# [copy: cuda-graphs]
-# ---------------------------------------------------------------------------------------------
-# --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
-# ---------------------------------------------------------------------------------------------
-def use_cuda_graphs(args, device: torch.device) -> bool:
-    if args.cuda_graphs and device.type != "cuda":
-        print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
-    return args.cuda_graphs and device.type == "cuda"
-
-
-class CudaGraphs:
-    """On a GPU, small networks leave it idle between the hundreds of tiny kernels of one update
-    (utd critic steps, the actor and temperature step, target updates, random draws), each
-    launched from Python. A CUDA graph records the kernels of one call once and replays them with
-    one launch (PyTorch's "whole-network capture": forward, backward and capturable Adam).
-
-    `run(key, fn, batch)` runs fn(batch): the first WARMUP calls of a key eagerly on a side
-    stream (they are real updates; PyTorch's recipe before capture), then it records fn on
-    fixed input buffers, and from then on copies each batch into those buffers and replays.
-    A graph replays what was recorded: the networks, optimizers and every Python value fn reads
-    must stay the same for a key (a different value needs a different key). The outputs are
-    copied out, since the next replay overwrites them. Disabled (CPU, or --cuda-graphs off): a
-    plain call. `emulate=True` runs the same bookkeeping on any device with the recorded fn
-    called in place of a replay, so that a CPU test can check it against plain calls."""
-
-    WARMUP = 3
-
-    def __init__(self, enabled: bool, emulate: bool = False):
-        self.enabled, self.emulate = enabled or emulate, emulate
-        self.graphs, self.calls = {}, {}
-
-    def run(self, key, fn, batch: dict) -> dict:
-        if not self.enabled:
-            return fn(batch)
-        if key not in self.graphs:
-            self.calls[key] = self.calls.get(key, 0) + 1
-            if self.calls[key] <= self.WARMUP:
-                return self._warmup(fn, batch)
-            self.graphs[key] = self._record(fn, batch)
-        graph, static_in, static_out = self.graphs[key]
-        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
-            # copy_ would broadcast a wrong shape silently and replay on the wrong data
-            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
-        for name, value in batch.items():
-            static_in[name].copy_(value)
-        if self.emulate:  # the recorded function, on the fixed buffers
-            static_out = graph(static_in)
-        else:
-            graph.replay()
-        return {name: value.clone() for name, value in static_out.items()}
-
-    def _warmup(self, fn, batch: dict) -> dict:
-        if self.emulate:
-            return fn(batch)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            out = fn(batch)
-        torch.cuda.current_stream().wait_stream(side)
-        return out
-
-    def _record(self, fn, batch: dict):
-        static_in = {name: value.clone() for name, value in batch.items()}
-        if self.emulate:  # the "graph" is the recorded function itself
-            return fn, static_in, None
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
-            static_out = fn(static_in)
-        return graph, static_in, static_out
-
-
-# [end copy]
-
-
-# [copy: sac-update]
-# ---------------------------------------------------------------------------------------------
-# SAC's critic step and the high-UTD step of one environment step (the online learner)
-# ---------------------------------------------------------------------------------------------
-def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
-    """One TD step on all members of the ensemble, then the target update."""
-    target_q = td_target(critic_target, actor, alpha_param, batch, args)  # (B,)
-    q = critic(batch["obs"], batch["actions"])  # (E, B)
-    # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
-    # comes from independent initialisations. Mean over members and batch (official code).
-    loss = F.mse_loss(q, target_q.expand_as(q))
-    critic_opt.zero_grad(set_to_none=True)
-    backward(loss)
-    critic_opt.step()
-    soft_update(critic_target, critic, args.tau)  # after every critic step
-    return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
-
-
-def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch: dict,
-               args, target_entropy: float, update_actor: bool = True) -> dict:
-    """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
-    sample (target update after each), then ONE actor + temperature update on all of it
-    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
-    # High UTD (App. I): several critic steps per env step learn more from each transition; the
-    # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
-    with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
-        for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
-            minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
-        if update_actor:
-            info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
-    return info
 
 
 # [end copy]
@@ -1400,189 +1516,98 @@ def load_resume_point(run_dir: str) -> dict:
 # [end copy]
 
 
-def main(args: Args) -> dict:
-    # ===== SETUP =================================================================================
-    resume = None
-    if args.resume:  # the run's own settings, its state at its last resume point
-        resume = load_resume_point(args.resume)
-        args = Args(**{**resume["args"], "resume": args.resume})
-        print(f"resuming {args.resume} after step {resume['step']:,}")
-    domain = domain_of(args.dataset_id or args.env_id or "")
-    # the network sizes of the domain (the paper's RLPD and SAC run with WSRL's networks there)
-    apply_domain_preset(args, domain)
-    if args.num_min_qs is None:  # the paper's RLPD on antmaze: the min over ONE sub-sampled critic
-        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
-    if args.max_target_backup is None:  # the paper's SAC on antmaze backs up the best of 10 next actions
-        args.max_target_backup = domain in ("antmaze", "pointmaze")
-    check_args(args, {"--total-timesteps": (args.total_timesteps, 1), "--warmup-steps": (args.warmup_steps, 0)})
-    if args.warmup_steps >= args.total_timesteps and not args.save_dataset_id:
-        raise SystemExit(f"error: --total-timesteps {args.total_timesteps:,} is not above --warmup-steps "
-                         f"{args.warmup_steps:,} (random actions, no update): the agent would never learn. "
-                         "Raise --total-timesteps or lower --warmup-steps.")
-    if args.dataset_id and args.offline_ratio == 0:  # it would only name the environment: say so, not ignore it
-        raise SystemExit(f"error: --dataset-id {args.dataset_id} is sampled only with --offline-ratio > 0 (RLPD: "
-                         "--offline-ratio 0.5). For SAC without offline data, pass --env-id instead.")
-    # Check every id before any work: an hour of training must not end on a refused name.
-    if args.save_dataset_id:
-        check_dataset_id_is_free(args.save_dataset_id)
-        if domain_of(args.env_id or args.dataset_id or "") != "locomotion":
-            # the buffer holds the domain's flat observations and transformed rewards; a dataset
-            # must hold the environment's own (dict observations, raw rewards)
-            raise SystemExit("error: --save-dataset-id exports locomotion runs only; datasets of the other domains "
-                             "come from Minari's hub or from tools/make_domain_datasets.py.")
-    if args.offline_ratio > 0 and not args.dataset_id:
-        raise SystemExit("error: --offline-ratio > 0 needs --dataset-id (RLPD samples offline data).")
-    if not 0.0 <= args.offline_ratio < 1.0:
-        raise SystemExit("error: --offline-ratio must be in [0, 1).")
-    offline_data, metadata = (None, {})
-    if args.dataset_id:
-        offline_data, metadata = load_offline_data(args.dataset_id, domain_of(args.dataset_id))
-    # the dataset knows which environment produced it; --env-id overrides
-    env_id = env_id_for(args.dataset_id, metadata, args.env_id) if args.dataset_id else (args.env_id or "Hopper-v5")
-    # online rewards get the same transform as the offline data, so both live on one scale
-    domain = domain_of(args.dataset_id or env_id)
-    reward_transform = REWARD_TRANSFORMS[domain]
-    ref_scores = reference_scores(env_id, metadata)
+# [copy: cuda-graphs]
+# ---------------------------------------------------------------------------------------------
+# --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
+# ---------------------------------------------------------------------------------------------
+def use_cuda_graphs(args, device: torch.device) -> bool:
+    if args.cuda_graphs and device.type != "cuda":
+        print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
+    return args.cuda_graphs and device.type == "cuda"
 
-    keep_freed_memory()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
-    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
 
-    env, eval_env = make_env(env_id, args.seed, metadata.get("spec")), make_env(env_id, args.seed + 10_000, metadata.get("spec"))
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if offline_data is not None and offline_data["observations"].shape[1] != obs_dim:
-        raise SystemExit(f"error: dataset {args.dataset_id} has {offline_data['observations'].shape[1]}-dim "
-                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
-    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+class CudaGraphs:
+    """On a GPU, small networks leave it idle between the hundreds of tiny kernels of one update
+    (utd critic steps, the actor and temperature step, target updates, random draws), each
+    launched from Python. A CUDA graph records the kernels of one call once and replays them with
+    one launch (PyTorch's "whole-network capture": forward, backward and capturable Adam).
 
-    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
-    # resumed: the logs continue the same curves (what was logged after the resume point goes)
-    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume else None)
-    if not resume:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    `run(key, fn, batch)` runs fn(batch): the first WARMUP calls of a key eagerly on a side
+    stream (they are real updates; PyTorch's recipe before capture), then it records fn on
+    fixed input buffers, and from then on copies each batch into those buffers and replays.
+    A graph replays what was recorded: the networks, optimizers and every Python value fn reads
+    must stay the same for a key (a different value needs a different key). The outputs are
+    copied out, since the next replay overwrites them. Disabled (CPU, or --cuda-graphs off): a
+    plain call. `emulate=True` runs the same bookkeeping on any device with the recorded fn
+    called in place of a replay, so that a CPU test can check it against plain calls."""
 
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                  args.state_dependent_std).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
-    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
-    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
+    WARMUP = 3
 
-    # SAC (fast) learns from its own buffer alone; RLPD also keeps the offline data in a second
-    # buffer and draws `offline_ratio` of every minibatch from it (symmetric sampling)
-    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
-    offline_rb = ReplayBuffer.from_arrays(offline_data, device) if offline_data is not None and args.offline_ratio > 0 else None
-    del offline_data  # what RLPD needs now lives in offline_rb
+    def __init__(self, enabled: bool, emulate: bool = False):
+        self.enabled, self.emulate = enabled or emulate, emulate
+        self.graphs, self.calls = {}, {}
 
-    print(f"SAC (fast){' + offline data (RLPD)' if offline_rb else ''} on {env_id} | {device}, {args.precision} | "
-          f"{args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, batch {args.batch_size} | "
-          f"{args.total_timesteps:,} steps ({args.warmup_steps:,} random) | logs: {run_dir}")
+    def run(self, key, fn, batch: dict) -> dict:
+        if not self.enabled:
+            return fn(batch)
+        if key not in self.graphs:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            if self.calls[key] <= self.WARMUP:
+                return self._warmup(fn, batch)
+            self.graphs[key] = self._record(fn, batch)
+        graph, static_in, static_out = self.graphs[key]
+        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
+            # copy_ would broadcast a wrong shape silently and replay on the wrong data
+            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
+        for name, value in batch.items():
+            static_in[name].copy_(value)
+        if self.emulate:  # the recorded function, on the fixed buffers
+            static_out = graph(static_in)
+        else:
+            graph.replay()
+        return {name: value.clone() for name, value in static_out.items()}
 
-    # ===== TRAINING: random warmup, then one env step + `utd` critic updates per step ==========
-    summary = {"run_dir": run_dir, "evals": [], "first_losses": None}
-    obs, _ = env.reset(seed=args.seed)
-    eval_env.reset(seed=args.seed + 10_000)
-    start_time, updates_start, step = time.time(), None, 0
-    last_return, info = float("nan"), {}
-    if resume:  # every weight, moment, transition, counter and random stream as it was
-        restore_from(resume, actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
-                     actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb)
-        summary, last_return, step, obs = resume["summary"], resume["last_return"], resume["step"], resume["obs"]
-        obs = restore_env(env, resume["env"], obs)
-        restore_env(eval_env, resume["eval_env"])
-        set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
-    first_step, resume_step = step + 1, step if resume else None
-    previous_sigterm = interrupt_on_sigterm()
+    def _warmup(self, fn, batch: dict) -> dict:
+        if self.emulate:
+            return fn(batch)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn(batch)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def _record(self, fn, batch: dict):
+        static_in = {name: value.clone() for name, value in batch.items()}
+        if self.emulate:  # the "graph" is the recorded function itself
+            return fn, static_in, None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
+            static_out = fn(static_in)
+        return graph, static_in, static_out
+
+
+# [end copy]
+
+
+# [copy: cpu-speed]
+def keep_freed_memory() -> None:
+    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
+    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
+    `sys` time). Keeping freed blocks up to 32 MiB for reuse makes updates faster on small CPUs
+    (docs/speed.md has the measurement; `python tools/speed.py --no-malloc-tuning` compares on
+    yours). Harmless elsewhere: it only changes when memory is returned to the OS."""
     try:
-        for step in range(first_step, args.total_timesteps + 1):
-            if step <= args.warmup_steps:
-                action = env.action_space.sample()  # uniform random actions fill the buffer first
-            else:
-                action = actor.act(obs, deterministic=False)
-            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
-            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
-            # episode boundaries, so the buffer can be exported as episodes
-            rb.add(o, a, reward_transform(r), next_o, terminated, ended)
-            if episode is not None:
-                last_return = float(episode["r"])
-                writer.add_scalar("charts/episodic_return", last_return, step)
-                writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
+        import ctypes
 
-            # one high-UTD update per env step once the random warmup has filled the buffer
-            if step > args.warmup_steps:
-                if updates_start is None:
-                    updates_start = (time.time(), step)
-                batch = sample_batch(rb, offline_rb, args.utd, args.batch_size, args.offline_ratio, gen)
-                info = graphs.run("sac", lambda b: sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
-                                                              alpha_opt, b, args, target_entropy), batch)
-                if summary["first_losses"] is None:
-                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
-                if step % 100 == 0:
-                    for k, v in info.items():
-                        writer.add_scalar(f"losses/{k}", float(v), step)
-                    stop_if_diverged(info, step, "online", writer)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
 
-            # evaluation uses its own env, so the training episode in progress is not disturbed
-            if step % args.eval_interval == 0 or step == args.total_timesteps:
-                ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-                summary["evals"].append((step, ret, score))
-                writer.add_scalar("eval/return", ret, step)
-                if score is not None:
-                    writer.add_scalar("eval/normalized_score", score, step)
-                if success is not None:  # sparse domains
-                    writer.add_scalar("eval/success_rate", success, step)
-                if args.save_actors:
-                    summary["actor"] = save_actor(run_dir, actor, args, env_id, step, ret)
-                if args.stop_at_return is not None and ret >= args.stop_at_return:
-                    # learning is not monotone: keep the policy of THIS evaluation, not a later one
-                    print(f"eval return {ret:.1f} >= --stop-at-return {args.stop_at_return:g} at step {step:,}: stopping")
-                    summary["stopped_at"] = step
-                    break
-            if step % 1000 == 0 or step == args.total_timesteps:
-                summary["sps"] = print_progress(step, args.total_timesteps, start_time, updates_start, last_return,
-                                                summary["evals"], info)
-                writer.add_scalar("charts/SPS", summary["sps"], step)
-            # a resume point at the first episode end after every --checkpoint-interval steps:
-            # there the env has just been reset, so its state is a few numbers (env_snapshot)
-            if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
-                save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
-                                  critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
-                                  critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb, summary=summary,
-                                  last_return=last_return, obs=obs, env=env_snapshot(env),
-                                  eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
-                resume_step = step
-    except KeyboardInterrupt:  # keep what was learned: the checkpoint and dataset are still saved
-        print(f"\ninterrupted at step {step:,}; saving what there is")
-        if resume_step is not None:
-            print(f"to continue from step {resume_step:,}: python sac_fast.py --resume {run_dir}")
 
-    # ===== SAVE =================================================================================
-    if args.save_model:
-        path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        env_id=env_id, complete=step == args.total_timesteps,
-                        planned_steps=args.total_timesteps)
-        summary["checkpoint"] = path
-    if args.save_dataset_id:
-        summary["dataset"] = export_dataset(args, env_id, actor, rb, ref_scores, summary["evals"],
-                                            complete=step == args.total_timesteps)
-    if summary["evals"]:
-        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"{args.exp_name} on {env_id}",
-                   {"updates start": args.warmup_steps})
-    env.close()
-    eval_env.close()
-    writer.close()
-    if previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    print_summary(summary, step, start_time)
-    return summary
+# [end copy]
 
 
 def export_dataset(args: Args, env_id: str, actor: Actor, rb: ReplayBuffer, ref_scores, evals, complete: bool) -> str:

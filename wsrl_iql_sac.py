@@ -34,7 +34,7 @@ from typing import Literal, Optional
 # OpenMP threads (torch's, on the CPU) wait for work passively unless you say otherwise: spinning
 # ones run a run several times slower as soon as anything else uses a core (a second seed, a
 # browser). Set before torch loads OpenMP; `OMP_WAIT_POLICY=ACTIVE` is faster on an idle machine
-# (README, Speed).
+# (docs/speed.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # [end copy]
 
@@ -180,446 +180,10 @@ class Args:
     """IQL's learning rate for actor, critics and value net (SAC's own rates apply after the hand-over)"""
 
 
-# [copy: cpu-speed]
-def keep_freed_memory() -> None:
-    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
-    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
-    `sys` time). Keeping freed blocks up to 32 MiB for reuse took the paper's config from 5.6 to
-    7.6 env-steps/s on our 2-core machine (`python tools/speed.py --no-malloc-tuning` to compare).
-    Harmless elsewhere: it only changes when memory is returned to the OS."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
-        pass
-
-
-# [end copy]
-
-
-# [copy: minari-data]
-# ---------------------------------------------------------------------------------------------
-# Data: Minari datasets (loading, flattening, reward transform), made locally or downloaded
-# ---------------------------------------------------------------------------------------------
-# D4RL's reference returns (random policy, expert policy) for the normalised score
-# 100 * (R - random) / (expert - random). Minari's `mujoco/*` datasets do not carry them.
-D4RL_REF_SCORES = {
-    "hopper": (-20.272305, 3234.3),
-    "halfcheetah": (-280.178953, 12135.0),
-    "walker2d": (1.629008, 4592.3),
-    "ant": (-325.6, 3879.7),
-}
-# Applied to offline rewards, online rewards and returns-to-go, never to the evaluation return
-# (docs/algorithms.md §6). Sparse tasks get a negative reward per step so that "not there yet" costs.
-REWARD_TRANSFORMS = {
-    "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
-    "pointmaze": lambda r: r * 10.0 - 5.0,  # as antmaze
-    "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
-    "kitchen": lambda r: r - 4.0,  # 0..4 subtasks done becomes -4..0
-    "locomotion": lambda r: r,
-}
-DATASET_ID_RE = re.compile(r"^(?:[\w-]+/)*[\w-]+-v\d+$")
-
-
-
-def reference_scores(env_id: str, metadata: Optional[dict] = None):
-    """(random, expert) returns for the normalised score, or None when unknown."""
-    if metadata and metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
-        return float(metadata["ref_min_score"]), float(metadata["ref_max_score"])
-    base = env_id.split("-v")[0].lower()  # "Hopper-v5" -> "hopper", "AntMaze_..." stays apart
-    return D4RL_REF_SCORES.get(base)
-
-
-def validate_dataset_id(dataset_id: str) -> None:
-    """Fail before anything is written: a malformed id would leave a folder that breaks Minari."""
-    if not DATASET_ID_RE.match(dataset_id) or "//" in dataset_id:
-        raise SystemExit(
-            f"error: bad dataset id {dataset_id!r}. A Minari id is NAMESPACE/NAME-vN with a version "
-            "suffix, letters, digits, '_' and '-' only, e.g. local/hopper/sac-v0."
-        )
-
-
-def local_datasets_message() -> str:
-    import minari
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        local = sorted(minari.list_local_datasets().keys())
-    where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
-    listing = "\n".join(f"    {d}" for d in local) if local else "    (none)"
-    return (
-        f"Local Minari datasets (in {where}):\n{listing}\n"
-        "Make one with this repository's own code, e.g.\n"
-        "    python sac_fast.py --total-timesteps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
-    )
-
-
-def hub_reachable(timeout: float = 1.5) -> bool:
-    """Can Minari's remote (the Hugging Face hub by default) be reached at all? Answered in at
-    most `timeout` seconds: without this check an offline download retries for ~24 s."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    if not os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):
-        return True  # another remote (e.g. gcs://): let Minari try it and report its own error
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    match = re.match(r"^(\w+)://([^/:]+)(?::(\d+))?", endpoint)
-    if not match:
-        return False
-    host, port = match.group(2), int(match.group(3) or (443 if match.group(1) == "https" else 80))
-    result = []
-
-    def probe():  # DNS lookups ignore socket timeouts, so the probe runs in a thread we can abandon
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result)
-
-
-def load_minari(dataset_id: str):
-    """Load a local Minari dataset, or download it when a network is there; fail fast otherwise."""
-    import minari
-
-    validate_dataset_id(dataset_id)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dataset_id in minari.list_local_datasets():
-            return minari.load_dataset(dataset_id)
-    if not hub_reachable():
-        raise SystemExit(
-            f"error: dataset {dataset_id!r} is not on this machine and Minari's hub cannot be reached "
-            f"(no network?).\n{local_datasets_message()}"
-        )
-    try:  # the real download path, for users with a network
-        return minari.load_dataset(dataset_id, download=True)
-    except Exception as e:  # unknown id, incompatible version, missing huggingface_hub, ...
-        raise SystemExit(f"error: could not download {dataset_id!r}: {e}\n{local_datasets_message()}")
-
-
-def flatten_dataset(dataset, relabel=None, domain: str = "locomotion") -> dict:
-    """Episodes -> flat transition arrays, each episode through `relabel` (the domain's path,
-    DomainWrapper.relabel_episode), cached next to the dataset (h5py costs ~2 ms an episode, so
-    a 2,000-episode dataset would cost seconds at every start)."""
-    name = "flat_cache.npz" if domain == "locomotion" else f"flat_cache_{domain}.npz"
-    cache = os.path.join(os.path.dirname(dataset.storage.data_path), name)
-    if os.path.exists(cache):
-        with np.load(cache) as f:
-            return {k: f[k] for k in f.files}
-    parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
-    for ep in dataset.iterate_episodes():
-        if relabel is None and not isinstance(ep.observations, np.ndarray):
-            raise SystemExit("error: this dataset has dict observations but no domain that reads them "
-                             "(antmaze, pointmaze, kitchen); pass --domain.")
-        ep_data = relabel(ep.observations, ep.rewards, ep.terminations) if relabel else dict(
-            observations=ep.observations, rewards=ep.rewards, terminals=ep.terminations)
-        if ep_data is None:  # dropped by the domain (adroit: never reached the goal)
-            continue
-        n = len(ep_data["rewards"])
-        parts["observations"].append(ep_data["observations"][:-1])  # an episode stores N+1 observations
-        parts["next_observations"].append(ep_data["observations"][1:])
-        parts["actions"].append(ep.actions[:n])
-        parts["rewards"].append(ep_data["rewards"])
-        parts["terminals"].append(ep_data["terminals"])
-        # An episode that ends without terminating was cut (time limit): not terminal, but the
-        # trajectory ends there (returns-to-go must not run into the next episode).
-        last = np.arange(n) == n - 1
-        parts["timeouts"].append(last & ~np.asarray(ep_data["terminals"], dtype=bool))
-    if not parts["rewards"]:
-        raise SystemExit(f"error: no episode of this dataset is left for the {domain} domain (adroit keeps the "
-                         "episodes that reach the goal).")
-    flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
-    np.savez(cache, **flat)
-    return flat
-
-
-def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
-    """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
-    dataset = load_minari(dataset_id)
-    metadata = dict(dataset.storage.metadata)
-    metadata["spec"] = spec = dataset_env_spec(metadata)  # the environment the scripts then make
-    env_domain = domain_of(spec.id) if spec is not None else "locomotion"
-    # the very wrapper the online environment will have: the data and the env cannot disagree
-    relabel = make_env(spec.id, 0, spec).get_wrapper_attr("relabel_episode") if env_domain != "locomotion" else None
-    data = flatten_dataset(dataset, relabel, env_domain)
-    for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
-        bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
-        if bad.any():
-            raise SystemExit(f"error: dataset {dataset_id!r} has non-finite {key} in {bad.sum():,} transitions "
-                             f"(the first at transition {int(np.argmax(bad)):,}); clean or remake it.")
-    data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
-    data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
-    metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
-    if metadata.get("complete") is False:
-        print(f"WARNING: dataset {dataset_id!r} was saved by a run cut short (Ctrl-C); it is used as it is.")
-    return data, metadata
-
-
-def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
-    """The environment to act in: --env-id if given, else the one the dataset names. A dataset of
-    one body refused for another (same sizes would train without a word); versions may differ."""
-    recorded = metadata.get("env_id")
-    if env_id and recorded and env_id.split("-v")[0] != recorded.split("-v")[0]:
-        raise SystemExit(f"error: dataset {dataset_id!r} was recorded in {recorded}, not {env_id}: "
-                         f"drop --env-id or pass --env-id {recorded}.")
-    return env_id or recorded or "Hopper-v5"
-
-
-def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str,
-                complete: bool = True) -> str:
-    """Write episodes [(obs (N+1, d), actions (N, a), rewards, terminations, truncations)] as a
-    Minari dataset with Minari's own writer; returns the folder. It is written under a temporary
-    id and renamed once whole, so a write cut short (Ctrl-C, full disk) leaves nothing under
-    `dataset_id`; `complete=False` (a run cut short) is recorded in the metadata, and loading
-    such a dataset warns."""
-    import json
-    import shutil
-
-    import minari
-    from minari.data_collector import EpisodeBuffer
-    from minari.storage import get_dataset_path
-
-    buffers = [
-        EpisodeBuffer(id=i, observations=o, actions=a, rewards=r, terminations=te, truncations=tr, infos={})
-        for i, (o, a, r, te, tr) in enumerate(episodes)
-    ]
-    stem, version = dataset_id.rsplit("-v", 1)
-    partial = f"{stem}-partial{os.getpid()}-v{version}"
-    final_dir, partial_dir = str(get_dataset_path(dataset_id)), str(get_dataset_path(partial))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Minari warns about every metadata field left empty
-            minari.create_dataset_from_buffers(
-                partial, buffers, env=env_id, algorithm_name=algorithm, author="wsrl reference scripts",
-                author_email="n/a", code_permalink="n/a", description=f"{algorithm} data on {env_id}",
-                ref_min_score=float(ref_scores[0]), ref_max_score=float(ref_scores[1]),  # both, or none is stored
-            )
-        # whole: give it its real id (Minari keeps the id in data/metadata.json) and move it in place
-        meta_path = os.path.join(partial_dir, "data", "metadata.json")
-        with open(meta_path) as f:
-            meta = json.load(f)
-        meta.update(dataset_id=dataset_id, complete=complete)
-        with open(meta_path, "w") as f:
-            json.dump(meta, f)
-        os.rename(partial_dir, final_dir)
-    except BaseException:
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        raise
-    return final_dir
-
-
-def check_dataset_id_is_free(dataset_id: str) -> None:
-    """Refuse, before any training, an id Minari would refuse after it, or a folder that cannot be
-    written (data would be lost)."""
-    import minari
-    from minari.storage import get_dataset_path
-
-    validate_dataset_id(dataset_id)
-    try:  # the folder must take a file now, not after an hour of training
-        parent = os.path.dirname(str(get_dataset_path(dataset_id)))
-        os.makedirs(parent, exist_ok=True)
-        probe = os.path.join(parent, f".write-test-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
-        raise SystemExit(f"error: cannot write the dataset {dataset_id!r} under {root} ({e.strerror}). "
-                         "Set MINARI_DATASETS_PATH to a folder you can write.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dataset_id in minari.list_local_datasets():
-            raise SystemExit(
-                f"error: dataset {dataset_id!r} already exists. Pick another name or version, or "
-                f"delete it with `minari delete {dataset_id}`."
-            )
-
-
-# [end copy]
-
-
-# [copy: domains]
-# ---------------------------------------------------------------------------------------------
-# Domains: ONE observation and reward path for the offline data and the online environment
-# (docs/algorithms.md §6). Online, `DomainWrapper` turns the environment's own observations,
-# rewards and ends into the paper's; offline, `DomainWrapper.relabel_episode` runs the same
-# functions over each recorded episode, so the data and the environment cannot disagree.
-# ---------------------------------------------------------------------------------------------
-ADROIT_TASKS = ("pen", "door", "relocate")  # the binary Adroit tasks of the paper (Cal-QL's)
-ADROIT_MAX_STEPS = {"pen": 100, "door": 200, "relocate": 200}  # their episode lengths (official mj_envs)
-MAZE_GOAL_RADIUS = 0.5  # "at the goal" in D4RL and the official code (gymnasium-robotics's own is 0.45)
-KITCHEN_TASK_RADIUS = 0.3  # a kitchen task is done when its joints are this close to their goal
-
-
-def domain_of(name: str) -> str:
-    """The benchmark domain of an env or dataset id; it picks the data path and the presets."""
-    name = name.lower()
-    if "antmaze" in name:
-        return "antmaze"
-    if "pointmaze" in name:
-        return "pointmaze"
-    if "kitchen" in name:
-        return "kitchen"
-    # (by substring, as the ids go: "D4RL/pen/human-v2", "AdroitHandPen-v1"; hammer is refused later:
-    # it has no binary version in the paper)
-    if any(task in name for task in ("door", "pen", "relocate", "hammer")):
-        return "adroit"
-    return "locomotion"
-
-
-def env_kwargs_for(domain: str, env_id: str) -> dict:
-    """What the wrapper below needs from the environment: it decides the ends of episodes itself."""
-    if domain in ("antmaze", "pointmaze"):  # never end or move the goal on its own (the wrapper ends at the goal)
-        return dict(continuing_task=True, reset_target=False)
-    if domain == "kitchen":  # the episode ends when all four tasks are done (the wrapper), not on the env's terms
-        return dict(terminate_on_tasks_completed=False, remove_task_when_completed=False)
-    if domain == "adroit":
-        task = adroit_task(env_id)
-        return dict(max_episode_steps=ADROIT_MAX_STEPS[task])
-    return {}
-
-
-def adroit_task(name: str) -> str:
-    for task in ADROIT_TASKS:
-        if task in name.lower():
-            return task
-    raise SystemExit(f"error: {name} has no binary version in the paper; the Adroit tasks are {', '.join(ADROIT_TASKS)}.")
-
-
-class DomainWrapper(gym.Wrapper):
-    """The paper's version of each domain, on top of gymnasium-robotics's environments:
-
-    - antmaze / pointmaze: the goal is FIXED (the one goal cell of the maze map, as in D4RL's
-      evaluation mazes), so it is not observed: antmaze sees D4RL's 29 numbers (x, y, then the
-      ant's 27), pointmaze (x, y, vx, vy). Reward 1 within MAZE_GOAL_RADIUS of the goal cell's
-      centre, else 0, and the episode ends there (terminal: nothing is bootstrapped after it).
-    - kitchen: D4RL's observation without its constant goal vector: robot joint positions (9)
-      and object positions (21). Reward = the number of the four tasks done SO FAR in the episode
-      (official code: a task once done stays counted), the episode ends when all four are done,
-      success = that number / 4.
-    - adroit (pen, door, relocate): the binary tasks of Cal-QL: reward = goal reached - 1, in
-      {-1, 0}, read from the observation; the episode ends at the goal.
-    - locomotion: unchanged.
-
-    The scripts then scale and shift the rewards (REWARD_TRANSFORMS) for training only; the
-    evaluation return is the reward defined here."""
-
-    def __init__(self, env: gym.Env, domain: str):
-        super().__init__(env)
-        self.domain, self.goal_xy, self.tasks = domain, None, ()
-        if domain in ("antmaze", "pointmaze"):
-            goals = env.unwrapped.maze.unique_goal_locations  # (x, y) centres of the map's goal cells
-            if len(goals) != 1:
-                raise SystemExit(f"error: {env.spec.id} has {len(goals)} possible goal cells; the paper's mazes have one "
-                                 "fixed goal: use the dataset's evaluation maze (its --dataset-id) or a maze_map with "
-                                 "one goal cell.")
-            self.goal_xy = np.asarray(goals[0], dtype=np.float64)
-        elif domain == "kitchen":
-            self.tasks = tuple(env.unwrapped.goal.keys())
-        elif domain == "adroit":
-            self.task = adroit_task(env.spec.id if env.spec else "")
-        flat = self.flat_observation(env.observation_space.sample())  # only to learn the flat size
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, flat.shape, np.float64)
-        self.done_tasks = np.zeros(len(self.tasks), dtype=bool)
-
-    def flat_observation(self, obs):
-        """The vector the networks see; one observation, or an episode's stacked along axis 0."""
-        if self.domain == "antmaze":
-            return np.concatenate([obs["achieved_goal"], obs["observation"]], axis=-1)
-        if self.domain == "pointmaze":  # its "observation" starts with (x, y) already
-            return np.asarray(obs["observation"])
-        if self.domain == "kitchen":  # observation = robot qpos 0:9, qvel 9:18, object qpos 18:39, qvel 39:59
-            return np.concatenate([obs["observation"][..., 0:9], obs["observation"][..., 18:39]], axis=-1)
-        return np.asarray(obs)
-
-    def goal_flags(self, obs) -> np.ndarray:
-        """Reached the goal (mazes, adroit: one flag) or each task done (kitchen), per observation."""
-        if self.domain in ("antmaze", "pointmaze"):
-            return (np.linalg.norm(obs["achieved_goal"] - self.goal_xy, axis=-1) <= MAZE_GOAL_RADIUS)[..., None]
-        if self.domain == "kitchen":
-            return np.stack([np.linalg.norm(obs["achieved_goal"][t] - obs["desired_goal"][t], axis=-1) < KITCHEN_TASK_RADIUS
-                             for t in self.tasks], axis=-1)
-        # adroit: the thresholds of the envs' own "goal achieved" (mj_envs, which Cal-QL's binary
-        # tasks use), read from the observation so that recorded data can be relabelled too
-        o = np.asarray(obs)
-        if self.task == "door":  # the door's hinge angle
-            return (o[..., 28] >= 1.35)[..., None]
-        if self.task == "relocate":  # object to target
-            return (np.linalg.norm(o[..., 36:39], axis=-1) < 0.1)[..., None]
-        # pen: position error and orientation agreement (unit vectors)
-        return ((np.linalg.norm(o[..., 39:42], axis=-1) < 0.075) & ((o[..., 33:36] * o[..., 36:39]).sum(-1) > 0.95))[..., None]
-
-    def reward_and_end(self, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(reward, terminal, success) from the flags after each step; for kitchen `flags` must be
-        the tasks done so far."""
-        if self.domain == "kitchen":
-            done = flags.sum(-1).astype(np.float64)
-            return done, flags.all(-1), done / len(self.tasks)
-        reached = flags[..., 0]
-        return reached - (1.0 if self.domain == "adroit" else 0.0), reached, reached.astype(np.float64)
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self.done_tasks[:] = False
-        return (obs if self.domain == "locomotion" else self.flat_observation(obs)), info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if self.domain == "locomotion":
-            return obs, reward, terminated, truncated, info
-        flags = self.goal_flags(obs)
-        if self.domain == "kitchen":
-            self.done_tasks |= flags
-            flags = self.done_tasks
-        reward, terminal, success = self.reward_and_end(flags)
-        info["success"] = float(success)
-        return self.flat_observation(obs), float(reward), bool(terminal), truncated, info
-
-    def relabel_episode(self, obs, rewards, terminations) -> Optional[dict]:
-        """One recorded episode (N+1 observations, N rewards) through the same path as `step`:
-        flat observations, rewards and terminals; None for an episode the domain drops."""
-        if self.domain == "locomotion":
-            return dict(observations=np.asarray(obs), rewards=rewards, terminals=np.asarray(terminations, bool))
-        flags = self.goal_flags(after_first(obs))  # the flags of the observation each step led to
-        if self.domain == "kitchen":  # done so far: a running OR along the episode, as `step` keeps it
-            flags = np.logical_or.accumulate(flags, axis=0)
-        reward, terminal, _ = self.reward_and_end(flags)
-        flat = self.flat_observation(obs)
-        if self.domain == "adroit":  # official Cal-QL data: episodes that never succeed are dropped,
-            if not terminal.any():  # the others end at their last success
-                return None
-            last = int(np.flatnonzero(terminal)[-1]) + 1
-            flat, reward, terminal = flat[: last + 1], reward[:last], terminal[:last]
-        return dict(observations=flat, rewards=reward, terminals=terminal)
-
-
-def after_first(obs):
-    """An episode's observations without the first (dicts of arrays, nested for kitchen, too)."""
-    return {k: after_first(v) for k, v in obs.items()} if isinstance(obs, dict) else obs[1:]
-
-
-def dataset_env_spec(metadata: dict):
-    """The environment a dataset names for evaluation (AntMaze: its fixed start and goal), else
-    the one it was recorded in; None when it names neither. Kitchen: the tasks are the dataset's
-    (its desired_goal keys), whatever the spec says."""
-    text = metadata.get("eval_env_spec") or metadata.get("env_spec")
-    if not text:
-        return None
-    spec = gym.envs.registration.EnvSpec.from_json(text)
-    space = metadata.get("observation_space")
-    if domain_of(spec.id) == "kitchen" and isinstance(space, gym.spaces.Dict) and "desired_goal" in space.spaces:
-        spec.kwargs = {**spec.kwargs, "tasks_to_complete": list(space["desired_goal"].spaces.keys())}
-    return spec
-
-
-# [end copy]
+# =================================================================================================
+# THE ALGORITHM: the paper's numbers per domain, the networks, the updates, then `main`, which runs
+# them in the order of the paper. Read these with the paper open.
+# =================================================================================================
 
 
 # [copy: domain-presets]
@@ -655,173 +219,6 @@ def apply_domain_preset(args, domain: str) -> dict:
             setattr(args, key, value)
             chosen[key] = value
     return chosen
-
-
-# [end copy]
-
-
-# [copy: env]
-# ---------------------------------------------------------------------------------------------
-# Environment: one env, reset by hand, so no transition ever spans two episodes
-# ---------------------------------------------------------------------------------------------
-def make_env(env_id: str, seed: int, spec=None) -> gym.Env:
-    """The environment `env_id`, in its domain's form (DomainWrapper). Outside locomotion, a
-    dataset's own spec of it (dataset_env_spec: AntMaze's evaluation maze, kitchen's tasks) is
-    used when given."""
-    domain = domain_of(env_id)
-    if domain != "locomotion":  # AntMaze, PointMaze, FrankaKitchen and Adroit come from gymnasium-robotics
-        # (its notice on import is about Adroit's DENSE rewards, which these scripts never use)
-        with contextlib.redirect_stderr(io.StringIO()):
-            import gymnasium_robotics
-
-        gym.register_envs(gymnasium_robotics)
-    use_spec = spec is not None and spec.id == env_id and domain != "locomotion"
-    try:
-        env = gym.make(spec if use_spec else env_id, **env_kwargs_for(domain, env_id))
-    except gym.error.Error as e:  # an unknown id or version: gymnasium's own words, without the traceback
-        raise SystemExit(f"error: cannot make environment {env_id!r}: {e}")
-    if domain != "locomotion":
-        env = DomainWrapper(env, domain)
-    if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
-        raise SystemExit(f"error: {env_id} has {env.action_space} actions and {env.observation_space} observations; "
-                         "these scripts need continuous (Box) actions and flat Box observations, e.g. Hopper-v5.")
-    env = gym.wrappers.RecordEpisodeStatistics(env)
-    low, high = env.action_space.low, env.action_space.high
-    if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
-        raise SystemExit(f"error: {env_id} has actions in [{low.min()}, {high.max()}]; these scripts expect [-1, 1].")
-    env.action_space.seed(seed)
-    return env
-
-
-def env_step(env: gym.Env, obs: np.ndarray, action: np.ndarray):
-    """Step once. Returns the transition to store and the observation to act from next.
-
-    Gymnasium 1.x vector envs reset on the step AFTER an episode ends: that step ignores the
-    action and returns the first observation of the next episode, a classic source of
-    transitions that span two episodes. A single env that we reset here cannot do that. The
-    stored `terminated` flag is the true termination only: a time-limit truncation is not
-    terminal, so its TD target still bootstraps from next_obs."""
-    next_obs, reward, terminated, truncated, info = env.step(action)
-    if not np.isfinite(next_obs).all() or not math.isfinite(reward):  # the simulator blew up
-        raise SystemExit(f"error: {env.spec.id if env.spec else 'the environment'} returned a non-finite "
-                         "observation or reward; the run stops here and saves nothing.")
-    transition = (obs, action, float(reward), next_obs, bool(terminated), bool(terminated or truncated))
-    episode = info.get("episode") if (terminated or truncated) else None  # {"r": return, "l": length}
-    if terminated or truncated:
-        next_obs, _ = env.reset()
-    return transition, next_obs, episode
-
-
-# [end copy]
-
-
-# [copy: replay-buffer]
-class ReplayBuffer:
-    """Flat circular buffer of transitions kept as torch tensors, so sampling is one index op."""
-
-    # Tensors live on the training device from the start: at UTD 4 we sample 1,024 transitions
-    # per env step, and a numpy -> torch copy of each batch would cost more than the indexing.
-    # The same class holds the offline dataset (RLPD), so both are sampled the same way.
-
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device):
-        self.capacity, self.device, self.size, self.pos = capacity, device, 0, 0
-        self.obs = torch.zeros((capacity, obs_dim), device=device)
-        self.actions = torch.zeros((capacity, act_dim), device=device)
-        self.rewards = torch.zeros(capacity, device=device)
-        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
-        self.terminals = torch.zeros(capacity, device=device)  # 1 = terminated: do not bootstrap
-        self.ends = torch.zeros(capacity, dtype=torch.bool, device=device)  # episode ended here (for export)
-        # Cal-QL's lower bound: the discounted return-to-go of the trajectory through each
-        # transition; -inf = not known (yet), which leaves the bound off. Unused by plain SAC.
-        self.mc_returns = torch.full((capacity,), -math.inf, device=device)
-
-    @classmethod
-    def from_arrays(cls, data: dict, device: torch.device) -> "ReplayBuffer":
-        n, obs_dim = data["observations"].shape
-        rb = cls(obs_dim, data["actions"].shape[1], n, device)
-        rb.obs[:] = torch.as_tensor(data["observations"])
-        rb.actions[:] = torch.as_tensor(data["actions"])
-        rb.rewards[:] = torch.as_tensor(data["rewards"])
-        rb.next_obs[:] = torch.as_tensor(data["next_observations"])
-        rb.terminals[:] = torch.as_tensor(data["terminals"], dtype=torch.float32)
-        rb.ends[:] = torch.as_tensor(data["terminals"] | data["timeouts"])
-        if "mc_returns" in data:
-            rb.mc_returns[:] = torch.as_tensor(data["mc_returns"])
-        rb.size = n
-        return rb
-
-    def add(self, obs, action, reward, next_obs, terminated, ended):
-        i = self.pos
-        self.obs[i] = torch.as_tensor(obs)
-        self.actions[i] = torch.as_tensor(action)
-        self.rewards[i] = reward
-        self.next_obs[i] = torch.as_tensor(next_obs)
-        self.terminals[i] = float(terminated)
-        self.ends[i] = ended
-        self.mc_returns[i] = -math.inf
-        self.pos = (self.pos + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-
-    def sample(self, shape: tuple, generator: torch.Generator, skip_newest: int = 0) -> dict:
-        """Uniform over what is stored, but the `skip_newest` transitions added last (Cal-QL
-        online: the unfinished episode, whose returns-to-go are not known yet)."""
-        # our own generator keeps runs reproducible for a seed
-        idx = torch.randint(0, self.size - skip_newest, shape, generator=generator, device="cpu")
-        if skip_newest:  # count back from just before the skipped ones (the buffer is circular)
-            idx = (self.pos - skip_newest - 1 - idx) % self.capacity
-        idx = idx.to(self.device)
-        return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
-                "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
-
-    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
-
-    def state_dict(self) -> dict:
-        """What is stored, for a resume point (a 1M-transition buffer after 20k steps saves 20k)."""
-        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu() for k in self.FIELDS}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.size, self.pos = state["size"], state["pos"]
-        for k in self.FIELDS:
-            getattr(self, k)[: self.size] = state[k].to(self.device)
-
-    def episodes(self) -> list:
-        """The stored transitions cut back into episodes, oldest first (for dataset export)."""
-        order = torch.arange(self.size)
-        if self.size == self.capacity:  # wrapped around: the oldest transition sits at `pos`
-            order = torch.roll(order, -self.pos)
-        episodes, start = [], 0
-        ends = self.ends[order].cpu().numpy()
-        ends[-1] = True  # an unfinished last episode is stored as truncated
-        for stop in np.flatnonzero(ends) + 1:
-            ix = order[start:stop]
-            obs = torch.cat([self.obs[ix], self.next_obs[ix[-1:]]]).cpu().numpy()
-            terminations = self.terminals[ix].cpu().numpy().astype(bool)
-            episodes.append((obs, self.actions[ix].cpu().numpy(), self.rewards[ix].cpu().numpy().astype(np.float64),
-                             terminations, ~terminations & (np.arange(len(ix)) == len(ix) - 1)))
-            start = stop
-        return episodes
-
-
-def offline_per_batch(batch_size: int, offline_ratio: float) -> int:
-    return int(round(batch_size * offline_ratio))
-
-
-def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int, batch_size: int,
-                 offline_ratio: float, generator: torch.Generator, skip_newest: int = 0) -> dict:
-    """utd minibatches of batch_size, stacked as (utd * batch_size, ...). With offline data every
-    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50). `skip_newest`: see
-    ReplayBuffer.sample."""
-    n_off = offline_per_batch(batch_size, offline_ratio) if offline is not None else 0
-    # (utd, b_online) and (utd, b_offline) joined along dim 1, so minibatch k (row k) holds
-    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...). The
-    # official WSRL code concatenates the whole online sample and then the offline one, so at UTD
-    # 4 two of its minibatches are online-only and two offline-only; we keep RLPD's own mix inside
-    # every minibatch, which is what the RLPD paper describes and what keeps each critic step's
-    # data the same.
-    parts = [online.sample((utd, batch_size - n_off), generator, skip_newest)]
-    if n_off > 0:
-        parts.append(offline.sample((utd, n_off), generator))
-    return {k: torch.cat([p[k] for p in parts], dim=1).flatten(0, 1) for k in parts[0]}
 
 
 # [end copy]
@@ -1020,19 +417,20 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 @torch.no_grad()
-def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Tensor:
+def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> torch.Tensor:
     """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
-    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With
-    `--max-target-backup`, a' is the best of BACKUP_ACTIONS sampled next actions under that min."""
+    a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With `max_backup`
+    (Cal-QL always; SAC with --max-target-backup), a' is the best of BACKUP_ACTIONS sampled next
+    actions under that min."""
     next_obs = batch["next_obs"]  # (B, obs)
-    if args.max_target_backup:  # sparse rewards: back up the best next action, not a random one
+    if max_backup:  # sparse rewards: back up the best next action, not a random one
         next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
     # (the official code draws with replacement; docs/algorithms.md §9).
     idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
-    if args.max_target_backup:
+    if max_backup:
         next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
         next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
     if args.backup_entropy:  # off in the paper: the target has no entropy bonus
@@ -1040,16 +438,17 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args) -> torch.Ten
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
 
 def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
-                           target_entropy: float) -> dict:
-    """One actor step and one temperature step on the whole (utd * batch) sample."""
+                           target_entropy: float, max_backup: bool) -> dict:
+    """One actor step and one temperature step on the whole (utd * batch) sample (`max_backup`:
+    as the learner's td_target)."""
     # N = utd * batch_size: the actor sees every transition the critics were trained on this step
     obs = batch["obs"]  # (N, obs)
     # The temperature's entropy estimate, taken as the official code does: from FRESH actions at
-    # the next states (10 per state with --max-target-backup, as the target samples them), drawn
+    # the next states (10 per state with `max_backup`, as the target samples them), drawn
     # before the actor moves. (CleanRL reuses the actor step's log pi at s instead.)
     with torch.no_grad():
         next_obs = batch["next_obs"]
-        if args.max_target_backup:
+        if max_backup:
             next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (N * 10, obs)
         entropy = -actor.sample(next_obs)[1].mean()
     actions, log_pi = actor.sample(obs)  # (N, A), (N,)
@@ -1096,87 +495,13 @@ def adam_options(device: torch.device, args, fused: bool = True) -> dict:
 # [end copy]
 
 
-# [copy: cuda-graphs]
-# ---------------------------------------------------------------------------------------------
-# --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
-# ---------------------------------------------------------------------------------------------
-def use_cuda_graphs(args, device: torch.device) -> bool:
-    if args.cuda_graphs and device.type != "cuda":
-        print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
-    return args.cuda_graphs and device.type == "cuda"
-
-
-class CudaGraphs:
-    """On a GPU, small networks leave it idle between the hundreds of tiny kernels of one update
-    (utd critic steps, the actor and temperature step, target updates, random draws), each
-    launched from Python. A CUDA graph records the kernels of one call once and replays them with
-    one launch (PyTorch's "whole-network capture": forward, backward and capturable Adam).
-
-    `run(key, fn, batch)` runs fn(batch): the first WARMUP calls of a key eagerly on a side
-    stream (they are real updates; PyTorch's recipe before capture), then it records fn on
-    fixed input buffers, and from then on copies each batch into those buffers and replays.
-    A graph replays what was recorded: the networks, optimizers and every Python value fn reads
-    must stay the same for a key (a different value needs a different key). The outputs are
-    copied out, since the next replay overwrites them. Disabled (CPU, or --cuda-graphs off): a
-    plain call. `emulate=True` runs the same bookkeeping on any device with the recorded fn
-    called in place of a replay, so that a CPU test can check it against plain calls."""
-
-    WARMUP = 3
-
-    def __init__(self, enabled: bool, emulate: bool = False):
-        self.enabled, self.emulate = enabled or emulate, emulate
-        self.graphs, self.calls = {}, {}
-
-    def run(self, key, fn, batch: dict) -> dict:
-        if not self.enabled:
-            return fn(batch)
-        if key not in self.graphs:
-            self.calls[key] = self.calls.get(key, 0) + 1
-            if self.calls[key] <= self.WARMUP:
-                return self._warmup(fn, batch)
-            self.graphs[key] = self._record(fn, batch)
-        graph, static_in, static_out = self.graphs[key]
-        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
-            # copy_ would broadcast a wrong shape silently and replay on the wrong data
-            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
-        for name, value in batch.items():
-            static_in[name].copy_(value)
-        if self.emulate:  # the recorded function, on the fixed buffers
-            static_out = graph(static_in)
-        else:
-            graph.replay()
-        return {name: value.clone() for name, value in static_out.items()}
-
-    def _warmup(self, fn, batch: dict) -> dict:
-        if self.emulate:
-            return fn(batch)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            out = fn(batch)
-        torch.cuda.current_stream().wait_stream(side)
-        return out
-
-    def _record(self, fn, batch: dict):
-        static_in = {name: value.clone() for name, value in batch.items()}
-        if self.emulate:  # the "graph" is the recorded function itself
-            return fn, static_in, None
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
-            static_out = fn(static_in)
-        return graph, static_in, static_out
-
-
-# [end copy]
-
-
 # [copy: sac-update]
 # ---------------------------------------------------------------------------------------------
 # SAC's critic step and the high-UTD step of one environment step (the online learner)
 # ---------------------------------------------------------------------------------------------
 def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
     """One TD step on all members of the ensemble, then the target update."""
-    target_q = td_target(critic_target, actor, alpha_param, batch, args)  # (B,)
+    target_q = td_target(critic_target, actor, alpha_param, batch, args, args.max_target_backup)  # (B,)
     q = critic(batch["obs"], batch["actions"])  # (E, B)
     # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
     # comes from independent initialisations. Mean over members and batch (official code).
@@ -1200,7 +525,8 @@ def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
             minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
             info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
         if update_actor:
-            info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy))
+            info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy,
+                                               args.max_target_backup))
     return info
 
 
@@ -1281,6 +607,864 @@ def iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value
 # [end copy]
 
 
+def main(args: Args) -> dict:
+    # Algorithm 1 of the paper, as this function runs it (each step is a "# =====" banner below):
+    #   PHASE 1   pre-train the actor and the critic ensemble offline with IQL (or load a checkpoint)
+    #   DISCARD   the offline data: the online replay buffer starts EMPTY
+    #   PHASE 2   warmup: K steps of the FROZEN pre-trained policy fill that buffer; no update
+    #   PHASE 3   fine-tune with plain SAC (no pessimism) at a high update-to-data ratio, online data only
+    # SETUP first reads the data and builds what the phases share.
+
+    # ===== SETUP =================================================================================
+    resume = None
+    if args.resume:  # the run's own settings, its state at its last resume point
+        resume = load_resume_point(args.resume)
+        args = Args(**{**resume["args"], "resume": args.resume})
+        print(f"resuming {args.resume} after {resume['phase']} step {resume['step']:,}")
+    if not 0.0 <= args.offline_ratio < 1.0:
+        raise SystemExit("error: --offline-ratio must be in [0, 1).")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
+    ckpt = None
+    if args.pretrained_checkpoint:
+        ckpt = read_checkpoint(args.pretrained_checkpoint, device)
+        use_checkpoint_network_sizes(args, ckpt)
+        args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
+    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
+                      "--warmup-steps": (args.warmup_steps, 0), "--policy-freeze-steps": (args.policy_freeze_steps, 0),
+                      "--offline-eval-interval": (args.offline_eval_interval, 1),
+                      "--analysis-interval": (args.analysis_interval, 1)})
+    args.dataset_id = args.dataset_id or "mujoco/hopper/medium-v0"
+    domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
+    preset = apply_domain_preset(args, domain)
+    if args.max_target_backup is None:  # App. I: online SAC backs up the best next action on antmaze only
+        args.max_target_backup = domain in ("antmaze", "pointmaze")
+    data, metadata = load_offline_data(args.dataset_id, domain)
+    env_id = env_id_for(args.dataset_id, metadata, args.env_id)
+    reward_transform = REWARD_TRANSFORMS[domain]
+    ref_scores = reference_scores(env_id, metadata)
+    # the held-out sample is the pre-training's: a checkpoint shared by several online seeds must
+    # not find its own training data in their held-out sets
+    heldout_seed = ckpt["args"]["seed"] if ckpt is not None else args.seed
+    train_data, heldout_data = heldout_split(data, args.heldout_size, heldout_seed)
+    del data
+
+    keep_freed_memory()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
+
+    env, eval_env = make_env(env_id, args.seed, metadata.get("spec")), make_env(env_id, args.seed + 10_000, metadata.get("spec"))
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if ckpt is not None:  # before anything is built or written
+        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
+    if train_data["observations"].shape[1] != obs_dim:
+        raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
+                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+
+    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
+    # Resumed offline: the logs continue the same curves (what came after the resume point goes).
+    # Online, nothing is purged (purging is by step, across all tags: it would cut the offline
+    # curves); the steps redone log again the very same values.
+    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume and resume["phase"] == "offline" else None)
+    if not resume:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
+    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
+    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
+    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
+    # IQL's value net, used in phase 1 (and online with --online-algo iql) only
+    value = ValueNet(obs_dim, args.critic_hidden, args.critic_layers).to(device)
+    # (plain, not fused, Adam, as V's optimizer has always been: fused Adam rounds differently and
+    # the shipped IQL agent's numbers would move; capturable all the same under --cuda-graphs)
+    value_opt = torch.optim.Adam(value.parameters(), lr=args.iql_lr, **adam_options(device, args, fused=False))
+    if ckpt is not None:
+        restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
+        if "value" in ckpt:  # an IQL checkpoint of this script
+            value.load_state_dict(ckpt["value"])
+            load_optimizer_state(value_opt, ckpt["value_opt"])
+    for opt in (actor_opt, critic_opt):  # IQL trains actor and critics at its own rate (3e-4)
+        for group in opt.param_groups:
+            group["lr"] = args.iql_lr
+
+    offline_rb = ReplayBuffer.from_arrays(train_data, device)
+    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
+    del train_data, heldout_data  # from here on the offline data lives in offline_rb alone
+
+    def iql_step(batch: dict) -> dict:  # one IQL step: phase 1, and phase 3 with --online-algo iql
+        return iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value_opt, batch, args)
+
+    def evaluate_and_log(prefix: str, step: int, evals: list) -> None:
+        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
+        evals.append((step, ret, score))
+        writer.add_scalar(f"{prefix}eval/return", ret, step)
+        if score is not None:
+            writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
+        if success is not None:  # sparse domains
+            writer.add_scalar(f"{prefix}eval/success_rate", success, step)
+
+    def log_diagnostics(prefix: str, step: int, batches: dict, pre: Optional[tuple] = None) -> None:
+        # (the TD error is measured against SAC's target in both phases: IQL's V(s') is gone after the hand-over)
+        for name, batch in batches.items():
+            for key, number in q_diagnostics(critic, critic_target, actor, alpha_param, batch, args,
+                                            args.max_target_backup).items():
+                writer.add_scalar(f"{prefix}{key}_{name}", number, step)
+            if pre is not None:  # online: how far fine-tuning has moved from the pre-trained agent (Fig. 8)
+                actor_pre, critic_pre = pre
+                writer.add_scalar(f"analysis/policy_kl_{name}", policy_kl(actor_pre, actor, batch["obs"]), step)
+                writer.add_scalar(f"analysis/q_softmax_kl_{name}", q_softmax_kl(
+                    critic_pre, critic, actor_pre, actor, batch["obs"], args.analysis_actions), step)
+
+    print(f"WSRL (IQL initialisation) on {env_id} | {device}, {args.precision} | data {args.dataset_id}: {offline_rb.size:,} transitions "
+          f"(+{len(heldout['rewards']):,} held out) | domain {domain}"
+          + (f" (preset: {', '.join(f'{k}={v}' for k, v in preset.items())})" if preset else "")
+          + f" | logs: {run_dir}")
+    summary = {"run_dir": run_dir, "evals": [], "offline_evals": [], "first_losses": None}
+    start_time, info, interrupted = time.time(), {}, False
+    eval_env.reset(seed=args.seed + 10_000)
+    # what a resume point holds besides the phase's own parts (online: buffer, env, pi_pre, Q_pre)
+    learner = dict(actor=actor, critic=critic, critic_target=critic_target, value=value, alpha_param=alpha_param,
+                   actor_opt=actor_opt, critic_opt=critic_opt, value_opt=value_opt, alpha_opt=alpha_opt)
+    step, resume_step = 0, None
+    resumed_online = resume is not None and resume["phase"] == "online"
+    if resume:
+        summary, step, resume_step = resume["summary"], resume["step"], resume["step"]
+        restore_env(eval_env, resume["eval_env"])
+    previous_sigterm = interrupt_on_sigterm()
+
+    # ===== PHASE 1: OFFLINE PRE-TRAINING WITH IQL (Alg. 1, line 1) =================================
+    if ckpt is None and not resumed_online:
+        print(f"===== PHASE 1: offline pre-training (IQL), {args.offline_steps:,} gradient steps =====")
+        if resume:  # every weight, moment, counter and random stream as it was
+            restore_from(resume, **learner)
+            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
+        try:
+            for step in range(step + 1, args.offline_steps + 1):
+                info = graphs.run("iql offline", iql_step, offline_rb.sample((args.batch_size,), gen))
+                if summary["first_losses"] is None:
+                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                if step % 100 == 0 or step == args.offline_steps:
+                    for k, v in info.items():
+                        writer.add_scalar(f"offline/losses/{k}", float(v), step)
+                    stop_if_diverged(info, step, "offline", writer)
+                if step % args.offline_eval_interval == 0 or step == args.offline_steps:
+                    evaluate_and_log("offline/", step, summary["offline_evals"])
+                    log_diagnostics("offline/analysis/", step, {"heldout": heldout})
+                if step % 250 == 0 or step == args.offline_steps:
+                    sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
+                                         summary["offline_evals"], info, phase="offline")
+                    writer.add_scalar("offline/SPS", sps, step)
+                if args.checkpoint_interval and step % args.checkpoint_interval == 0 and step < args.offline_steps:
+                    save_resume_point(run_dir, args=asdict(args), phase="offline", step=step, summary=summary, **learner,
+                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
+                    resume_step = step
+        except KeyboardInterrupt:
+            print(f"\ninterrupted at offline step {step:,}; saving the checkpoint so far")
+            if resume_step is not None:
+                print(f"to continue from offline step {resume_step:,}: python wsrl_iql_sac.py --resume {run_dir}")
+            interrupted = True
+        # The hand-over to fine-tuning, and to the WSRL scripts and jsrl.py (--pretrained-checkpoint)
+        path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
+        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
+                        args, step, value=value.state_dict(), value_opt=value_opt.state_dict(), env_id=env_id,
+                        complete=not interrupted,
+                        planned_steps=args.offline_steps)
+        summary["pretrained_checkpoint"] = path
+        print(f"pre-trained checkpoint: {path}")
+    elif resumed_online:
+        print(f"===== PHASE 1 done before the resume point: {summary.get('pretrained_checkpoint')} =====")
+    else:
+        print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
+
+    # ===== DISCARD THE OFFLINE DATA (Sec. 4: WSRL fine-tunes without it) ==========================
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # Alg. 1, line 2: a fresh, EMPTY buffer
+    warmup_env_steps = args.warmup_steps
+    if args.warmup_policy == "dataset":  # App. K ablation: K offline transitions instead of K warmup steps
+        seed_batch = offline_rb.sample((args.warmup_steps,), gen)
+        for i in range(args.warmup_steps):
+            rb.add(seed_batch["obs"][i], seed_batch["actions"][i], seed_batch["rewards"][i],
+                   seed_batch["next_obs"][i], bool(seed_batch["terminals"][i]), False)
+        warmup_env_steps = 0
+    if args.offline_ratio > 0:
+        retained = offline_rb  # App. L ablation: keep part of every batch offline
+        print(f"offline data RETAINED (ablation): {args.offline_ratio:.0%} of every online batch comes from it")
+    else:
+        retained = None  # WSRL: no retention (docs/algorithms.md §1)
+        print("offline data DISCARDED: online batches come from the online buffer only")
+    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
+
+    # ===== HAND-OVER: SAC starts from the pre-trained agent (Alg. 1, line 3; App. H) ===============
+    # IQL -> SAC (docs/algorithms.md §4; not in the official code). IQL was trained with SAC's own
+    # networks: the same 10-member LayerNorm critic ensemble (its Q regressed to r + gamma V(s'))
+    # and the same tanh-Gaussian actor (trained by weighted log-likelihood of the data's actions).
+    # So the actor, critics and target carry over as they are, with their Adam moments. What SAC
+    # does not have is dropped or reset:
+    # - the value net V(s): SAC's target uses Q(s', a' ~ pi) instead (kept only for --online-algo iql);
+    # - the temperature: IQL has no entropy term, so alpha starts at --init-temperature (1.0) with a
+    #   fresh Adam, as SAC from scratch would;
+    # - the learning rates: IQL's 3e-4 for all, SAC's --actor-lr / --critic-lr from here on.
+    # With --online-algo iql nothing changes: the paper's IQL baseline fine-tunes at IQL's 3e-4.
+    if args.online_algo == "sac":
+        del value, value_opt, learner["value"], learner["value_opt"]
+        with torch.no_grad():
+            alpha_param.fill_(inverse_softplus(args.init_temperature))
+        alpha_opt.state.clear()  # a fresh Adam: no moments, step 0
+        for opt, lr in ((actor_opt, args.actor_lr), (critic_opt, args.critic_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr
+    # frozen copies: the warmup acts with pi_pre, and the analysis measures the distance to both
+    actor_pre = copy.deepcopy(actor).requires_grad_(False)
+    critic_pre = copy.deepcopy(critic).requires_grad_(False)
+    # The actor, critics, target, temperature AND their Adam states carry over (the paper keeps the
+    # optimizer state), unless an ablation asks for fresh networks.
+    # (Fresh networks are loaded INTO the existing ones, and an optimizer starts afresh by
+    # forgetting its state: every name keeps meaning the same object for the whole run.)
+    if not args.init_policy:  # Fig. 13: fine-tune a randomly initialised policy
+        actor.load_state_dict(Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                                    args.state_dependent_std).state_dict())
+        actor_opt.state.clear()  # a fresh Adam: no moments, step 0
+    if not args.init_critic:  # Fig. 12 (left): fine-tune randomly initialised critics
+        critic.load_state_dict(QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs,
+                                         args.last_hidden_init_scale).state_dict())
+        critic_target.load_state_dict(critic.state_dict())
+        critic_opt.state.clear()
+    if args.online_algo == "iql":  # fresh optimizers too keep IQL's own rate
+        for opt in (actor_opt, critic_opt):
+            for group in opt.param_groups:
+                group["lr"] = args.iql_lr
+
+    # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
+    step, last_return, info = 0, float("nan"), {}  # no update yet: no losses to show
+    if not interrupted:
+        print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
+              f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} =====")
+        if resumed_online:  # at an episode end: no episode in progress
+            restore_from(resume, **learner, actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb)
+            step, last_return, obs = resume["step"], resume["last_return"], resume["obs"]
+            obs = restore_env(env, resume["env"], obs)
+            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
+        else:
+            resume_step = None  # the online phase counts its own steps
+            # step 0 = the pre-trained agent, so every online curve starts at the offline result
+            evaluate_and_log("", 0, summary["evals"])
+            log_diagnostics("analysis/", 0, {"heldout": heldout}, pre=(actor_pre, critic_pre))
+            obs, _ = env.reset(seed=args.seed)
+        online_start, updates_start = time.time(), None
+        try:
+            for step in range(step + 1, args.online_steps + 1):  # Alg. 1, line 4
+                if step <= warmup_env_steps:  # PHASE 2, Alg. 1 line 6: the FROZEN pre-trained policy acts,
+                    # sampling (not its mean), so the first online batches look like the offline data (Sec. 4)
+                    if args.warmup_policy == "pretrained":
+                        action = actor_pre.act(obs, deterministic=False)
+                    else:  # ablation: uniform random actions
+                        action = env.action_space.sample()
+                else:  # PHASE 3, Alg. 1 line 8: the policy being fine-tuned acts
+                    action = actor.act(obs, deterministic=False)
+                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+                rb.add(o, a, reward_transform(r), next_o, terminated, ended)  # Alg. 1, line 10
+                if episode is not None:
+                    last_return = float(episode["r"])
+                    writer.add_scalar("charts/episodic_return", last_return, step)
+                    writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
+
+                if step > warmup_env_steps:  # Alg. 1, lines 11-14: no gradient step during warmup
+                    if updates_start is None:
+                        updates_start = (time.time(), step)
+                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen)
+                    if args.online_algo == "sac":  # plain SAC: no pessimism, no behaviour constraint
+                        update_actor = step - warmup_env_steps > args.policy_freeze_steps  # App. F ablation
+                        info = graphs.run(("sac", update_actor), lambda b: sac_update(
+                            actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, b, args,
+                            target_entropy, update_actor=update_actor), batch)
+                    else:  # the IQL baseline: IQL's in-sample updates continued online, one per minibatch
+                        for k in range(args.utd):
+                            info = graphs.run("iql online", iql_step,
+                                              {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()})
+                    if step % 100 == 0 or step == args.online_steps:
+                        for k, v in info.items():
+                            writer.add_scalar(f"losses/{k}", float(v), step)
+                        stop_if_diverged(info, step, "online", writer)
+                if step % args.analysis_interval == 0:
+                    log_diagnostics("analysis/", step, {"heldout": heldout, "online": rb.sample((args.batch_size,), gen)},
+                                    pre=(actor_pre, critic_pre))
+                if step % args.eval_interval == 0 or step == args.online_steps:
+                    evaluate_and_log("", step, summary["evals"])
+                if step % 1000 == 0 or step == args.online_steps:
+                    summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
+                                                    last_return, summary["evals"], info, phase="online")
+                    writer.add_scalar("charts/SPS", summary["sps"], step)
+                # online resume points at an episode end (the env just reset: a few numbers to save)
+                if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
+                    save_resume_point(run_dir, args=asdict(args), phase="online", step=step, summary=summary, **learner,
+                                      actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb, last_return=last_return,
+                                      obs=obs, env=env_snapshot(env), eval_env=env_snapshot(eval_env, simulator=False),
+                                      rng=rng_states(gen))
+                    resume_step = step
+        except KeyboardInterrupt:
+            print(f"\ninterrupted at online step {step:,}; saving what there is")
+            if resume_step is not None:
+                print(f"to continue from online step {resume_step:,}: python wsrl_iql_sac.py --resume {run_dir}")
+
+    # ===== SAVE =================================================================================
+    if args.save_model and not interrupted:  # a cut-short pre-training has no fine-tuned agent to save
+        path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
+                        env_id=env_id, complete=step == args.online_steps,
+                        planned_steps=args.online_steps)
+        summary["checkpoint"] = path
+    if summary["offline_evals"]:
+        save_curve(os.path.join(run_dir, "offline_eval_curve.png"), summary["offline_evals"],
+                   f"IQL offline on {args.dataset_id}")
+    if summary["evals"]:
+        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"WSRL (IQL init) on {env_id}",
+                   {"updates start": warmup_env_steps} if warmup_env_steps else None)
+    env.close()
+    eval_env.close()
+    writer.close()
+    if previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    print_summary(summary, step, start_time)
+    return summary
+
+
+# =================================================================================================
+# SUPPORT CODE: datasets, domains, environments, the replay buffer, evaluation and diagnostics,
+# checkpoints, resume points, speed and progress. None of it is part of the algorithm: skip it on
+# a first read (CleanRL marks such code "TRY NOT TO MODIFY").
+# =================================================================================================
+
+
+# [copy: minari-data]
+# ---------------------------------------------------------------------------------------------
+# Data: Minari datasets (loading, flattening, reward transform), made locally or downloaded
+# ---------------------------------------------------------------------------------------------
+# D4RL's reference returns (random policy, expert policy) for the normalised score
+# 100 * (R - random) / (expert - random). Minari's `mujoco/*` datasets do not carry them.
+D4RL_REF_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+}
+# Applied to offline rewards, online rewards and returns-to-go, never to the evaluation return
+# (docs/algorithms.md §6). Sparse tasks get a negative reward per step so that "not there yet" costs.
+REWARD_TRANSFORMS = {
+    "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
+    "pointmaze": lambda r: r * 10.0 - 5.0,  # as antmaze
+    "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
+    "kitchen": lambda r: r - 4.0,  # 0..4 subtasks done becomes -4..0
+    "locomotion": lambda r: r,
+}
+DATASET_ID_RE = re.compile(r"^(?:[\w-]+/)*[\w-]+-v\d+$")
+
+
+def reference_scores(env_id: str, metadata: Optional[dict] = None):
+    """(random, expert) returns for the normalised score, or None when unknown."""
+    if metadata and metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
+        return float(metadata["ref_min_score"]), float(metadata["ref_max_score"])
+    base = env_id.split("-v")[0].lower()  # "Hopper-v5" -> "hopper", "AntMaze_..." stays apart
+    return D4RL_REF_SCORES.get(base)
+
+
+def validate_dataset_id(dataset_id: str) -> None:
+    """Fail before anything is written: a malformed id would leave a folder that breaks Minari."""
+    if not DATASET_ID_RE.match(dataset_id) or "//" in dataset_id:
+        raise SystemExit(
+            f"error: bad dataset id {dataset_id!r}. A Minari id is NAMESPACE/NAME-vN with a version "
+            "suffix, letters, digits, '_' and '-' only, e.g. local/hopper/sac-v0."
+        )
+
+
+def local_datasets_message() -> str:
+    import minari
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = sorted(minari.list_local_datasets().keys())
+    where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+    listing = "\n".join(f"    {d}" for d in local) if local else "    (none)"
+    return (
+        f"Local Minari datasets (in {where}):\n{listing}\n"
+        "Make one with this repository's own code, e.g.\n"
+        "    python sac_fast.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+    )
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Can Minari's remote (the Hugging Face hub by default) be reached at all? Answered in at
+    most `timeout` seconds: without this check an offline download retries for a long while."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    if not os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):
+        return True  # another remote (e.g. gcs://): let Minari try it and report its own error
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    match = re.match(r"^(\w+)://([^/:]+)(?::(\d+))?", endpoint)
+    if not match:
+        return False
+    host, port = match.group(2), int(match.group(3) or (443 if match.group(1) == "https" else 80))
+    result = []
+
+    def probe():  # DNS lookups ignore socket timeouts, so the probe runs in a thread we can abandon
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result)
+
+
+def load_minari(dataset_id: str):
+    """Load a local Minari dataset, or download it when a network is there; fail fast otherwise."""
+    import minari
+
+    validate_dataset_id(dataset_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset_id in minari.list_local_datasets():
+            return minari.load_dataset(dataset_id)
+    if not hub_reachable():
+        raise SystemExit(
+            f"error: dataset {dataset_id!r} is not on this machine and Minari's hub cannot be reached "
+            f"(no network?).\n{local_datasets_message()}"
+        )
+    try:  # the real download path, for users with a network
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as e:  # unknown id, incompatible version, missing huggingface_hub, ...
+        raise SystemExit(f"error: could not download {dataset_id!r}: {e}\n{local_datasets_message()}")
+
+
+# [end copy]
+
+
+# [copy: offline-data]
+# Offline data: a Minari dataset -> flat transition arrays, through the domain's path
+def flatten_dataset(dataset, relabel=None, domain: str = "locomotion") -> dict:
+    """Episodes -> flat transition arrays, each episode through `relabel` (the domain's path,
+    DomainWrapper.relabel_episode), cached next to the dataset (h5py reads episodes one by one,
+    slow enough on a large dataset to be felt at every start)."""
+    name = "flat_cache.npz" if domain == "locomotion" else f"flat_cache_{domain}.npz"
+    cache = os.path.join(os.path.dirname(dataset.storage.data_path), name)
+    if os.path.exists(cache):
+        with np.load(cache) as f:
+            return {k: f[k] for k in f.files}
+    parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    for ep in dataset.iterate_episodes():
+        if relabel is None and not isinstance(ep.observations, np.ndarray):
+            raise SystemExit("error: this dataset has dict observations but no domain that reads them "
+                             "(antmaze, pointmaze, kitchen); pass --domain.")
+        ep_data = relabel(ep.observations, ep.rewards, ep.terminations) if relabel else dict(
+            observations=ep.observations, rewards=ep.rewards, terminals=ep.terminations)
+        if ep_data is None:  # dropped by the domain (adroit: never reached the goal)
+            continue
+        n = len(ep_data["rewards"])
+        parts["observations"].append(ep_data["observations"][:-1])  # an episode stores N+1 observations
+        parts["next_observations"].append(ep_data["observations"][1:])
+        parts["actions"].append(ep.actions[:n])
+        parts["rewards"].append(ep_data["rewards"])
+        parts["terminals"].append(ep_data["terminals"])
+        # An episode that ends without terminating was cut (time limit): not terminal, but the
+        # trajectory ends there (returns-to-go must not run into the next episode).
+        last = np.arange(n) == n - 1
+        parts["timeouts"].append(last & ~np.asarray(ep_data["terminals"], dtype=bool))
+    if not parts["rewards"]:
+        raise SystemExit(f"error: no episode of this dataset is left for the {domain} domain (adroit keeps the "
+                         "episodes that reach the goal).")
+    flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
+    np.savez(cache, **flat)
+    return flat
+
+
+def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
+    """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
+    dataset = load_minari(dataset_id)
+    metadata = dict(dataset.storage.metadata)
+    metadata["spec"] = spec = dataset_env_spec(metadata)  # the environment the scripts then make
+    env_domain = domain_of(spec.id) if spec is not None else "locomotion"
+    # the very wrapper the online environment will have: the data and the env cannot disagree
+    relabel = make_env(spec.id, 0, spec).get_wrapper_attr("relabel_episode") if env_domain != "locomotion" else None
+    data = flatten_dataset(dataset, relabel, env_domain)
+    for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
+        bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
+        if bad.any():
+            raise SystemExit(f"error: dataset {dataset_id!r} has non-finite {key} in {bad.sum():,} transitions "
+                             f"(the first at transition {int(np.argmax(bad)):,}); clean or remake it.")
+    data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
+    data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
+    metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
+    if metadata.get("complete") is False:
+        print(f"WARNING: dataset {dataset_id!r} was saved by a run cut short (Ctrl-C); it is used as it is.")
+    return data, metadata
+
+
+def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
+    """The environment to act in: --env-id if given, else the one the dataset names. A dataset of
+    one body refused for another (same sizes would train without a word); versions may differ."""
+    recorded = metadata.get("env_id")
+    if env_id and recorded and env_id.split("-v")[0] != recorded.split("-v")[0]:
+        raise SystemExit(f"error: dataset {dataset_id!r} was recorded in {recorded}, not {env_id}: "
+                         f"drop --env-id or pass --env-id {recorded}.")
+    return env_id or recorded or "Hopper-v5"
+
+
+# [end copy]
+
+
+# [copy: domains]
+# ---------------------------------------------------------------------------------------------
+# Domains: ONE observation and reward path for the offline data and the online environment
+# (docs/algorithms.md §6). Online, `DomainWrapper` turns the environment's own observations,
+# rewards and ends into the paper's; offline, `DomainWrapper.relabel_episode` runs the same
+# functions over each recorded episode, so the data and the environment cannot disagree.
+# ---------------------------------------------------------------------------------------------
+ADROIT_TASKS = ("pen", "door", "relocate")  # the binary Adroit tasks of the paper (Cal-QL's)
+ADROIT_MAX_STEPS = {"pen": 100, "door": 200, "relocate": 200}  # their episode lengths (official mj_envs)
+MAZE_GOAL_RADIUS = 0.5  # "at the goal" in D4RL and the official code (gymnasium-robotics's own is 0.45)
+KITCHEN_TASK_RADIUS = 0.3  # a kitchen task is done when its joints are this close to their goal
+
+
+def domain_of(name: str) -> str:
+    """The benchmark domain of an env or dataset id; it picks the data path and the presets."""
+    name = name.lower()
+    if "antmaze" in name:
+        return "antmaze"
+    if "pointmaze" in name:
+        return "pointmaze"
+    if "kitchen" in name:
+        return "kitchen"
+    # (by substring, as the ids go: "D4RL/pen/human-v2", "AdroitHandPen-v1"; hammer is refused later:
+    # it has no binary version in the paper)
+    if any(task in name for task in ("door", "pen", "relocate", "hammer")):
+        return "adroit"
+    return "locomotion"
+
+
+def env_kwargs_for(domain: str, env_id: str) -> dict:
+    """What the wrapper below needs from the environment: it decides the ends of episodes itself."""
+    if domain in ("antmaze", "pointmaze"):  # never end or move the goal on its own (the wrapper ends at the goal)
+        return dict(continuing_task=True, reset_target=False)
+    if domain == "kitchen":  # the episode ends when all four tasks are done (the wrapper), not on the env's terms
+        return dict(terminate_on_tasks_completed=False, remove_task_when_completed=False)
+    if domain == "adroit":
+        task = adroit_task(env_id)
+        return dict(max_episode_steps=ADROIT_MAX_STEPS[task])
+    return {}
+
+
+def adroit_task(name: str) -> str:
+    for task in ADROIT_TASKS:
+        if task in name.lower():
+            return task
+    raise SystemExit(f"error: {name} has no binary version in the paper; the Adroit tasks are {', '.join(ADROIT_TASKS)}.")
+
+
+class DomainWrapper(gym.Wrapper):
+    """The paper's version of each domain, on top of gymnasium-robotics's environments:
+
+    - antmaze / pointmaze: the goal is FIXED (the one goal cell of the maze map, as in D4RL's
+      evaluation mazes), so it is not observed: antmaze sees D4RL's 29 numbers (x, y, then the
+      ant's 27), pointmaze (x, y, vx, vy). Reward 1 within MAZE_GOAL_RADIUS of the goal cell's
+      centre, else 0, and the episode ends there (terminal: nothing is bootstrapped after it).
+    - kitchen: D4RL's observation without its constant goal vector: robot joint positions (9)
+      and object positions (21). Reward = the number of the four tasks done SO FAR in the episode
+      (official code: a task once done stays counted), the episode ends when all four are done,
+      success = that number / 4.
+    - adroit (pen, door, relocate): the binary tasks of Cal-QL: reward = goal reached - 1, in
+      {-1, 0}, read from the observation; the episode ends at the goal.
+    - locomotion: unchanged.
+
+    The scripts then scale and shift the rewards (REWARD_TRANSFORMS) for training only; the
+    evaluation return is the reward defined here."""
+
+    def __init__(self, env: gym.Env, domain: str):
+        super().__init__(env)
+        self.domain, self.goal_xy, self.tasks = domain, None, ()
+        if domain in ("antmaze", "pointmaze"):
+            goals = env.unwrapped.maze.unique_goal_locations  # (x, y) centres of the map's goal cells
+            if len(goals) != 1:
+                raise SystemExit(f"error: {env.spec.id} has {len(goals)} possible goal cells; the paper's mazes have one "
+                                 "fixed goal: use the dataset's evaluation maze (its --dataset-id) or a maze_map with "
+                                 "one goal cell.")
+            self.goal_xy = np.asarray(goals[0], dtype=np.float64)
+        elif domain == "kitchen":
+            self.tasks = tuple(env.unwrapped.goal.keys())
+        elif domain == "adroit":
+            self.task = adroit_task(env.spec.id if env.spec else "")
+        flat = self.flat_observation(env.observation_space.sample())  # only to learn the flat size
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, flat.shape, np.float64)
+        self.done_tasks = np.zeros(len(self.tasks), dtype=bool)
+
+    def flat_observation(self, obs):
+        """The vector the networks see; one observation, or an episode's stacked along axis 0."""
+        if self.domain == "antmaze":
+            return np.concatenate([obs["achieved_goal"], obs["observation"]], axis=-1)
+        if self.domain == "pointmaze":  # its "observation" starts with (x, y) already
+            return np.asarray(obs["observation"])
+        if self.domain == "kitchen":  # observation = robot qpos 0:9, qvel 9:18, object qpos 18:39, qvel 39:59
+            return np.concatenate([obs["observation"][..., 0:9], obs["observation"][..., 18:39]], axis=-1)
+        return np.asarray(obs)
+
+    def goal_flags(self, obs) -> np.ndarray:
+        """Reached the goal (mazes, adroit: one flag) or each task done (kitchen), per observation."""
+        if self.domain in ("antmaze", "pointmaze"):
+            return (np.linalg.norm(obs["achieved_goal"] - self.goal_xy, axis=-1) <= MAZE_GOAL_RADIUS)[..., None]
+        if self.domain == "kitchen":
+            return np.stack([np.linalg.norm(obs["achieved_goal"][t] - obs["desired_goal"][t], axis=-1) < KITCHEN_TASK_RADIUS
+                             for t in self.tasks], axis=-1)
+        # adroit: the thresholds of the envs' own "goal achieved" (mj_envs, which Cal-QL's binary
+        # tasks use), read from the observation so that recorded data can be relabelled too
+        o = np.asarray(obs)
+        if self.task == "door":  # the door's hinge angle
+            return (o[..., 28] >= 1.35)[..., None]
+        if self.task == "relocate":  # object to target
+            return (np.linalg.norm(o[..., 36:39], axis=-1) < 0.1)[..., None]
+        # pen: position error and orientation agreement (unit vectors)
+        return ((np.linalg.norm(o[..., 39:42], axis=-1) < 0.075) & ((o[..., 33:36] * o[..., 36:39]).sum(-1) > 0.95))[..., None]
+
+    def reward_and_end(self, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(reward, terminal, success) from the flags after each step; for kitchen `flags` must be
+        the tasks done so far."""
+        if self.domain == "kitchen":
+            done = flags.sum(-1).astype(np.float64)
+            return done, flags.all(-1), done / len(self.tasks)
+        reached = flags[..., 0]
+        return reached - (1.0 if self.domain == "adroit" else 0.0), reached, reached.astype(np.float64)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.done_tasks[:] = False
+        return (obs if self.domain == "locomotion" else self.flat_observation(obs)), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.domain == "locomotion":
+            return obs, reward, terminated, truncated, info
+        flags = self.goal_flags(obs)
+        if self.domain == "kitchen":
+            self.done_tasks |= flags
+            flags = self.done_tasks
+        reward, terminal, success = self.reward_and_end(flags)
+        info["success"] = float(success)
+        return self.flat_observation(obs), float(reward), bool(terminal), truncated, info
+
+    def relabel_episode(self, obs, rewards, terminations) -> Optional[dict]:
+        """One recorded episode (N+1 observations, N rewards) through the same path as `step`:
+        flat observations, rewards and terminals; None for an episode the domain drops."""
+        if self.domain == "locomotion":
+            return dict(observations=np.asarray(obs), rewards=rewards, terminals=np.asarray(terminations, bool))
+        flags = self.goal_flags(after_first(obs))  # the flags of the observation each step led to
+        if self.domain == "kitchen":  # done so far: a running OR along the episode, as `step` keeps it
+            flags = np.logical_or.accumulate(flags, axis=0)
+        reward, terminal, _ = self.reward_and_end(flags)
+        flat = self.flat_observation(obs)
+        if self.domain == "adroit":  # official Cal-QL data: episodes that never succeed are dropped,
+            if not terminal.any():  # the others end at their last success
+                return None
+            last = int(np.flatnonzero(terminal)[-1]) + 1
+            flat, reward, terminal = flat[: last + 1], reward[:last], terminal[:last]
+        return dict(observations=flat, rewards=reward, terminals=terminal)
+
+
+def after_first(obs):
+    """An episode's observations without the first (dicts of arrays, nested for kitchen, too)."""
+    return {k: after_first(v) for k, v in obs.items()} if isinstance(obs, dict) else obs[1:]
+
+
+def dataset_env_spec(metadata: dict):
+    """The environment a dataset names for evaluation (AntMaze: its fixed start and goal), else
+    the one it was recorded in; None when it names neither. Kitchen: the tasks are the dataset's
+    (its desired_goal keys), whatever the spec says."""
+    text = metadata.get("eval_env_spec") or metadata.get("env_spec")
+    if not text:
+        return None
+    spec = gym.envs.registration.EnvSpec.from_json(text)
+    space = metadata.get("observation_space")
+    if domain_of(spec.id) == "kitchen" and isinstance(space, gym.spaces.Dict) and "desired_goal" in space.spaces:
+        spec.kwargs = {**spec.kwargs, "tasks_to_complete": list(space["desired_goal"].spaces.keys())}
+    return spec
+
+
+# [end copy]
+
+
+# [copy: env]
+# ---------------------------------------------------------------------------------------------
+# Environment: one env, reset by hand, so no transition ever spans two episodes
+# ---------------------------------------------------------------------------------------------
+def make_env(env_id: str, seed: int, spec=None) -> gym.Env:
+    """The environment `env_id`, in its domain's form (DomainWrapper). Outside locomotion, a
+    dataset's own spec of it (dataset_env_spec: AntMaze's evaluation maze, kitchen's tasks) is
+    used when given."""
+    domain = domain_of(env_id)
+    if domain != "locomotion":  # AntMaze, PointMaze, FrankaKitchen and Adroit come from gymnasium-robotics
+        # (its notice on import is about Adroit's DENSE rewards, which these scripts never use)
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+    use_spec = spec is not None and spec.id == env_id and domain != "locomotion"
+    try:
+        env = gym.make(spec if use_spec else env_id, **env_kwargs_for(domain, env_id))
+    except gym.error.Error as e:  # an unknown id or version: gymnasium's own words, without the traceback
+        raise SystemExit(f"error: cannot make environment {env_id!r}: {e}")
+    if domain != "locomotion":
+        env = DomainWrapper(env, domain)
+    if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
+        raise SystemExit(f"error: {env_id} has {env.action_space} actions and {env.observation_space} observations; "
+                         "these scripts need continuous (Box) actions and flat Box observations, e.g. Hopper-v5.")
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    low, high = env.action_space.low, env.action_space.high
+    if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
+        raise SystemExit(f"error: {env_id} has actions in [{low.min()}, {high.max()}]; these scripts expect [-1, 1].")
+    env.action_space.seed(seed)
+    return env
+
+
+def env_step(env: gym.Env, obs: np.ndarray, action: np.ndarray):
+    """Step once. Returns the transition to store and the observation to act from next.
+
+    Gymnasium 1.x vector envs reset on the step AFTER an episode ends: that step ignores the
+    action and returns the first observation of the next episode, a classic source of
+    transitions that span two episodes. A single env that we reset here cannot do that. The
+    stored `terminated` flag is the true termination only: a time-limit truncation is not
+    terminal, so its TD target still bootstraps from next_obs."""
+    next_obs, reward, terminated, truncated, info = env.step(action)
+    if not np.isfinite(next_obs).all() or not math.isfinite(reward):  # the simulator blew up
+        raise SystemExit(f"error: {env.spec.id if env.spec else 'the environment'} returned a non-finite "
+                         "observation or reward; the run stops here and saves nothing.")
+    transition = (obs, action, float(reward), next_obs, bool(terminated), bool(terminated or truncated))
+    episode = info.get("episode") if (terminated or truncated) else None  # {"r": return, "l": length}
+    if terminated or truncated:
+        next_obs, _ = env.reset()
+    return transition, next_obs, episode
+
+
+# [end copy]
+
+
+# [copy: replay-buffer]
+class ReplayBuffer:
+    """Flat circular buffer of transitions kept as torch tensors, so sampling is one index op."""
+
+    # Tensors live on the training device from the start: at UTD 4 we sample 1,024 transitions
+    # per env step, and a numpy -> torch copy of each batch would cost more than the indexing.
+    # The same class holds the offline dataset (RLPD), so both are sampled the same way.
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device):
+        self.capacity, self.device, self.size, self.pos = capacity, device, 0, 0
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, act_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.terminals = torch.zeros(capacity, device=device)  # 1 = terminated: do not bootstrap
+        self.ends = torch.zeros(capacity, dtype=torch.bool, device=device)  # episode ended here (for export)
+        # Cal-QL's lower bound: the discounted return-to-go of the trajectory through each
+        # transition; -inf = not known (yet), which leaves the bound off. Unused by plain SAC.
+        self.mc_returns = torch.full((capacity,), -math.inf, device=device)
+
+    @classmethod
+    def from_arrays(cls, data: dict, device: torch.device) -> "ReplayBuffer":
+        n, obs_dim = data["observations"].shape
+        rb = cls(obs_dim, data["actions"].shape[1], n, device)
+        rb.obs[:] = torch.as_tensor(data["observations"])
+        rb.actions[:] = torch.as_tensor(data["actions"])
+        rb.rewards[:] = torch.as_tensor(data["rewards"])
+        rb.next_obs[:] = torch.as_tensor(data["next_observations"])
+        rb.terminals[:] = torch.as_tensor(data["terminals"], dtype=torch.float32)
+        rb.ends[:] = torch.as_tensor(data["terminals"] | data["timeouts"])
+        if "mc_returns" in data:
+            rb.mc_returns[:] = torch.as_tensor(data["mc_returns"])
+        rb.size = n
+        return rb
+
+    def add(self, obs, action, reward, next_obs, terminated, ended):
+        i = self.pos
+        self.obs[i] = torch.as_tensor(obs)
+        self.actions[i] = torch.as_tensor(action)
+        self.rewards[i] = reward
+        self.next_obs[i] = torch.as_tensor(next_obs)
+        self.terminals[i] = float(terminated)
+        self.ends[i] = ended
+        self.mc_returns[i] = -math.inf
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, shape: tuple, generator: torch.Generator, skip_newest: int = 0) -> dict:
+        """Uniform over what is stored, but the `skip_newest` transitions added last (Cal-QL
+        online: the unfinished episode, whose returns-to-go are not known yet)."""
+        # our own generator keeps runs reproducible for a seed
+        idx = torch.randint(0, self.size - skip_newest, shape, generator=generator, device="cpu")
+        if skip_newest:  # count back from just before the skipped ones (the buffer is circular)
+            idx = (self.pos - skip_newest - 1 - idx) % self.capacity
+        idx = idx.to(self.device)
+        return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
+                "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
+
+    def state_dict(self) -> dict:
+        """What is stored, for a resume point (a 1M-transition buffer after 20k steps saves 20k)."""
+        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu() for k in self.FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.pos = state["size"], state["pos"]
+        for k in self.FIELDS:
+            getattr(self, k)[: self.size] = state[k].to(self.device)
+
+    def episodes(self) -> list:
+        """The stored transitions cut back into episodes, oldest first (for dataset export)."""
+        order = torch.arange(self.size)
+        if self.size == self.capacity:  # wrapped around: the oldest transition sits at `pos`
+            order = torch.roll(order, -self.pos)
+        episodes, start = [], 0
+        ends = self.ends[order].cpu().numpy()
+        ends[-1] = True  # an unfinished last episode is stored as truncated
+        for stop in np.flatnonzero(ends) + 1:
+            ix = order[start:stop]
+            obs = torch.cat([self.obs[ix], self.next_obs[ix[-1:]]]).cpu().numpy()
+            terminations = self.terminals[ix].cpu().numpy().astype(bool)
+            episodes.append((obs, self.actions[ix].cpu().numpy(), self.rewards[ix].cpu().numpy().astype(np.float64),
+                             terminations, ~terminations & (np.arange(len(ix)) == len(ix) - 1)))
+            start = stop
+        return episodes
+
+
+def offline_per_batch(batch_size: int, offline_ratio: float) -> int:
+    return int(round(batch_size * offline_ratio))
+
+
+def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int, batch_size: int,
+                 offline_ratio: float, generator: torch.Generator, skip_newest: int = 0) -> dict:
+    """utd minibatches of batch_size, stacked as (utd * batch_size, ...). With offline data every
+    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50). `skip_newest`: see
+    ReplayBuffer.sample."""
+    n_off = offline_per_batch(batch_size, offline_ratio) if offline is not None else 0
+    # (utd, b_online) and (utd, b_offline) joined along dim 1, so minibatch k (row k) holds
+    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...). The
+    # official WSRL code concatenates the whole online sample and then the offline one, so at UTD
+    # 4 two of its minibatches are online-only and two offline-only; we keep RLPD's own mix inside
+    # every minibatch, which is what the RLPD paper describes and what keeps each critic step's
+    # data the same.
+    parts = [online.sample((utd, batch_size - n_off), generator, skip_newest)]
+    if n_off > 0:
+        parts.append(offline.sample((utd, n_off), generator))
+    return {k: torch.cat([p[k] for p in parts], dim=1).flatten(0, 1) for k in parts[0]}
+
+
+# [end copy]
+
+
 # [copy: q-diagnostics]
 # ---------------------------------------------------------------------------------------------
 # The paper's evidence (docs/algorithms.md §7): Q and TD error on data the critic never trains on
@@ -1304,11 +1488,12 @@ def to_batch(data: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args) -> dict:
-    """Mean Q(s, a) over members and transitions, and the mean squared TD error, on a batch.
-    On held-out offline data, a falling Q after the switch is the "downward spiral" (Fig. 4)."""
+def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> dict:
+    """Mean Q(s, a) over members and transitions, and the mean squared TD error (against the
+    target of the learner being trained: `max_backup` as its td_target), on a batch. On held-out
+    offline data, a falling Q after the switch is the "downward spiral" (Fig. 4)."""
     q = critic(batch["obs"], batch["actions"])  # (E, B)
-    target = td_target(critic_target, actor, alpha_param, batch, args)  # (B,)
+    target = td_target(critic_target, actor, alpha_param, batch, args, max_backup)  # (B,)
     return {"q": float(q.mean()), "td_error": float((q - target).pow(2).mean())}
 
 
@@ -1468,6 +1653,8 @@ def read_checkpoint(path: str, device: torch.device) -> dict:
     if ckpt.get("complete") is False:  # saved on Ctrl-C: fewer steps than its run asked for
         print(f"WARNING: {path} was saved by a run cut short (Ctrl-C) at step {ckpt['step']:,} of "
               f"{ckpt['planned_steps']:,}; it is used as it is.")
+    if "cql_alpha_opt" in ckpt:  # the Lagrange multiplier's optimizer, under its name before December 2026
+        ckpt["cql_lagrange_opt"] = ckpt.pop("cql_alpha_opt")
     return ckpt
 
 
@@ -1641,322 +1828,98 @@ def load_resume_point(run_dir: str) -> dict:
 # [end copy]
 
 
-def main(args: Args) -> dict:
-    # ===== SETUP =================================================================================
-    resume = None
-    if args.resume:  # the run's own settings, its state at its last resume point
-        resume = load_resume_point(args.resume)
-        args = Args(**{**resume["args"], "resume": args.resume})
-        print(f"resuming {args.resume} after {resume['phase']} step {resume['step']:,}")
-    if not 0.0 <= args.offline_ratio < 1.0:
-        raise SystemExit("error: --offline-ratio must be in [0, 1).")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
-    ckpt = None
-    if args.pretrained_checkpoint:
-        ckpt = read_checkpoint(args.pretrained_checkpoint, device)
-        use_checkpoint_network_sizes(args, ckpt)
-        args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
-    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
-                      "--warmup-steps": (args.warmup_steps, 0), "--policy-freeze-steps": (args.policy_freeze_steps, 0),
-                      "--offline-eval-interval": (args.offline_eval_interval, 1),
-                      "--analysis-interval": (args.analysis_interval, 1)})
-    args.dataset_id = args.dataset_id or "mujoco/hopper/medium-v0"
-    domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
-    preset = apply_domain_preset(args, domain)
-    if args.max_target_backup is None:  # App. I: online SAC backs up the best next action on antmaze only
-        args.max_target_backup = domain in ("antmaze", "pointmaze")
-    data, metadata = load_offline_data(args.dataset_id, domain)
-    env_id = env_id_for(args.dataset_id, metadata, args.env_id)
-    reward_transform = REWARD_TRANSFORMS[domain]
-    ref_scores = reference_scores(env_id, metadata)
-    # the held-out sample is the pre-training's: a checkpoint shared by several online seeds must
-    # not find its own training data in their held-out sets
-    heldout_seed = ckpt["args"]["seed"] if ckpt is not None else args.seed
-    train_data, heldout_data = heldout_split(data, args.heldout_size, heldout_seed)
-    del data
+# [copy: cuda-graphs]
+# ---------------------------------------------------------------------------------------------
+# --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
+# ---------------------------------------------------------------------------------------------
+def use_cuda_graphs(args, device: torch.device) -> bool:
+    if args.cuda_graphs and device.type != "cuda":
+        print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
+    return args.cuda_graphs and device.type == "cuda"
 
-    keep_freed_memory()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
 
-    env, eval_env = make_env(env_id, args.seed, metadata.get("spec")), make_env(env_id, args.seed + 10_000, metadata.get("spec"))
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if ckpt is not None:  # before anything is built or written
-        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
-    if train_data["observations"].shape[1] != obs_dim:
-        raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
-                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
-    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+class CudaGraphs:
+    """On a GPU, small networks leave it idle between the hundreds of tiny kernels of one update
+    (utd critic steps, the actor and temperature step, target updates, random draws), each
+    launched from Python. A CUDA graph records the kernels of one call once and replays them with
+    one launch (PyTorch's "whole-network capture": forward, backward and capturable Adam).
 
-    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
-    # Resumed offline: the logs continue the same curves (what came after the resume point goes).
-    # Online, nothing is purged (purging is by step, across all tags: it would cut the offline
-    # curves); the steps redone log again the very same values.
-    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume and resume["phase"] == "offline" else None)
-    if not resume:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    `run(key, fn, batch)` runs fn(batch): the first WARMUP calls of a key eagerly on a side
+    stream (they are real updates; PyTorch's recipe before capture), then it records fn on
+    fixed input buffers, and from then on copies each batch into those buffers and replays.
+    A graph replays what was recorded: the networks, optimizers and every Python value fn reads
+    must stay the same for a key (a different value needs a different key). The outputs are
+    copied out, since the next replay overwrites them. Disabled (CPU, or --cuda-graphs off): a
+    plain call. `emulate=True` runs the same bookkeeping on any device with the recorded fn
+    called in place of a replay, so that a CPU test can check it against plain calls."""
 
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                  args.state_dependent_std).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
-    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
-    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
-    # IQL's value net, used in phase 1 (and online with --online-algo iql) only
-    value = ValueNet(obs_dim, args.critic_hidden, args.critic_layers).to(device)
-    # (plain, not fused, Adam, as V's optimizer has always been: fused Adam rounds differently and
-    # the shipped IQL agent's numbers would move; capturable all the same under --cuda-graphs)
-    value_opt = torch.optim.Adam(value.parameters(), lr=args.iql_lr, **adam_options(device, args, fused=False))
-    if ckpt is not None:
-        restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
-        if "value" in ckpt:  # an IQL checkpoint of this script
-            value.load_state_dict(ckpt["value"])
-            load_optimizer_state(value_opt, ckpt["value_opt"])
-    for opt in (actor_opt, critic_opt):  # IQL trains actor and critics at its own rate (3e-4)
-        for group in opt.param_groups:
-            group["lr"] = args.iql_lr
+    WARMUP = 3
 
-    offline_rb = ReplayBuffer.from_arrays(train_data, device)
-    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
-    del train_data, heldout_data  # from here on the offline data lives in offline_rb alone
+    def __init__(self, enabled: bool, emulate: bool = False):
+        self.enabled, self.emulate = enabled or emulate, emulate
+        self.graphs, self.calls = {}, {}
 
-    def iql_step(batch: dict) -> dict:  # one IQL step: phase 1, and phase 3 with --online-algo iql
-        return iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value_opt, batch, args)
-
-    def evaluate_and_log(prefix: str, step: int, evals: list) -> None:
-        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-        evals.append((step, ret, score))
-        writer.add_scalar(f"{prefix}eval/return", ret, step)
-        if score is not None:
-            writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
-        if success is not None:  # sparse domains
-            writer.add_scalar(f"{prefix}eval/success_rate", success, step)
-
-    def log_diagnostics(prefix: str, step: int, batches: dict) -> None:
-        # (the TD error is measured against SAC's target in both phases: IQL's V(s') is gone after the hand-over)
-        for name, batch in batches.items():
-            for key, number in q_diagnostics(critic, critic_target, actor, alpha_param, batch, args).items():
-                writer.add_scalar(f"{prefix}{key}_{name}", number, step)
-            if prefix == "analysis/":  # online: how far fine-tuning has moved from the pre-trained agent (Fig. 8)
-                writer.add_scalar(f"analysis/policy_kl_{name}", policy_kl(actor_pre, actor, batch["obs"]), step)
-                writer.add_scalar(f"analysis/q_softmax_kl_{name}", q_softmax_kl(
-                    critic_pre, critic, actor_pre, actor, batch["obs"], args.analysis_actions), step)
-
-    print(f"WSRL (IQL initialisation) on {env_id} | {device}, {args.precision} | data {args.dataset_id}: {offline_rb.size:,} transitions "
-          f"(+{len(heldout['rewards']):,} held out) | domain {domain}"
-          + (f" (preset: {', '.join(f'{k}={v}' for k, v in preset.items())})" if preset else "")
-          + f" | logs: {run_dir}")
-    summary = {"run_dir": run_dir, "evals": [], "offline_evals": [], "first_losses": None}
-    start_time, info, interrupted = time.time(), {}, False
-    eval_env.reset(seed=args.seed + 10_000)
-    # what a resume point holds besides the phase's own parts (online: buffer, env, pi_pre, Q_pre)
-    learner = dict(actor=actor, critic=critic, critic_target=critic_target, value=value, alpha_param=alpha_param,
-                   actor_opt=actor_opt, critic_opt=critic_opt, value_opt=value_opt, alpha_opt=alpha_opt)
-    step, resume_step = 0, None
-    resumed_online = resume is not None and resume["phase"] == "online"
-    if resume:
-        summary, step, resume_step = resume["summary"], resume["step"], resume["step"]
-        restore_env(eval_env, resume["eval_env"])
-    previous_sigterm = interrupt_on_sigterm()
-
-    # ===== PHASE 1: OFFLINE PRE-TRAINING WITH IQL (Alg. 1, line 1) =================================
-    if ckpt is None and not resumed_online:
-        print(f"===== PHASE 1: offline pre-training (IQL), {args.offline_steps:,} gradient steps =====")
-        if resume:  # every weight, moment, counter and random stream as it was
-            restore_from(resume, **learner)
-            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
-        try:
-            for step in range(step + 1, args.offline_steps + 1):
-                info = graphs.run("iql offline", iql_step, offline_rb.sample((args.batch_size,), gen))
-                if summary["first_losses"] is None:
-                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
-                if step % 100 == 0 or step == args.offline_steps:
-                    for k, v in info.items():
-                        writer.add_scalar(f"offline/losses/{k}", float(v), step)
-                    stop_if_diverged(info, step, "offline", writer)
-                if step % args.offline_eval_interval == 0 or step == args.offline_steps:
-                    evaluate_and_log("offline/", step, summary["offline_evals"])
-                    log_diagnostics("offline/analysis/", step, {"heldout": heldout})
-                if step % 250 == 0 or step == args.offline_steps:
-                    sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
-                                         summary["offline_evals"], info, phase="offline")
-                    writer.add_scalar("offline/SPS", sps, step)
-                if args.checkpoint_interval and step % args.checkpoint_interval == 0 and step < args.offline_steps:
-                    save_resume_point(run_dir, args=asdict(args), phase="offline", step=step, summary=summary, **learner,
-                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
-                    resume_step = step
-        except KeyboardInterrupt:
-            print(f"\ninterrupted at offline step {step:,}; saving the checkpoint so far")
-            if resume_step is not None:
-                print(f"to continue from offline step {resume_step:,}: python wsrl_iql_sac.py --resume {run_dir}")
-            interrupted = True
-        # The hand-over to fine-tuning, and to the WSRL scripts and jsrl.py (--pretrained-checkpoint)
-        path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
-                        args, step, value=value.state_dict(), value_opt=value_opt.state_dict(), env_id=env_id,
-                        complete=not interrupted,
-                        planned_steps=args.offline_steps)
-        summary["pretrained_checkpoint"] = path
-        print(f"pre-trained checkpoint: {path}")
-    elif resumed_online:
-        print(f"===== PHASE 1 done before the resume point: {summary.get('pretrained_checkpoint')} =====")
-    else:
-        print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
-
-    # ===== DISCARD THE OFFLINE DATA (Sec. 4: WSRL fine-tunes without it) ==========================
-    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # Alg. 1, line 2: a fresh, EMPTY buffer
-    warmup_env_steps = args.warmup_steps
-    if args.warmup_policy == "dataset":  # App. K ablation: K offline transitions instead of K warmup steps
-        seed_batch = offline_rb.sample((args.warmup_steps,), gen)
-        for i in range(args.warmup_steps):
-            rb.add(seed_batch["obs"][i], seed_batch["actions"][i], seed_batch["rewards"][i],
-                   seed_batch["next_obs"][i], bool(seed_batch["terminals"][i]), False)
-        warmup_env_steps = 0
-    if args.offline_ratio > 0:
-        retained = offline_rb  # App. L ablation: keep part of every batch offline
-        print(f"offline data RETAINED (ablation): {args.offline_ratio:.0%} of every online batch comes from it")
-    else:
-        retained = None  # WSRL: no retention (docs/algorithms.md §1)
-        print("offline data DISCARDED: online batches come from the online buffer only")
-    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
-
-    # ===== HAND-OVER: SAC starts from the pre-trained agent (Alg. 1, line 3; App. H) ===============
-    # IQL -> SAC (docs/algorithms.md §4; not in the official code). IQL was trained with SAC's own
-    # networks: the same 10-member LayerNorm critic ensemble (its Q regressed to r + gamma V(s'))
-    # and the same tanh-Gaussian actor (trained by weighted log-likelihood of the data's actions).
-    # So the actor, critics and target carry over as they are, with their Adam moments. What SAC
-    # does not have is dropped or reset:
-    # - the value net V(s): SAC's target uses Q(s', a' ~ pi) instead (kept only for --online-algo iql);
-    # - the temperature: IQL has no entropy term, so alpha starts at --init-temperature (1.0) with a
-    #   fresh Adam, as SAC from scratch would;
-    # - the learning rates: IQL's 3e-4 for all, SAC's --actor-lr / --critic-lr from here on.
-    # With --online-algo iql nothing changes: the paper's IQL baseline fine-tunes at IQL's 3e-4.
-    if args.online_algo == "sac":
-        del value, value_opt, learner["value"], learner["value_opt"]
-        with torch.no_grad():
-            alpha_param.fill_(inverse_softplus(args.init_temperature))
-        alpha_opt = make_optimizers(actor, critic, alpha_param, args)[2]
-        for opt, lr in ((actor_opt, args.actor_lr), (critic_opt, args.critic_lr)):
-            for group in opt.param_groups:
-                group["lr"] = lr
-    # frozen copies: the warmup acts with pi_pre, and the analysis measures the distance to both
-    actor_pre = copy.deepcopy(actor).requires_grad_(False)
-    critic_pre = copy.deepcopy(critic).requires_grad_(False)
-    # The actor, critics, target, temperature AND their Adam states carry over (the paper keeps the
-    # optimizer state), unless an ablation asks for fresh networks.
-    if not args.init_policy:  # Fig. 13: fine-tune a randomly initialised policy
-        actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                      args.state_dependent_std).to(device)
-        actor_opt = make_optimizers(actor, critic, alpha_param, args)[0]
-    if not args.init_critic:  # Fig. 12 (left): fine-tune randomly initialised critics
-        critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-        critic_target.load_state_dict(critic.state_dict())
-        critic_opt = make_optimizers(actor, critic, alpha_param, args)[1]
-    if args.online_algo == "iql":  # fresh optimizers too keep IQL's own rate
-        for opt in (actor_opt, critic_opt):
-            for group in opt.param_groups:
-                group["lr"] = args.iql_lr
-
-    # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
-    step, last_return, info = 0, float("nan"), {}  # no update yet: no losses to show
-    if not interrupted:
-        print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
-              f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} =====")
-        # the learner after the hand-over (SAC's fresh temperature optimizer; ablations' networks)
-        learner = dict(learner, actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt,
-                       alpha_opt=alpha_opt)
-        if resumed_online:  # at an episode end: no episode in progress
-            restore_from(resume, **learner, actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb)
-            step, last_return, obs = resume["step"], resume["last_return"], resume["obs"]
-            obs = restore_env(env, resume["env"], obs)
-            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
+    def run(self, key, fn, batch: dict) -> dict:
+        if not self.enabled:
+            return fn(batch)
+        if key not in self.graphs:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            if self.calls[key] <= self.WARMUP:
+                return self._warmup(fn, batch)
+            self.graphs[key] = self._record(fn, batch)
+        graph, static_in, static_out = self.graphs[key]
+        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
+            # copy_ would broadcast a wrong shape silently and replay on the wrong data
+            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
+        for name, value in batch.items():
+            static_in[name].copy_(value)
+        if self.emulate:  # the recorded function, on the fixed buffers
+            static_out = graph(static_in)
         else:
-            resume_step = None  # the online phase counts its own steps
-            # step 0 = the pre-trained agent, so every online curve starts at the offline result
-            evaluate_and_log("", 0, summary["evals"])
-            log_diagnostics("analysis/", 0, {"heldout": heldout})
-            obs, _ = env.reset(seed=args.seed)
-        online_start, updates_start = time.time(), None
-        try:
-            for step in range(step + 1, args.online_steps + 1):  # Alg. 1, line 4
-                if step <= warmup_env_steps:  # PHASE 2, Alg. 1 line 6: the FROZEN pre-trained policy acts,
-                    # sampling (not its mean), so the first online batches look like the offline data (Sec. 4)
-                    if args.warmup_policy == "pretrained":
-                        action = actor_pre.act(obs, deterministic=False)
-                    else:  # ablation: uniform random actions
-                        action = env.action_space.sample()
-                else:  # PHASE 3, Alg. 1 line 8: the policy being fine-tuned acts
-                    action = actor.act(obs, deterministic=False)
-                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
-                rb.add(o, a, reward_transform(r), next_o, terminated, ended)  # Alg. 1, line 10
-                if episode is not None:
-                    last_return = float(episode["r"])
-                    writer.add_scalar("charts/episodic_return", last_return, step)
-                    writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
+            graph.replay()
+        return {name: value.clone() for name, value in static_out.items()}
 
-                if step > warmup_env_steps:  # Alg. 1, lines 11-14: no gradient step during warmup
-                    if updates_start is None:
-                        updates_start = (time.time(), step)
-                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen)
-                    if args.online_algo == "sac":  # plain SAC: no pessimism, no behaviour constraint
-                        update_actor = step - warmup_env_steps > args.policy_freeze_steps  # App. F ablation
-                        info = graphs.run(("sac", update_actor), lambda b: sac_update(
-                            actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, b, args,
-                            target_entropy, update_actor=update_actor), batch)
-                    else:  # the IQL baseline: IQL's in-sample updates continued online, one per minibatch
-                        for k in range(args.utd):
-                            info = graphs.run("iql online", iql_step,
-                                              {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()})
-                    if step % 100 == 0 or step == args.online_steps:
-                        for k, v in info.items():
-                            writer.add_scalar(f"losses/{k}", float(v), step)
-                        stop_if_diverged(info, step, "online", writer)
-                if step % args.analysis_interval == 0:
-                    log_diagnostics("analysis/", step, {"heldout": heldout, "online": rb.sample((args.batch_size,), gen)})
-                if step % args.eval_interval == 0 or step == args.online_steps:
-                    evaluate_and_log("", step, summary["evals"])
-                if step % 1000 == 0 or step == args.online_steps:
-                    summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
-                                                    last_return, summary["evals"], info, phase="online")
-                    writer.add_scalar("charts/SPS", summary["sps"], step)
-                # online resume points at an episode end (the env just reset: a few numbers to save)
-                if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
-                    save_resume_point(run_dir, args=asdict(args), phase="online", step=step, summary=summary, **learner,
-                                      actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb, last_return=last_return,
-                                      obs=obs, env=env_snapshot(env), eval_env=env_snapshot(eval_env, simulator=False),
-                                      rng=rng_states(gen))
-                    resume_step = step
-        except KeyboardInterrupt:
-            print(f"\ninterrupted at online step {step:,}; saving what there is")
-            if resume_step is not None:
-                print(f"to continue from online step {resume_step:,}: python wsrl_iql_sac.py --resume {run_dir}")
+    def _warmup(self, fn, batch: dict) -> dict:
+        if self.emulate:
+            return fn(batch)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn(batch)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
 
-    # ===== SAVE =================================================================================
-    if args.save_model and not interrupted:  # a cut-short pre-training has no fine-tuned agent to save
-        path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        env_id=env_id, complete=step == args.online_steps,
-                        planned_steps=args.online_steps)
-        summary["checkpoint"] = path
-    if summary["offline_evals"]:
-        save_curve(os.path.join(run_dir, "offline_eval_curve.png"), summary["offline_evals"],
-                   f"IQL offline on {args.dataset_id}")
-    if summary["evals"]:
-        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"WSRL (IQL init) on {env_id}",
-                   {"updates start": warmup_env_steps} if warmup_env_steps else None)
-    env.close()
-    eval_env.close()
-    writer.close()
-    if previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    print_summary(summary, step, start_time)
-    return summary
+    def _record(self, fn, batch: dict):
+        static_in = {name: value.clone() for name, value in batch.items()}
+        if self.emulate:  # the "graph" is the recorded function itself
+            return fn, static_in, None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
+            static_out = fn(static_in)
+        return graph, static_in, static_out
+
+
+# [end copy]
+
+
+# [copy: cpu-speed]
+def keep_freed_memory() -> None:
+    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
+    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
+    `sys` time). Keeping freed blocks up to 32 MiB for reuse makes updates faster on small CPUs
+    (docs/speed.md has the measurement; `python tools/speed.py --no-malloc-tuning` compares on
+    yours). Harmless elsewhere: it only changes when memory is returned to the OS."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
+
+
+# [end copy]
 
 
 # [copy: progress]

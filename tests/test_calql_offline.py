@@ -199,11 +199,11 @@ def test_max_target_backup_takes_the_best_of_the_sampled_next_actions():
             return members.unsqueeze(1) - (action.squeeze(1) - 6.0).pow(2).unsqueeze(0)
 
     batch = {"next_obs": torch.zeros(2, 1), "rewards": torch.tensor([1.0, 1.0]), "terminals": torch.tensor([0.0, 1.0])}
-    args = C.Args(num_qs=3, num_min_qs=3, gamma=0.5, max_target_backup=True, backup_entropy=True)
+    args = C.Args(num_qs=3, num_min_qs=3, gamma=0.5, backup_entropy=True)
     alpha_param = torch.tensor(C.inverse_softplus(0.1))
     # best action 6: min over members of Q = 0 - 0 = 0; entropy bonus of THAT action: -0.1 * (-6)
     expected = torch.tensor([1.0 + 0.5 * (0.0 + 0.6), 1.0])
-    torch.testing.assert_close(C.td_target(Critic(), FixedActor(), alpha_param, batch, args), expected)
+    torch.testing.assert_close(C.td_target(Critic(), FixedActor(), alpha_param, batch, args, max_backup=True), expected)
 
 
 def test_domain_presets_fill_only_what_was_not_given():

@@ -93,7 +93,7 @@ def test_calql_and_iql_updates_replay_bit_for_bit(which):
 
 
 def test_a_whole_run_through_the_graph_path_equals_the_plain_run(sandbox, monkeypatch):
-    tiny = dict(seed=3, total_timesteps=300, warmup_steps=200, num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
+    tiny = dict(seed=3, online_steps=300, learning_starts=200, num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
                 eval_interval=150, eval_episodes=1)
     plain = S.main(S.Args(**tiny))
     monkeypatch.setattr(S, "CudaGraphs", functools.partial(S.CudaGraphs, emulate=True))

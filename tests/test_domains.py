@@ -246,9 +246,9 @@ def test_every_script_runs_on_the_domain(datasets, name):
                       eval_interval=150, cql_n_actions=4, heldout_size=50, analysis_interval=50, analysis_actions=4, **NET)),
         I.main(I.Args(dataset_id=dataset_id, offline_steps=30, online_steps=150, warmup_steps=50, offline_eval_interval=30,
                       eval_interval=150, heldout_size=50, analysis_interval=50, analysis_actions=4, **NET)),
-        J.main(J.Args(pretrained_checkpoint=ckpt, total_timesteps=150, warmup_steps=50, eval_interval=150, **{
+        J.main(J.Args(pretrained_checkpoint=ckpt, online_steps=150, eval_interval=150, **{
             k: v for k, v in NET.items() if k not in ("critic_hidden", "critic_layers", "actor_hidden", "actor_layers")})),
-        S.main(S.Args(dataset_id=dataset_id, offline_ratio=0.5, total_timesteps=150, warmup_steps=50, eval_interval=150,
+        S.main(S.Args(dataset_id=dataset_id, offline_ratio=0.5, online_steps=150, learning_starts=50, eval_interval=150,
                       **NET)),
     ]
     for summary in runs:
@@ -267,11 +267,11 @@ def test_rlpd_takes_the_papers_antmaze_settings_unless_told(datasets, monkeypatc
     seen = set()
     original = S.td_target
 
-    def td_target(critic_target, actor, alpha_param, batch, args):
-        seen.add((args.num_min_qs, args.max_target_backup))
-        return original(critic_target, actor, alpha_param, batch, args)
+    def td_target(critic_target, actor, alpha_param, batch, args, max_backup):
+        seen.add((args.num_min_qs, max_backup))
+        return original(critic_target, actor, alpha_param, batch, args, max_backup)
 
     monkeypatch.setattr(S, "td_target", td_target)
-    S.main(S.Args(dataset_id=datasets[name], offline_ratio=0.5, total_timesteps=60, warmup_steps=40, eval_interval=60,
+    S.main(S.Args(dataset_id=datasets[name], offline_ratio=0.5, online_steps=60, learning_starts=40, eval_interval=60,
                   **{**NET, **flags}))
     assert seen == {expected}

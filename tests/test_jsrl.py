@@ -16,7 +16,7 @@ TINY = dict(batch_size=32, eval_interval=60, eval_episodes=1)
 @pytest.fixture(scope="module")
 def checkpoint(module_sandbox):
     """A small SAC checkpoint on Hopper-v5 (sac_fast.py --save-model): the guide of these tests."""
-    summary = sac_fast.main(sac_fast.Args(total_timesteps=40, warmup_steps=20, num_qs=3, critic_hidden=32,
+    summary = sac_fast.main(sac_fast.Args(online_steps=40, learning_starts=20, num_qs=3, critic_hidden=32,
                                           actor_hidden=32, batch_size=32, eval_interval=40, eval_episodes=1,
                                           save_model=True))
     return os.path.abspath(summary["checkpoint"])
@@ -78,7 +78,7 @@ def test_guide_rolls_in_never_changes_and_never_evaluates(checkpoint, monkeypatc
 
     monkeypatch.setattr(J.Actor, "act", act)
     # every episode starts with a roll-in of mean length 5, so guide and learner both act
-    summary = J.main(J.Args(pretrained_checkpoint=checkpoint, total_timesteps=120, jsrl_initial_prob=1.0,
+    summary = J.main(J.Args(pretrained_checkpoint=checkpoint, online_steps=120, jsrl_initial_prob=1.0,
                             jsrl_continue_prob=0.8, save_model=True, **TINY))
     guide = summary["guide"]
     assert same_tensors(guide.state_dict(), pre["actor"])  # the guide is the pre-trained actor, unchanged
@@ -97,7 +97,7 @@ def test_guide_rolls_in_never_changes_and_never_evaluates(checkpoint, monkeypatc
 
 
 def test_no_rollin_once_the_probability_has_decayed(checkpoint):
-    summary = J.main(J.Args(pretrained_checkpoint=checkpoint, total_timesteps=200, jsrl_initial_prob=1.0,
+    summary = J.main(J.Args(pretrained_checkpoint=checkpoint, online_steps=200, jsrl_initial_prob=1.0,
                             jsrl_decay_steps=60, jsrl_continue_prob=0.8, **TINY))
     starts = [(end - length, g) for end, g, length in summary["rollins"]]
     assert any(s < 60 and g > 0 for s, g in starts)  # p = 1 at step 0: the first episode has one
@@ -120,7 +120,7 @@ def test_learner_starts_from_the_checkpoint_unless_told_otherwise(checkpoint, mo
         return original(actor, critic, critic_target, alpha_param, *rest, **kw)
 
     monkeypatch.setattr(J, "sac_update", sac_update)
-    summary = J.main(J.Args(pretrained_checkpoint=checkpoint, total_timesteps=20, **TINY, **flags))
+    summary = J.main(J.Args(pretrained_checkpoint=checkpoint, online_steps=20, **TINY, **flags))
     assert same_tensors(first["actor"], pre["actor"]) == flags.get("init_policy", True)
     assert same_tensors(first["critic"], pre["critic"]) == flags.get("init_critic", True)
     if flags.get("init_critic", True):
@@ -150,7 +150,7 @@ def test_min_of_one_subsampled_critic_on_antmaze_as_rlpd(checkpoint, tmp_path, m
         return original(*a, **kw)
 
     monkeypatch.setattr(J, "sac_update", sac_update)
-    J.main(J.Args(pretrained_checkpoint=path, total_timesteps=20, num_min_qs=flag, **TINY))
+    J.main(J.Args(pretrained_checkpoint=path, online_steps=20, num_min_qs=flag, **TINY))
     assert seen == {expected}
 
 
@@ -166,7 +166,7 @@ def test_missing_checkpoint_fails_fast_with_a_recipe(sandbox):
 def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, checkpoint, monkeypatch):
     """Cut mid-run, then --resume: the same weights, evaluations and roll-ins as a run never stopped
     (the roll-in generator and the drawn roll-in of the next episode are kept too)."""
-    flags = dict(TINY, pretrained_checkpoint=checkpoint, total_timesteps=400, jsrl_initial_prob=1.0, eval_interval=100,
+    flags = dict(TINY, pretrained_checkpoint=checkpoint, online_steps=400, jsrl_initial_prob=1.0, eval_interval=100,
                  checkpoint_interval=120, save_model=True, seed=7)
     whole = J.main(J.Args(**flags))
     real, calls = J.sac_update, {"n": 0}

@@ -24,7 +24,7 @@ def tiny_policies(module_sandbox):
     quality does not matter here; the shipped policies are tested below)."""
     policy_dir = str(module_sandbox / "policies")
     for level, seed in (("medium", 1), ("expert", 2)):
-        summary = S.main(S.Args(seed=seed, total_timesteps=60, warmup_steps=30, num_qs=2, critic_hidden=16,
+        summary = S.main(S.Args(seed=seed, online_steps=60, learning_starts=30, num_qs=2, critic_hidden=16,
                                 actor_hidden=16, batch_size=16, eval_interval=60, eval_episodes=1, save_actors=True))
         M.ship(M.Ship(actor=summary["actor"], level=level, episodes=2, command="test run", policy_dir=policy_dir))
     return policy_dir

@@ -128,7 +128,7 @@ def test_a_bf16_run_starts_where_fp32_does(sandbox):
     data), to bf16's tolerance, and not bit-identical (bf16 really ran)."""
     import sac_fast as S
 
-    tiny = dict(seed=3, total_timesteps=300, warmup_steps=200, num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
+    tiny = dict(seed=3, online_steps=300, learning_starts=200, num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
                 eval_interval=300, eval_episodes=1)
     fp32 = S.main(S.Args(**tiny))["first_losses"]
     bf16 = S.main(S.Args(precision="bf16", **tiny))["first_losses"]

@@ -13,12 +13,12 @@ import wsrl_calql_sac as W
 import wsrl_iql_sac as I
 from conftest import write_random_dataset
 
-TINY_SAC = dict(total_timesteps=40, warmup_steps=20, num_qs=3, critic_hidden=16, actor_hidden=16, batch_size=16,
+TINY_SAC = dict(online_steps=40, learning_starts=20, num_qs=3, critic_hidden=16, actor_hidden=16, batch_size=16,
                 eval_interval=40, eval_episodes=1)
 
 CASES = [
-    (S, dict(total_timesteps=0), "--total-timesteps is 0; it must be at least 1"),
-    (S, dict(total_timesteps=100, warmup_steps=200), "the agent would never learn"),
+    (S, dict(online_steps=0), "--online-steps is 0; it must be at least 1"),
+    (S, dict(online_steps=100, learning_starts=200), "the agent would never learn"),
     (S, dict(num_qs=2, num_min_qs=5), "--num-min-qs is 5; the target is a minimum over that many of the --num-qs 2"),
     (S, dict(batch_size=0), "--batch-size is 0; it must be at least 1"),
     (S, dict(utd=0), "--utd is 0; it must be at least 1"),
@@ -45,16 +45,16 @@ def test_meaningless_settings_stop_before_anything_is_made(sandbox, module, flag
 
 def test_every_problem_is_listed_at_once(sandbox):
     with pytest.raises(SystemExit) as stop:
-        S.main(S.Args(total_timesteps=-3, batch_size=0, temp_lr=2.0))
+        S.main(S.Args(online_steps=-3, batch_size=0, temp_lr=2.0))
     text = str(stop.value)
-    assert "--total-timesteps is -3" in text and "--batch-size is 0" in text and "--temp-lr is 2" in text
+    assert "--online-steps is -3" in text and "--batch-size is 0" in text and "--temp-lr is 2" in text
     assert len(text.splitlines()) == 3  # one line each
 
 
 def test_jsrl_checks_its_budget_and_the_checkpoints_ensemble(sandbox):
     ckpt = S.main(S.Args(save_model=True, **TINY_SAC))["checkpoint"]
-    with pytest.raises(SystemExit, match="--total-timesteps is 0"):
-        J.main(J.Args(pretrained_checkpoint=ckpt, total_timesteps=0))
+    with pytest.raises(SystemExit, match="--online-steps is 0"):
+        J.main(J.Args(pretrained_checkpoint=ckpt, online_steps=0))
     with pytest.raises(SystemExit, match="--num-min-qs is 4; .* --num-qs 3 critics"):  # 3 critics in the checkpoint
         J.main(J.Args(pretrained_checkpoint=ckpt, num_min_qs=4))
 
@@ -103,8 +103,8 @@ def poisoned(original, after: int):
 def test_a_nan_loss_stops_the_run_and_saves_no_result(sandbox, monkeypatch):
     monkeypatch.setattr(S, "sac_update", poisoned(S.sac_update, after=5))
     with pytest.raises(SystemExit, match=r"diverged at online step 100: qf_loss not finite\. Nothing was saved"):
-        S.main(S.Args(total_timesteps=300, warmup_steps=50, save_model=True, **{k: v for k, v in TINY_SAC.items()
-                                                                                 if k not in ("total_timesteps", "warmup_steps")}))
+        S.main(S.Args(online_steps=300, learning_starts=50, save_model=True, **{k: v for k, v in TINY_SAC.items()
+                                                                                 if k not in ("online_steps", "learning_starts")}))
     assert not list(sandbox.glob("runs/*/*.pt"))  # no checkpoint that could pass for a trained agent
     monkeypatch.setattr(C, "calql_update", poisoned(C.calql_update, after=1))
     write_random_dataset(S, episodes=5)

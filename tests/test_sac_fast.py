@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import sac_fast as S
 
-TINY = dict(total_timesteps=300, warmup_steps=200, num_qs=3, critic_hidden=32, actor_hidden=32,
+TINY = dict(online_steps=300, learning_starts=200, num_qs=3, critic_hidden=32, actor_hidden=32,
             batch_size=32, eval_interval=300, eval_episodes=1)
 
 
@@ -131,15 +131,15 @@ def test_td_target_is_min_over_members_drawn_without_replacement():
     alpha_param = torch.tensor(0.0)
     batch = {"next_obs": torch.zeros(1, 3), "rewards": torch.tensor([0.5]), "terminals": torch.tensor([0.0])}
     args = S.Args(num_qs=3, num_min_qs=2, gamma=0.9)
-    targets = [round(float(S.td_target(critic, actor, alpha_param, batch, args)), 5) for _ in range(300)]
+    targets = [round(float(S.td_target(critic, actor, alpha_param, batch, args, args.max_target_backup)), 5) for _ in range(300)]
     # pairs without replacement: {1,2}->1, {1,3}->1, {2,3}->2. With replacement {3,3}->3 could occur.
     assert set(targets) == {0.5 + 0.9 * 1.0, 0.5 + 0.9 * 2.0}
     assert 0.2 < targets.count(0.5 + 0.9 * 2.0) / 300 < 0.47  # P = 1/3
     # all three members: always the overall min; a terminal transition does not bootstrap
     args3 = dataclasses.replace(args, num_min_qs=3)
-    assert float(S.td_target(critic, actor, alpha_param, batch, args3)) == pytest.approx(0.5 + 0.9 * 1.0)
+    assert float(S.td_target(critic, actor, alpha_param, batch, args3, args3.max_target_backup)) == pytest.approx(0.5 + 0.9 * 1.0)
     batch["terminals"] = torch.tensor([1.0])
-    assert float(S.td_target(critic, actor, alpha_param, batch, args3)) == pytest.approx(0.5)
+    assert float(S.td_target(critic, actor, alpha_param, batch, args3, args3.max_target_backup)) == pytest.approx(0.5)
 
 
 def test_backup_entropy_subtracts_alpha_log_pi():
@@ -150,7 +150,7 @@ def test_backup_entropy_subtracts_alpha_log_pi():
     args = S.Args(num_qs=2, num_min_qs=2, gamma=1.0, backup_entropy=True)
     alpha_param = torch.tensor(S.inverse_softplus(0.5))
     torch.manual_seed(1)
-    target = S.td_target(critic, actor, alpha_param, batch, args)
+    target = S.td_target(critic, actor, alpha_param, batch, args, args.max_target_backup)
     torch.manual_seed(1)
     _, log_pi = actor.sample(batch["next_obs"])  # the same draw
     torch.testing.assert_close(target, 2.0 - 0.5 * log_pi)
@@ -210,7 +210,7 @@ def test_temperature_moves_towards_target_entropy_measured_at_next_states(next_l
     alpha_param = torch.tensor(0.0, requires_grad=True)
     actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, alpha_param, S.Args(temp_lr=0.01))
     batch = temperature_batch(obs_log_std=-6.0 if next_log_std > 0 else 1.0, next_obs_log_std=next_log_std)
-    info = S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, S.Args(), -2.0)
+    info = S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, S.Args(), -2.0, False)
     h = float(info["entropy"])
     assert np.sign(h + 2.0) == -direction
     assert float(alpha_param.grad) == pytest.approx(0.5 * (h + 2.0), rel=1e-5)  # sigmoid(0) = 0.5
@@ -229,7 +229,7 @@ def test_temperature_entropy_comes_from_fresh_samples_at_next_states(max_target_
     alpha_param = torch.tensor(0.0, requires_grad=True)
     actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, alpha_param, args)
     torch.manual_seed(3)
-    info = S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, -2.0)
+    info = S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, -2.0, args.max_target_backup)
     torch.manual_seed(3)
     mean, log_std = actor(next_obs.repeat_interleave(per_state, dim=0))
     u = mean + log_std.exp() * torch.randn_like(mean)
@@ -245,7 +245,7 @@ def test_actor_update_leaves_critic_untouched():
     actor_opt, _, alpha_opt = S.make_optimizers(actor, critic, alpha_param, S.Args())
     actor_before = actor.mean.weight.clone()
     batch = {"obs": torch.randn(16, 3), "next_obs": torch.randn(16, 3)}
-    S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, S.Args(), -2.0)
+    S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, S.Args(), -2.0, False)
     assert all(p.grad is None for p in critic.parameters())  # no critic weight gradients computed
     assert all(torch.equal(before[k], v) for k, v in critic.state_dict().items())
     assert not torch.equal(actor_before, actor.mean.weight)
@@ -455,7 +455,7 @@ def test_smoke_run_updates_saves_checkpoint_and_dataset(sandbox):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(summary["run_dir"]))
     ckpt = torch.load(summary["checkpoint"], weights_only=False)
     assert set(ckpt) == {"actor", "critic", "critic_target", "alpha_param", "actor_opt", "critic_opt", "alpha_opt", "args", "step", "format", "env_id", "complete", "planned_steps"}
-    n_updates = TINY["total_timesteps"] - TINY["warmup_steps"]
+    n_updates = TINY["online_steps"] - TINY["learning_starts"]
     assert int(ckpt["critic_opt"]["state"][0]["step"]) == n_updates * args.utd
     assert int(ckpt["actor_opt"]["state"][0]["step"]) == n_updates
     assert ckpt["args"]["num_qs"] == 3 and ckpt["step"] == 300
@@ -486,7 +486,7 @@ def test_stop_at_return_keeps_the_actor_of_that_evaluation(sandbox, monkeypatch)
         return next(returns), None, None
 
     monkeypatch.setattr(S, "evaluate", evaluate)
-    args = dict(TINY, total_timesteps=400, warmup_steps=100, eval_interval=100)
+    args = dict(TINY, online_steps=400, learning_starts=100, eval_interval=100)
     summary = S.main(S.Args(stop_at_return=40.0, save_actors=True, **args))
     assert summary["stopped_at"] == 200 and [e[0] for e in summary["evals"]] == [100, 200]
     saved = sorted(os.listdir(os.path.join(summary["run_dir"], "actors")))
@@ -514,7 +514,7 @@ def test_help_lists_the_flags():
     out = subprocess.run([sys.executable, "sac_fast.py", "--help"], cwd=os.path.dirname(S.__file__),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for flag in ("--utd", "--num-qs", "--num-min-qs", "--offline-ratio", "--save-dataset-id", "--warmup-steps"):
+    for flag in ("--utd", "--num-qs", "--num-min-qs", "--offline-ratio", "--save-dataset-id", "--learning-starts"):
         assert flag in out.stdout
 
 
@@ -549,7 +549,7 @@ def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, mon
     """--resume continues from the last resume point (written at the first episode end after every
     --checkpoint-interval steps) to exactly the same weights, evaluations and losses as a run that
     was never stopped: every random stream, buffer, optimizer moment and simulator state is kept."""
-    flags = dict(TINY, total_timesteps=500, warmup_steps=100, eval_interval=100, checkpoint_interval=150, seed=3)
+    flags = dict(TINY, online_steps=500, learning_starts=100, eval_interval=100, checkpoint_interval=150, seed=3)
     whole = S.main(S.Args(save_model=True, **flags))
     real_step, calls = S.env_step, []
 

@@ -15,7 +15,7 @@ its provenance in a .json next to it):
 
 A dataset made here and the hub's are interchangeable in every script (`--dataset-id
 local/halfcheetah/medium-v0` or `mujoco/halfcheetah/medium-v0`): same environment, spaces and scores.
-How the behaviour policies were made, and how to add one (`ship`), is in the README.
+How the behaviour policies were made, and how to add one (`ship`), is in docs/datasets.md.
 """
 
 import dataclasses
@@ -238,7 +238,7 @@ def ship(args: Ship) -> str:
     provenance = {
         "env_id": saved["env_id"], "level": args.level, "command": args.command, "seed": saved["args"]["seed"],
         "training_steps": saved["step"], "eval_return_at_stop": saved["eval_return"],
-        "config": {k: saved["args"][k] for k in ("num_qs", "num_min_qs", "utd", "batch_size", "warmup_steps",
+        "config": {k: saved["args"][k] for k in ("num_qs", "num_min_qs", "utd", "batch_size", "learning_starts",
                                                  "actor_hidden", "actor_layers", "critic_hidden", "critic_layers",
                                                  "eval_episodes", "stop_at_return")},
         "deterministic_return": {"mean": float(np.mean(det)), "std": float(np.std(det)), "episodes": len(det),

@@ -14,7 +14,6 @@ of this machine in the same process, so the share is not compared against anothe
 """
 
 import argparse
-import dataclasses
 import importlib
 import os
 import sys
@@ -94,7 +93,7 @@ def time_parts(S, args, obs_dim: int, act_dim: int, repeats: int = 20) -> tuple[
     with S.autocast(args, torch.device("cpu")):  # as sac_update runs them (--precision)
         critic_ms = ms(lambda: S.update_critic(critic, target, actor, alpha_param, critic_opt, minibatch, args))
         actor_ms = ms(lambda: S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args,
-                                                       -float(act_dim)))
+                                                       -float(act_dim), args.max_target_backup))
     return critic_ms, actor_ms
 
 
@@ -176,8 +175,8 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, 
         cql_lagrange_param = torch.zeros((), requires_grad=True, device=device)
         cql_opt = torch.optim.Adam([cql_lagrange_param])
         b = batch(args.batch_size)
-        calql_args = dataclasses.replace(args, max_target_backup=True)  # Cal-QL always backs up the best action
-        step = lambda: S.calql_update(actor, critic, target, alpha_param, cql_lagrange_param, *opts, cql_opt, b, calql_args,
+        # (Cal-QL always backs up the best of 10 sampled next actions: no flag to set)
+        step = lambda: S.calql_update(actor, critic, target, alpha_param, cql_lagrange_param, *opts, cql_opt, b, args,
                                       -float(act_dim))
         rows.append((name, "Cal-QL step (offline; online at UTD 1)", precision, "gradient steps/s",
                      *measure(step, a.repeats, device)))
@@ -225,7 +224,7 @@ def loop_args(S, a):
     """The script's Args for the timed loop: the paper's config on locomotion, with the values its
     main() would fill in (the FLOPs are counted before main runs)."""
     args = S.Args(env_id=a.env_id, num_qs=a.num_qs, utd=a.utd, batch_size=a.batch_size, critic_hidden=a.hidden,
-                  actor_hidden=a.hidden, warmup_steps=1000, total_timesteps=1000 + a.steps,
+                  actor_hidden=a.hidden, learning_starts=1000, online_steps=1000 + a.steps,
                   eval_interval=10**9, eval_episodes=1, exp_name="speed", precision=a.precision)
     S.apply_domain_preset(args, "locomotion")  # the sizes a flag left to the domain (2 layers, ...)
     args.num_min_qs, args.max_target_backup = 2, False  # as main() sets them on locomotion (FLOPs are counted before it)
