@@ -27,6 +27,7 @@
 #   calql_no_retention   calql_offline.py from the checkpoint, Cal-QL online, data discarded
 #   calql_retention      the same with half of every batch from the offline data
 #   jsrl                 jsrl.py from the checkpoint
+#   so2                  wsrl_calql_sac.py from the checkpoint, no warmup, SAC with SO2's perturbed value updates
 #   rlpd                 sac_fast.py from scratch with half of every batch offline
 #   sac_fast             sac_fast.py from scratch, no data
 set -euo pipefail
@@ -211,6 +212,10 @@ if [ "$TIER" = "_job" ]; then
     jsrl)
       CKPT=$(checkpoint)
       run jsrl.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --utd "$UTD" $EVAL ;;
+    so2)  # the paper's SO2 baseline without the data: the same start, no warmup, noisy next actions in the target
+      CKPT=$(checkpoint)
+      run wsrl_calql_sac.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --warmup-steps 0 \
+        --online-algo so2 --utd "$UTD" $EVAL ;;
     wsrl_iql)  # from the shipped IQL checkpoint, or its own IQL pre-training on the same data and steps
       if [ -n "$IQL_CHECKPOINT" ]; then
         run wsrl_iql_sac.py --pretrained-checkpoint "$IQL_CHECKPOINT" --online-steps "$ONLINE_STEPS" \
@@ -233,7 +238,7 @@ fi
 # The queue, longest jobs first so that the short ones fill the gaps at the end: the
 # pre-trainings, the Cal-QL runs (a step with the CQL term costs several SAC steps), the methods
 # that start from the checkpoint, then those that need none.
-METHOD_ORDER="pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl wsrl_iql rlpd sac_fast"
+METHOD_ORDER="pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl so2 wsrl_iql rlpd sac_fast"
 [ -z "$CHECKPOINT" ] || METHOD_ORDER=${METHOD_ORDER#pretrain }  # shipped: nothing to pre-train
 if [ -n "${METHODS:-}" ]; then  # a subset, e.g. METHODS="wsrl wsrl_no_warmup" UTD=4 for the warmup ablation
   for m in $METHODS; do
@@ -272,7 +277,7 @@ trap 'echo "benchmark $TIER interrupted; finish it with: RESUME=1 bash benchmark
 
 have_dataset() { python -c "import minari, sys; sys.exit(0 if '$DATASET' in minari.list_local_datasets() else 1)" 2>/dev/null; }
 if have_dataset && [ -f "$OUT/logs/dataset.log" ] && [ ! -f "$OUT/logs/dataset.log.done" ]; then
-  # this benchmark began making it and was interrupted: sac_fast.py saves a dataset on Ctrl-C,
+  # this benchmark began making it and was interrupted: tools/export_dataset.py saves a dataset on Ctrl-C,
   # so what is there is a shorter run's buffer. Make it again rather than pre-train on that.
   echo "dataset $DATASET: left unfinished by an interrupted benchmark; deleted, made again"
   python -c "import minari; minari.delete_dataset('$DATASET')"
@@ -281,7 +286,7 @@ if have_dataset; then
   echo "dataset $DATASET: already on this machine, reused"
 elif [ "$DATASET_STEPS" -gt 0 ]; then
   echo "[$(date +%H:%M:%S)] dataset $DATASET: the replay buffer of a $DATASET_STEPS-step SAC run"
-  (cd "$OUT" && python "$ROOT/sac_fast.py" --exp-name dataset --env-id "$ENV_ID" --online-steps "$DATASET_STEPS" \
+  (cd "$OUT" && python "$ROOT/tools/export_dataset.py" --exp-name dataset --env-id "$ENV_ID" --online-steps "$DATASET_STEPS" \
     $NET --eval-interval "$DATASET_STEPS" --save-dataset-id "$DATASET" > logs/dataset.log 2>&1) \
     || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
   touch "$OUT/logs/dataset.log.done"  # (an interruption has already left through the trap above)

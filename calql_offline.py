@@ -79,7 +79,7 @@ class Args:
     env_id: Optional[str] = None
     """gymnasium environment id; default: the dataset's environment"""
     dataset_id: Optional[str] = None
-    """Minari dataset id: a local one (made with `sac_fast.py --save-dataset-id`) or one to
+    """Minari dataset id: a local one (made with `tools/export_dataset.py`) or one to
     download; default: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
     domain: Literal["auto", "locomotion", "antmaze", "pointmaze", "kitchen", "adroit"] = "auto"
     """benchmark domain; sets the reward transform and the presets below (auto: from the dataset id)"""
@@ -87,17 +87,18 @@ class Args:
     """share of every ONLINE batch drawn from the offline data: 0 = no retention (the dataset
     is discarded after pre-training), 0.5 = the standard Cal-QL recipe (0.25 on kitchen)"""
     heldout_size: int = 1000
-    """offline transitions kept apart, never trained on, to measure Q and TD error (analysis/);
-    at most a tenth of the dataset"""
+    """offline transitions kept apart, never trained on, for the diagnostics on offline states
+    (analysis/); at most a tenth of the dataset"""
 
     # ---- phases -----------------------------------------------------------------------------
     offline_steps: int = 5_000
-    """gradient steps of offline pre-training (CPU default; paper: 250k locomotion and kitchen,
-    1M antmaze, 20k adroit)"""
+    """phase 1: Cal-QL gradient steps (CPU default; paper: 250k locomotion and kitchen, 1M
+    antmaze, 20k adroit)"""
     online_steps: int = 15_000
     """environment steps online, warmup included (CPU default)"""
     pretrained_checkpoint: Optional[str] = None
-    """start from this checkpoint (of this script, `--save-model` of any script) and skip phase 1"""
+    """start from this checkpoint (a *_pretrained.pt of calql_offline.py or a WSRL script, or any
+    script's --save-model) and skip phase 1"""
     warmup_steps: int = 0
     """online steps acting with the pre-trained policy before the first update (Cal-QL: 0;
     WSRL's warmup is the idea of the next script). Updates also wait, as in the official code,
@@ -105,12 +106,12 @@ class Args:
     offline_eval_interval: int = 1_000
     """evaluate every this many offline gradient steps"""
     eval_interval: int = 2_500
-    """evaluate every this many online environment steps"""
+    """evaluate the deterministic policy every this many online environment steps"""
     eval_episodes: int = 5
     """episodes per evaluation (paper: 20)"""
     analysis_interval: int = 250
-    """log analysis/ (mean Q, TD error on held-out offline data and on online data) every this
-    many online steps"""
+    """log analysis/ (on held-out offline data and on online data; docs/metrics.md) every this many
+    online steps"""
 
     # ---- algorithm --------------------------------------------------------------------------
     buffer_size: int = 1_000_000
@@ -120,23 +121,27 @@ class Args:
     utd: int = 1
     """update-to-data ratio online: critic updates per environment step (Cal-QL: 1)"""
     num_qs: int = 10
-    """critics in the ensemble (10, as in WSRL, so the ensemble can initialise its SAC)"""
+    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
     num_min_qs: int = 2
-    """critics drawn (without replacement) for the target min and for the CQL term"""
+    """critics drawn (without replacement) for the target min and for the CQL term (paper: 2)"""
     critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (default: domain preset)"""
+    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
     critic_layers: Optional[int] = None
-    """hidden layers of each critic (default: domain preset)"""
+    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
+    a checkpoint's own replaces it)"""
     actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (default: domain preset)"""
+    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
     actor_layers: Optional[int] = None
-    """hidden layers of the actor (default: domain preset)"""
+    """hidden layers of the actor (default: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
     last_hidden_init_scale: Optional[float] = None
     """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
     as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
     state_dependent_std: Optional[bool] = None
     """the policy's std is a head on the state (True) or one learned number per action dimension
-    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere)"""
+    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere; a
+    checkpoint's own replaces it)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -148,7 +153,7 @@ class Args:
     tau: float = 0.005
     """target smoothing coefficient (after every critic update)"""
     init_temperature: float = 1.0
-    """initial entropy temperature alpha"""
+    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
     target_entropy: Optional[float] = None
     """entropy the temperature aims for; default -|A|"""
     backup_entropy: bool = False
@@ -216,8 +221,9 @@ def apply_domain_preset(args, domain: str) -> dict:
 
 
 # [copy: networks]
+
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
+# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -226,6 +232,8 @@ def apply_domain_preset(args, domain: str) -> dict:
 # a small gain does not shrink what it outputs; it makes its weights small, so that early
 # updates change them (and the features) faster in relative terms.
 ORTHOGONAL_GAIN = math.sqrt(2.0)
+
+
 LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
 
 
@@ -318,6 +326,13 @@ class QEnsemble(nn.Module):
         return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
 
 
+# [end copy]
+
+
+# [copy: sac-actor]
+# ---------------------------------------------------------------------------------------------
+# The tanh-Gaussian actor of SAC (every script but td3c.py)
+# ---------------------------------------------------------------------------------------------
 LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
 
 
@@ -372,25 +387,12 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 # [copy: sac-core]
+
 # ---------------------------------------------------------------------------------------------
 # SAC pieces every script shares: target, actor + temperature step, optimizers
 # (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
-    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
-    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
-    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
-    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, kept in zip(opt.param_groups, settings):
-        group.update(kept)
-        for param in group["params"]:
-            if "step" in opt.state.get(param, {}):
-                on_device = kept.get("capturable") or kept.get("fused")
-                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
 
 
 def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
@@ -402,21 +404,21 @@ def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
     return torch.randperm(num_qs)[:k]
 
 
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
 @torch.no_grad()
-def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> torch.Tensor:
+def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool,
+              noise: Optional[tuple] = None) -> torch.Tensor:
     """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
     a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With `max_backup`
     (Cal-QL always; SAC with --max-target-backup), a' is the best of BACKUP_ACTIONS sampled next
-    actions under that min."""
+    actions under that min. With `noise` = (std, clip), SO2's perturbed value update: a' + eps,
+    eps = clip(N(0, std^2), -clip, clip), kept in the action box [-1, 1]."""
     next_obs = batch["next_obs"]  # (B, obs)
     if max_backup:  # sparse rewards: back up the best next action, not a random one
         next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
+    if noise is not None:  # (TD3's target smoothing, on SAC's sampled action: the value of a
+        std, clip = noise  # small neighbourhood of a', not of a' alone, is backed up)
+        next_actions = (next_actions + (torch.randn_like(next_actions) * std).clamp(-clip, clip)).clamp(-1.0, 1.0)
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
     # (the official code draws with replacement; docs/algorithms.md §9).
     idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
@@ -427,6 +429,7 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: 
     if args.backup_entropy:  # off in the paper: the target has no entropy bonus
         next_q = next_q - F.softplus(alpha_param) * next_log_pi
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
+
 
 def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
                            target_entropy: float, max_backup: bool) -> dict:
@@ -462,17 +465,43 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
             "alpha": F.softplus(alpha_param.detach())}
 
 
-def inverse_softplus(x: float) -> float:
-    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
-    return math.log(math.expm1(x))
-
-
 def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
     fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
             torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+
+
+# [end copy]
+
+
+# [copy: train-utils]
+# ---------------------------------------------------------------------------------------------
+# Optimizer and target-network helpers every learner uses
+# ---------------------------------------------------------------------------------------------
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
 
 
 def adam_options(device: torch.device, args, fused: bool = True) -> dict:
@@ -948,7 +977,7 @@ def local_datasets_message() -> str:
     return (
         f"Local Minari datasets (in {where}):\n{listing}\n"
         "Make one with this repository's own code, e.g.\n"
-        "    python sac_fast.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+        "    python tools/export_dataset.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
     )
 
 
@@ -1442,12 +1471,13 @@ def to_batch(data: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> dict:
+def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args, max_backup: bool,
+                  noise: Optional[tuple] = None) -> dict:
     """Mean Q(s, a) over members and transitions, and the mean squared TD error (against the
     target of the learner being trained: `max_backup` as its td_target), on a batch. On held-out
     offline data, a falling Q after the switch is the "downward spiral" (Fig. 4)."""
     q = critic(batch["obs"], batch["actions"])  # (E, B)
-    target = td_target(critic_target, actor, alpha_param, batch, args, max_backup)  # (B,)
+    target = td_target(critic_target, actor, alpha_param, batch, args, max_backup, noise)  # (B,)
     return {"q": float(q.mean()), "td_error": float((q - target).pow(2).mean())}
 
 
@@ -1455,10 +1485,11 @@ def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args, 
 
 
 # [copy: evaluate]
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation, checkpoints, curves
 # ---------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
+def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
     """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
     score and its success rate. Sparse domains (their env reports info["success"]): the success
     rate (kitchen: the share of the four tasks done) and a score of 100 x that rate, as the paper
@@ -1497,23 +1528,6 @@ def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
             run_dir = f"{base}_{n}"
 
 
-# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
-# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
-CHECKPOINT_FORMAT = 2
-
-
-def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
-                    args, step: int, **extra) -> None:
-    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
-    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
-    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
-                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
-                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
-                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
-                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
-
-
 def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
     """Evaluation return against environment steps, as a PNG next to the tensorboard logs;
     `marks` {label: step} draws the phase boundaries (e.g. where updates start)."""
@@ -1533,6 +1547,30 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# [end copy]
+
+
+# [copy: checkpoint-save]
+# ---------------------------------------------------------------------------------------------
+# Saving an SAC agent (every script but td3c.py), read back by checkpoint-load
+# ---------------------------------------------------------------------------------------------
+# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
+# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
+                    args, step: int, **extra) -> None:
+    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
+    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
+    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
+                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
+                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
 
 
 # [end copy]

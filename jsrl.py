@@ -106,31 +106,36 @@ class Args:
 
     # ---- algorithm --------------------------------------------------------------------------
     online_steps: int = 15_000
-    """environment steps in total (CPU default; paper scale: 1,000,000 with --utd 4)"""
+    """environment steps online (CPU default; paper: 1,000,000 with --utd 4)"""
     buffer_size: int = 1_000_000
-    """replay buffer capacity"""
+    """online replay buffer capacity"""
     batch_size: int = 256
     """transitions per critic update"""
     utd: int = 1
-    """update-to-data ratio: critic updates per environment step (CPU default; paper: 4)"""
+    """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
     num_qs: int = 10
     """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
     num_min_qs: Optional[int] = None
     """critics drawn (without replacement) whose min is the target (default: RLPD's settings, as
-    the paper's JSRL uses them: 1 on antmaze, 2 elsewhere)"""
+    the paper runs RLPD and JSRL: 1 on antmaze, 2 elsewhere)"""
     critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (taken from the checkpoint)"""
+    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
     critic_layers: Optional[int] = None
-    """hidden layers of each critic (taken from the checkpoint)"""
+    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
+    a checkpoint's own replaces it)"""
     actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (taken from the checkpoint)"""
+    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
     actor_layers: Optional[int] = None
-    """hidden layers of the actor (taken from the checkpoint)"""
+    """hidden layers of the actor (default: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
     last_hidden_init_scale: Optional[float] = None
-    """orthogonal-init gain of the last hidden layer, for fresh networks (taken from the checkpoint)"""
+    """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
+    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
     state_dependent_std: Optional[bool] = None
-    """the policy's std is a head on the state or one learned number per action dimension (taken
-    from the checkpoint)"""
+    """the policy's std is a head on the state (True) or one learned number per action dimension
+    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere; a
+    checkpoint's own replaces it)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -151,7 +156,7 @@ class Args:
     """TD target from the best of 10 sampled next actions (default: on for antmaze only, as the
     paper's SAC and RLPD there)"""
     eval_interval: int = 2_500
-    """evaluate the deterministic LEARNING policy every this many environment steps"""
+    """evaluate the deterministic policy every this many online environment steps"""
     eval_episodes: int = 5
     """episodes per evaluation (paper: 20)"""
 
@@ -163,8 +168,9 @@ class Args:
 
 
 # [copy: networks]
+
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
+# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -173,6 +179,8 @@ class Args:
 # a small gain does not shrink what it outputs; it makes its weights small, so that early
 # updates change them (and the features) faster in relative terms.
 ORTHOGONAL_GAIN = math.sqrt(2.0)
+
+
 LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
 
 
@@ -265,6 +273,13 @@ class QEnsemble(nn.Module):
         return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
 
 
+# [end copy]
+
+
+# [copy: sac-actor]
+# ---------------------------------------------------------------------------------------------
+# The tanh-Gaussian actor of SAC (every script but td3c.py)
+# ---------------------------------------------------------------------------------------------
 LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
 
 
@@ -319,25 +334,12 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 # [copy: sac-core]
+
 # ---------------------------------------------------------------------------------------------
 # SAC pieces every script shares: target, actor + temperature step, optimizers
 # (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
-    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
-    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
-    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
-    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, kept in zip(opt.param_groups, settings):
-        group.update(kept)
-        for param in group["params"]:
-            if "step" in opt.state.get(param, {}):
-                on_device = kept.get("capturable") or kept.get("fused")
-                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
 
 
 def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
@@ -349,21 +351,21 @@ def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
     return torch.randperm(num_qs)[:k]
 
 
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
 @torch.no_grad()
-def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> torch.Tensor:
+def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool,
+              noise: Optional[tuple] = None) -> torch.Tensor:
     """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
     a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With `max_backup`
     (Cal-QL always; SAC with --max-target-backup), a' is the best of BACKUP_ACTIONS sampled next
-    actions under that min."""
+    actions under that min. With `noise` = (std, clip), SO2's perturbed value update: a' + eps,
+    eps = clip(N(0, std^2), -clip, clip), kept in the action box [-1, 1]."""
     next_obs = batch["next_obs"]  # (B, obs)
     if max_backup:  # sparse rewards: back up the best next action, not a random one
         next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
+    if noise is not None:  # (TD3's target smoothing, on SAC's sampled action: the value of a
+        std, clip = noise  # small neighbourhood of a', not of a' alone, is backed up)
+        next_actions = (next_actions + (torch.randn_like(next_actions) * std).clamp(-clip, clip)).clamp(-1.0, 1.0)
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
     # (the official code draws with replacement; docs/algorithms.md §9).
     idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
@@ -374,6 +376,7 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: 
     if args.backup_entropy:  # off in the paper: the target has no entropy bonus
         next_q = next_q - F.softplus(alpha_param) * next_log_pi
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
+
 
 def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
                            target_entropy: float, max_backup: bool) -> dict:
@@ -409,17 +412,43 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
             "alpha": F.softplus(alpha_param.detach())}
 
 
-def inverse_softplus(x: float) -> float:
-    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
-    return math.log(math.expm1(x))
-
-
 def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
     fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
             torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+
+
+# [end copy]
+
+
+# [copy: train-utils]
+# ---------------------------------------------------------------------------------------------
+# Optimizer and target-network helpers every learner uses
+# ---------------------------------------------------------------------------------------------
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
 
 
 def adam_options(device: torch.device, args, fused: bool = True) -> dict:
@@ -437,9 +466,10 @@ def adam_options(device: torch.device, args, fused: bool = True) -> dict:
 # ---------------------------------------------------------------------------------------------
 # SAC's critic step and the high-UTD step of one environment step (the online learner)
 # ---------------------------------------------------------------------------------------------
-def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
-    """One TD step on all members of the ensemble, then the target update."""
-    target_q = td_target(critic_target, actor, alpha_param, batch, args, args.max_target_backup)  # (B,)
+def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args,
+                  noise: Optional[tuple] = None) -> dict:
+    """One TD step on all members of the ensemble, then the target update (`noise`: SO2's)."""
+    target_q = td_target(critic_target, actor, alpha_param, batch, args, args.max_target_backup, noise)  # (B,)
     q = critic(batch["obs"], batch["actions"])  # (E, B)
     # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
     # comes from independent initialisations. Mean over members and batch (official code).
@@ -452,16 +482,17 @@ def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: 
 
 
 def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch: dict,
-               args, target_entropy: float, update_actor: bool = True) -> dict:
+               args, target_entropy: float, update_actor: bool = True, noise: Optional[tuple] = None) -> dict:
     """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
     sample (target update after each), then ONE actor + temperature update on all of it
-    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
+    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F). `noise`:
+    SO2's perturbed value update (td_target)."""
     # High UTD (App. I): several critic steps per env step learn more from each transition; the
     # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
     with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
         for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
             minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
+            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args, noise)
         if update_actor:
             info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy,
                                                args.max_target_backup))
@@ -584,7 +615,7 @@ def main(args: Args) -> dict:
     # ===== TRAINING: guide roll-in then learner roll-out in each episode; one update per step ===
     summary = {"run_dir": run_dir, "evals": [], "first_losses": None, "rollins": []}
 
-    def evaluate_and_log(step: int, evals: list) -> None:  # the LEARNING policy alone: the guide never acts here
+    def evaluate_and_log(step: int, evals: list) -> float:  # the LEARNING policy alone: the guide never acts here
         ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
         evals.append((step, ret, score))
         writer.add_scalar("eval/return", ret, step)
@@ -592,6 +623,7 @@ def main(args: Args) -> dict:
             writer.add_scalar("eval/normalized_score", score, step)
         if success is not None:  # sparse domains
             writer.add_scalar("eval/success_rate", success, step)
+        return ret
 
     def start_episode(step: int) -> int:  # draw the new episode's roll-in length, log the curriculum
         prob = rollin_probability(step, args.jsrl_initial_prob, args.jsrl_decay_steps)
@@ -659,7 +691,7 @@ def main(args: Args) -> dict:
                                                 summary["evals"], info)
                 writer.add_scalar("charts/SPS", summary["sps"], step)
             # a resume point at the first episode end after every --checkpoint-interval steps
-            # (the env just reset and the next roll-in drawn: a few numbers to save)
+            # (the env just reset, the next roll-in drawn: a few numbers to save)
             if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
                 save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
                                   critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
@@ -755,7 +787,7 @@ def local_datasets_message() -> str:
     return (
         f"Local Minari datasets (in {where}):\n{listing}\n"
         "Make one with this repository's own code, e.g.\n"
-        "    python sac_fast.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+        "    python tools/export_dataset.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
     )
 
 
@@ -1154,10 +1186,11 @@ def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int
 
 
 # [copy: evaluate]
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation, checkpoints, curves
 # ---------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
+def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
     """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
     score and its success rate. Sparse domains (their env reports info["success"]): the success
     rate (kitchen: the share of the four tasks done) and a score of 100 x that rate, as the paper
@@ -1196,23 +1229,6 @@ def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
             run_dir = f"{base}_{n}"
 
 
-# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
-# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
-CHECKPOINT_FORMAT = 2
-
-
-def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
-                    args, step: int, **extra) -> None:
-    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
-    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
-    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
-                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
-                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
-                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
-                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
-
-
 def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
     """Evaluation return against environment steps, as a PNG next to the tensorboard logs;
     `marks` {label: step} draws the phase boundaries (e.g. where updates start)."""
@@ -1232,6 +1248,30 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# [end copy]
+
+
+# [copy: checkpoint-save]
+# ---------------------------------------------------------------------------------------------
+# Saving an SAC agent (every script but td3c.py), read back by checkpoint-load
+# ---------------------------------------------------------------------------------------------
+# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
+# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
+                    args, step: int, **extra) -> None:
+    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
+    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
+    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
+                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
+                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
 
 
 # [end copy]

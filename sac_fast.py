@@ -7,12 +7,12 @@ temperature update per step. Run from scratch it is the paper's "SAC (fast)" bas
 `--dataset-id X --offline-ratio 0.5` half of every batch comes from an offline Minari dataset,
 which is RLPD (Ball et al., 2023), the paper's strongest data-retaining baseline.
 
-Every other script of this repository copies its blocks from this file (marked
+The scripts of this repository share their common blocks as identical copies (marked
 `# [copy: NAME]` ... `# [end copy]`), so `diff sac_fast.py wsrl_calql_sac.py` shows what WSRL adds.
 
-    python sac_fast.py                                   # CPU-sized run on Hopper-v5 (~6 minutes)
+    python sac_fast.py                                   # CPU-sized run on Hopper-v5
     python sac_fast.py --utd 4 --online-steps 1000000 --eval-interval 10000 --eval-episodes 20  # paper
-    python sac_fast.py --save-rollouts 50 --save-dataset-id local/hopper/sac-v0  # make a dataset
+    python tools/export_dataset.py --save-rollouts 50 --save-dataset-id local/hopper/sac-v0  # a dataset
     python sac_fast.py --dataset-id local/hopper/sac-v0 --offline-ratio 0.5       # RLPD
 """
 
@@ -79,46 +79,44 @@ class Args:
     """gymnasium environment id; default: the dataset's environment, else Hopper-v5"""
     dataset_id: Optional[str] = None
     """Minari dataset id, e.g. `mujoco/hopper/medium-v0` (downloaded if a network is there) or a
-    local one made with `--save-dataset-id`; needed when `--offline-ratio` > 0"""
+    local one made with `tools/export_dataset.py`; needed when `--offline-ratio` > 0"""
     offline_ratio: float = 0.0
     """share of every batch drawn from the offline dataset: 0 = SAC (fast), 0.5 = RLPD"""
-    save_dataset_id: Optional[str] = None
-    """at the end, write a Minari dataset `NAMESPACE/NAME-vN` of the replay buffer (like D4RL's
-    medium-replay) or, with `--save-rollouts N`, of N episodes of the final policy"""
-    save_rollouts: int = 0
-    """with `--save-dataset-id`: record this many episodes of the final (stochastic) policy
-    instead of the replay buffer (like D4RL's medium / expert datasets)"""
 
     # ---- algorithm --------------------------------------------------------------------------
     online_steps: int = 15_000
-    """environment steps online, the random ones (--learning-starts) included (CPU default; paper: 1,000,000)"""
+    """environment steps online (CPU default; paper: 1,000,000 with --utd 4)"""
     learning_starts: int = 5_000
     """steps of uniformly random actions before the first update (CleanRL's name; paper and RLPD: 5,000)"""
     buffer_size: int = 1_000_000
-    """replay buffer capacity"""
+    """online replay buffer capacity"""
     batch_size: int = 256
     """transitions per critic update"""
     utd: int = 1
-    """update-to-data ratio: critic updates per environment step (CPU default; paper: 4)"""
+    """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
     num_qs: int = 10
-    """critics in the ensemble (paper: 10)"""
+    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
     num_min_qs: Optional[int] = None
-    """critics drawn (without replacement) whose min is the target (default: the paper's 2; 1 on
-    antmaze, as the paper runs RLPD there)"""
+    """critics drawn (without replacement) whose min is the target (default: RLPD's settings, as
+    the paper runs RLPD and JSRL: 1 on antmaze, 2 elsewhere)"""
     critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512)"""
+    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
     critic_layers: Optional[int] = None
-    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3)"""
+    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
+    a checkpoint's own replaces it)"""
     actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512)"""
+    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
     actor_layers: Optional[int] = None
-    """hidden layers of the actor (default: domain preset: 2; kitchen 3)"""
+    """hidden layers of the actor (default: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
     last_hidden_init_scale: Optional[float] = None
     """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
     as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
     state_dependent_std: Optional[bool] = None
     """the policy's std is a head on the state (True) or one learned number per action dimension
-    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere)"""
+    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere; a
+    checkpoint's own replaces it)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -130,7 +128,7 @@ class Args:
     tau: float = 0.005
     """target smoothing coefficient (after every critic update)"""
     init_temperature: float = 1.0
-    """initial entropy temperature alpha"""
+    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
     target_entropy: Optional[float] = None
     """entropy the temperature aims for; default -|A|"""
     backup_entropy: bool = False
@@ -139,7 +137,7 @@ class Args:
     """TD target from the best of 10 sampled next actions (default: on for antmaze only, as the
     paper's SAC and RLPD there)"""
     eval_interval: int = 2_500
-    """evaluate the deterministic policy every this many environment steps"""
+    """evaluate the deterministic policy every this many online environment steps"""
     eval_episodes: int = 5
     """episodes per evaluation (paper: 20)"""
     stop_at_return: Optional[float] = None
@@ -195,8 +193,9 @@ def apply_domain_preset(args, domain: str) -> dict:
 
 
 # [copy: networks]
+
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
+# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -205,6 +204,8 @@ def apply_domain_preset(args, domain: str) -> dict:
 # a small gain does not shrink what it outputs; it makes its weights small, so that early
 # updates change them (and the features) faster in relative terms.
 ORTHOGONAL_GAIN = math.sqrt(2.0)
+
+
 LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
 
 
@@ -297,6 +298,13 @@ class QEnsemble(nn.Module):
         return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
 
 
+# [end copy]
+
+
+# [copy: sac-actor]
+# ---------------------------------------------------------------------------------------------
+# The tanh-Gaussian actor of SAC (every script but td3c.py)
+# ---------------------------------------------------------------------------------------------
 LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
 
 
@@ -351,25 +359,12 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 # [copy: sac-core]
+
 # ---------------------------------------------------------------------------------------------
 # SAC pieces every script shares: target, actor + temperature step, optimizers
 # (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
-    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
-    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
-    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
-    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, kept in zip(opt.param_groups, settings):
-        group.update(kept)
-        for param in group["params"]:
-            if "step" in opt.state.get(param, {}):
-                on_device = kept.get("capturable") or kept.get("fused")
-                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
 
 
 def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
@@ -381,21 +376,21 @@ def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
     return torch.randperm(num_qs)[:k]
 
 
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
 @torch.no_grad()
-def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> torch.Tensor:
+def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool,
+              noise: Optional[tuple] = None) -> torch.Tensor:
     """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
     a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With `max_backup`
     (Cal-QL always; SAC with --max-target-backup), a' is the best of BACKUP_ACTIONS sampled next
-    actions under that min."""
+    actions under that min. With `noise` = (std, clip), SO2's perturbed value update: a' + eps,
+    eps = clip(N(0, std^2), -clip, clip), kept in the action box [-1, 1]."""
     next_obs = batch["next_obs"]  # (B, obs)
     if max_backup:  # sparse rewards: back up the best next action, not a random one
         next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
+    if noise is not None:  # (TD3's target smoothing, on SAC's sampled action: the value of a
+        std, clip = noise  # small neighbourhood of a', not of a' alone, is backed up)
+        next_actions = (next_actions + (torch.randn_like(next_actions) * std).clamp(-clip, clip)).clamp(-1.0, 1.0)
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
     # (the official code draws with replacement; docs/algorithms.md §9).
     idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
@@ -406,6 +401,7 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: 
     if args.backup_entropy:  # off in the paper: the target has no entropy bonus
         next_q = next_q - F.softplus(alpha_param) * next_log_pi
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
+
 
 def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
                            target_entropy: float, max_backup: bool) -> dict:
@@ -441,17 +437,43 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
             "alpha": F.softplus(alpha_param.detach())}
 
 
-def inverse_softplus(x: float) -> float:
-    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
-    return math.log(math.expm1(x))
-
-
 def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
     fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
             torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+
+
+# [end copy]
+
+
+# [copy: train-utils]
+# ---------------------------------------------------------------------------------------------
+# Optimizer and target-network helpers every learner uses
+# ---------------------------------------------------------------------------------------------
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
 
 
 def adam_options(device: torch.device, args, fused: bool = True) -> dict:
@@ -469,9 +491,10 @@ def adam_options(device: torch.device, args, fused: bool = True) -> dict:
 # ---------------------------------------------------------------------------------------------
 # SAC's critic step and the high-UTD step of one environment step (the online learner)
 # ---------------------------------------------------------------------------------------------
-def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
-    """One TD step on all members of the ensemble, then the target update."""
-    target_q = td_target(critic_target, actor, alpha_param, batch, args, args.max_target_backup)  # (B,)
+def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args,
+                  noise: Optional[tuple] = None) -> dict:
+    """One TD step on all members of the ensemble, then the target update (`noise`: SO2's)."""
+    target_q = td_target(critic_target, actor, alpha_param, batch, args, args.max_target_backup, noise)  # (B,)
     q = critic(batch["obs"], batch["actions"])  # (E, B)
     # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
     # comes from independent initialisations. Mean over members and batch (official code).
@@ -484,16 +507,17 @@ def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: 
 
 
 def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch: dict,
-               args, target_entropy: float, update_actor: bool = True) -> dict:
+               args, target_entropy: float, update_actor: bool = True, noise: Optional[tuple] = None) -> dict:
     """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
     sample (target update after each), then ONE actor + temperature update on all of it
-    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
+    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F). `noise`:
+    SO2's perturbed value update (td_target)."""
     # High UTD (App. I): several critic steps per env step learn more from each transition; the
     # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
     with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
         for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
             minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
+            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args, noise)
         if update_actor:
             info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy,
                                                args.max_target_backup))
@@ -510,6 +534,8 @@ def main(args: Args) -> dict:
         resume = load_resume_point(args.resume)
         args = Args(**{**resume["args"], "resume": args.resume})
         print(f"resuming {args.resume} after step {resume['step']:,}")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
     domain = domain_of(args.dataset_id or args.env_id or "")
     # the network sizes of the domain (the paper's RLPD and SAC run with WSRL's networks there)
     apply_domain_preset(args, domain)
@@ -518,21 +544,13 @@ def main(args: Args) -> dict:
     if args.max_target_backup is None:  # the paper's SAC on antmaze backs up the best of 10 next actions
         args.max_target_backup = domain in ("antmaze", "pointmaze")
     check_args(args, {"--online-steps": (args.online_steps, 1), "--learning-starts": (args.learning_starts, 0)})
-    if args.learning_starts >= args.online_steps and not args.save_dataset_id:
+    if args.learning_starts >= args.online_steps:
         raise SystemExit(f"error: --online-steps {args.online_steps:,} is not above --learning-starts "
                          f"{args.learning_starts:,} (random actions, no update): the agent would never learn. "
                          "Raise --online-steps or lower --learning-starts.")
     if args.dataset_id and args.offline_ratio == 0:  # it would only name the environment: say so, not ignore it
         raise SystemExit(f"error: --dataset-id {args.dataset_id} is sampled only with --offline-ratio > 0 (RLPD: "
                          "--offline-ratio 0.5). For SAC without offline data, pass --env-id instead.")
-    # Check every id before any work: an hour of training must not end on a refused name.
-    if args.save_dataset_id:
-        check_dataset_id_is_free(args.save_dataset_id)
-        if domain_of(args.env_id or args.dataset_id or "") != "locomotion":
-            # the buffer holds the domain's flat observations and transformed rewards; a dataset
-            # must hold the environment's own (dict observations, raw rewards)
-            raise SystemExit("error: --save-dataset-id exports locomotion runs only; datasets of the other domains "
-                             "come from Minari's hub or from tools/make_domain_datasets.py.")
     if args.offline_ratio > 0 and not args.dataset_id:
         raise SystemExit("error: --offline-ratio > 0 needs --dataset-id (RLPD samples offline data).")
     if not 0.0 <= args.offline_ratio < 1.0:
@@ -552,8 +570,6 @@ def main(args: Args) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
     gen = torch.Generator().manual_seed(args.seed)  # replay sampling
 
     env, eval_env = make_env(env_id, args.seed, metadata.get("spec")), make_env(env_id, args.seed + 10_000, metadata.get("spec"))
@@ -590,6 +606,17 @@ def main(args: Args) -> dict:
 
     # ===== TRAINING: random actions until --learning-starts, then one env step + `utd` critic updates per step ==========
     summary = {"run_dir": run_dir, "evals": [], "first_losses": None}
+
+    def evaluate_and_log(step: int, evals: list) -> float:  # the deterministic policy, on its own env
+        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
+        evals.append((step, ret, score))
+        writer.add_scalar("eval/return", ret, step)
+        if score is not None:
+            writer.add_scalar("eval/normalized_score", score, step)
+        if success is not None:  # sparse domains
+            writer.add_scalar("eval/success_rate", success, step)
+        return ret
+
     obs, _ = env.reset(seed=args.seed)
     eval_env.reset(seed=args.seed + 10_000)
     start_time, updates_start, step = time.time(), None, 0
@@ -634,13 +661,7 @@ def main(args: Args) -> dict:
 
             # evaluation uses its own env, so the training episode in progress is not disturbed
             if step % args.eval_interval == 0 or step == args.online_steps:
-                ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-                summary["evals"].append((step, ret, score))
-                writer.add_scalar("eval/return", ret, step)
-                if score is not None:
-                    writer.add_scalar("eval/normalized_score", score, step)
-                if success is not None:  # sparse domains
-                    writer.add_scalar("eval/success_rate", success, step)
+                ret = evaluate_and_log(step, summary["evals"])
                 if args.save_actors:
                     summary["actor"] = save_actor(run_dir, actor, args, env_id, step, ret)
                 if args.stop_at_return is not None and ret >= args.stop_at_return:
@@ -652,8 +673,8 @@ def main(args: Args) -> dict:
                 summary["sps"] = print_progress(step, args.online_steps, start_time, updates_start, last_return,
                                                 summary["evals"], info)
                 writer.add_scalar("charts/SPS", summary["sps"], step)
-            # a resume point at the first episode end after every --checkpoint-interval steps:
-            # there the env has just been reset, so its state is a few numbers (env_snapshot)
+            # a resume point at the first episode end after every --checkpoint-interval steps
+            # (the env just reset: a few numbers to save)
             if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
                 save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
                                   critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
@@ -661,7 +682,7 @@ def main(args: Args) -> dict:
                                   last_return=last_return, obs=obs, env=env_snapshot(env),
                                   eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
                 resume_step = step
-    except KeyboardInterrupt:  # keep what was learned: the checkpoint and dataset are still saved
+    except KeyboardInterrupt:  # keep what was learned: the checkpoint is still saved
         print(f"\ninterrupted at step {step:,}; saving what there is")
         if resume_step is not None:
             print(f"to continue from step {resume_step:,}: python sac_fast.py --resume {run_dir}")
@@ -673,9 +694,6 @@ def main(args: Args) -> dict:
                         env_id=env_id, complete=step == args.online_steps,
                         planned_steps=args.online_steps)
         summary["checkpoint"] = path
-    if args.save_dataset_id:
-        summary["dataset"] = export_dataset(args, env_id, actor, rb, ref_scores, summary["evals"],
-                                            complete=step == args.online_steps)
     if summary["evals"]:
         save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"{args.exp_name} on {env_id}",
                    {"updates start": args.learning_starts})
@@ -685,6 +703,8 @@ def main(args: Args) -> dict:
     if previous_sigterm is not None:
         signal.signal(signal.SIGTERM, previous_sigterm)
     print_summary(summary, step, start_time)
+    # what tools/export_dataset.py writes as a Minari dataset (the buffer, or the policy's episodes)
+    summary.update(buffer=rb, policy=actor, env_id=env_id, steps=step)
     return summary
 
 
@@ -747,7 +767,7 @@ def local_datasets_message() -> str:
     return (
         f"Local Minari datasets (in {where}):\n{listing}\n"
         "Make one with this repository's own code, e.g.\n"
-        "    python sac_fast.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+        "    python tools/export_dataset.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
     )
 
 
@@ -869,81 +889,6 @@ def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
         raise SystemExit(f"error: dataset {dataset_id!r} was recorded in {recorded}, not {env_id}: "
                          f"drop --env-id or pass --env-id {recorded}.")
     return env_id or recorded or "Hopper-v5"
-
-
-# [end copy]
-
-
-# [copy: minari-export]
-# Writing a Minari dataset (sac_fast.py --save-dataset-id)
-def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str,
-                complete: bool = True) -> str:
-    """Write episodes [(obs (N+1, d), actions (N, a), rewards, terminations, truncations)] as a
-    Minari dataset with Minari's own writer; returns the folder. It is written under a temporary
-    id and renamed once whole, so a write cut short (Ctrl-C, full disk) leaves nothing under
-    `dataset_id`; `complete=False` (a run cut short) is recorded in the metadata, and loading
-    such a dataset warns."""
-    import json
-    import shutil
-
-    import minari
-    from minari.data_collector import EpisodeBuffer
-    from minari.storage import get_dataset_path
-
-    buffers = [
-        EpisodeBuffer(id=i, observations=o, actions=a, rewards=r, terminations=te, truncations=tr, infos={})
-        for i, (o, a, r, te, tr) in enumerate(episodes)
-    ]
-    stem, version = dataset_id.rsplit("-v", 1)
-    partial = f"{stem}-partial{os.getpid()}-v{version}"
-    final_dir, partial_dir = str(get_dataset_path(dataset_id)), str(get_dataset_path(partial))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Minari warns about every metadata field left empty
-            minari.create_dataset_from_buffers(
-                partial, buffers, env=env_id, algorithm_name=algorithm, author="wsrl reference scripts",
-                author_email="n/a", code_permalink="n/a", description=f"{algorithm} data on {env_id}",
-                ref_min_score=float(ref_scores[0]), ref_max_score=float(ref_scores[1]),  # both, or none is stored
-            )
-        # whole: give it its real id (Minari keeps the id in data/metadata.json) and move it in place
-        meta_path = os.path.join(partial_dir, "data", "metadata.json")
-        with open(meta_path) as f:
-            meta = json.load(f)
-        meta.update(dataset_id=dataset_id, complete=complete)
-        with open(meta_path, "w") as f:
-            json.dump(meta, f)
-        os.rename(partial_dir, final_dir)
-    except BaseException:
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        raise
-    return final_dir
-
-
-def check_dataset_id_is_free(dataset_id: str) -> None:
-    """Refuse, before any training, an id Minari would refuse after it, or a folder that cannot be
-    written (data would be lost)."""
-    import minari
-    from minari.storage import get_dataset_path
-
-    validate_dataset_id(dataset_id)
-    try:  # the folder must take a file now, not after an hour of training
-        parent = os.path.dirname(str(get_dataset_path(dataset_id)))
-        os.makedirs(parent, exist_ok=True)
-        probe = os.path.join(parent, f".write-test-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
-        raise SystemExit(f"error: cannot write the dataset {dataset_id!r} under {root} ({e.strerror}). "
-                         "Set MINARI_DATASETS_PATH to a folder you can write.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dataset_id in minari.list_local_datasets():
-            raise SystemExit(
-                f"error: dataset {dataset_id!r} already exists. Pick another name or version, or "
-                f"delete it with `minari delete {dataset_id}`."
-            )
 
 
 # [end copy]
@@ -1294,10 +1239,11 @@ def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int
 
 
 # [copy: evaluate]
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation, checkpoints, curves
 # ---------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
+def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
     """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
     score and its success rate. Sparse domains (their env reports info["success"]): the success
     rate (kitchen: the share of the four tasks done) and a score of 100 x that rate, as the paper
@@ -1336,23 +1282,6 @@ def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
             run_dir = f"{base}_{n}"
 
 
-# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
-# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
-CHECKPOINT_FORMAT = 2
-
-
-def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
-                    args, step: int, **extra) -> None:
-    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
-    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
-    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
-                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
-                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
-                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
-                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
-
-
 def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
     """Evaluation return against environment steps, as a PNG next to the tensorboard logs;
     `marks` {label: step} draws the phase boundaries (e.g. where updates start)."""
@@ -1372,6 +1301,30 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# [end copy]
+
+
+# [copy: checkpoint-save]
+# ---------------------------------------------------------------------------------------------
+# Saving an SAC agent (every script but td3c.py), read back by checkpoint-load
+# ---------------------------------------------------------------------------------------------
+# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
+# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
+                    args, step: int, **extra) -> None:
+    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
+    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
+    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
+                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
+                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
 
 
 # [end copy]
@@ -1608,43 +1561,6 @@ def keep_freed_memory() -> None:
 
 
 # [end copy]
-
-
-def export_dataset(args: Args, env_id: str, actor: Actor, rb: ReplayBuffer, ref_scores, evals, complete: bool) -> str:
-    """--save-dataset-id: the replay buffer, or --save-rollouts episodes of the final policy;
-    `complete` False (the run was cut short) is recorded in the dataset's metadata."""
-    if args.save_rollouts > 0:
-        env = make_env(env_id, args.seed + 20_000)
-        rollouts = ReplayBuffer(rb.obs.shape[1], rb.actions.shape[1], args.save_rollouts * env.spec.max_episode_steps, rb.device)
-        obs, _ = env.reset(seed=args.seed + 20_000)
-        done_episodes = 0
-        while done_episodes < args.save_rollouts:
-            # stochastic actions, as D4RL's medium/expert data: a policy's own noise gives the
-            # action coverage that offline RL needs
-            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, actor.act(obs, deterministic=False))
-            rollouts.add(o, a, r, next_o, terminated, ended)  # raw rewards: transforms happen at load
-            done_episodes += int(ended)
-        episodes, what = rollouts.episodes(), f"{args.save_rollouts} episodes of the final policy"
-    else:
-        episodes, what = rb.episodes(), f"the replay buffer ({rb.size:,} transitions)"
-    if ref_scores is None:  # unknown env: random policy as min, the final evaluation as max
-        ref_scores = (evaluate_random(env_id, args.seed, args.eval_episodes), evals[-1][1] if evals else 0.0)
-    path = save_minari(args.save_dataset_id, episodes, env_id, ref_scores, "sac_fast", complete=complete)
-    print(f"saved Minari dataset {args.save_dataset_id} ({what}{'' if complete else ', CUT SHORT: marked incomplete'}) to {path}")
-    return path
-
-
-def evaluate_random(env_id: str, seed: int, episodes: int) -> float:
-    env = make_env(env_id, seed)
-    returns = []
-    for i in range(episodes):
-        env.reset(seed=seed + i)
-        done, total = False, 0.0
-        while not done:
-            _, r, terminated, truncated, _ = env.step(env.action_space.sample())
-            total, done = total + float(r), terminated or truncated
-        returns.append(total)
-    return float(np.mean(returns))
 
 
 # [copy: progress]

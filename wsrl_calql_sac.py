@@ -13,6 +13,7 @@ shows why warmup matters (Fig. 4, 8, 11).
     bash demo.sh                                          # makes a dataset if needed, then the demo (CPU)
     python wsrl_calql_sac.py --dataset-id local/hopper/replay-30k-v0          # CPU-sized run
     python wsrl_calql_sac.py --pretrained-checkpoint runs/RUN/calql_offline_pretrained.pt --warmup-steps 0
+    python wsrl_calql_sac.py --pretrained-checkpoint CKPT --warmup-steps 0 --online-algo so2   # the SO2 baseline
     python wsrl_calql_sac.py --dataset-id mujoco/hopper/medium-v0 --offline-steps 250000 \\
         --online-steps 1000000 --utd 4 --eval-interval 10000 --eval-episodes 20   # paper scale (GPU)
 """
@@ -81,7 +82,7 @@ class Args:
     env_id: Optional[str] = None
     """gymnasium environment id; default: the dataset's environment"""
     dataset_id: Optional[str] = None
-    """Minari dataset id: a local one (made with `sac_fast.py --save-dataset-id`) or one to
+    """Minari dataset id: a local one (made with `tools/export_dataset.py`) or one to
     download; default: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
     domain: Literal["auto", "locomotion", "antmaze", "pointmaze", "kitchen", "adroit"] = "auto"
     """benchmark domain; sets the reward transform and the presets below (auto: from the dataset id)"""
@@ -89,8 +90,8 @@ class Args:
     """share of every online batch drawn from the offline data: 0 = WSRL (the data is
     discarded); > 0 keeps it (ablation, App. L)"""
     heldout_size: int = 1000
-    """offline transitions kept apart, never trained on, to measure Q, TD error and KL on
-    offline states (analysis/); at most a tenth of the dataset"""
+    """offline transitions kept apart, never trained on, for the diagnostics on offline states
+    (analysis/); at most a tenth of the dataset"""
 
     # ---- phases -----------------------------------------------------------------------------
     offline_steps: int = 5_000
@@ -99,7 +100,8 @@ class Args:
     online_steps: int = 15_000
     """environment steps online, warmup included (CPU default)"""
     pretrained_checkpoint: Optional[str] = None
-    """start from this checkpoint (calql_offline.py's, or any script's --save-model) and skip phase 1"""
+    """start from this checkpoint (a *_pretrained.pt of calql_offline.py or a WSRL script, or any
+    script's --save-model) and skip phase 1"""
     warmup_steps: int = 5_000
     """phase 2: steps acting with the frozen pre-trained policy before the first update (paper:
     5,000; 0 = the no-warmup ablation)"""
@@ -113,17 +115,22 @@ class Args:
     """fine-tune the pre-trained critics and target (`--no-init-critic`: fresh ones, Fig. 12)"""
     policy_freeze_steps: int = 0
     """after warmup, train only the critic for this many steps (App. F; SAC only)"""
-    online_algo: Literal["sac", "calql"] = "sac"
-    """phase 3 learner: SAC (WSRL) or Cal-QL with its CQL term (Fig. 12, right)"""
+    online_algo: Literal["sac", "calql", "so2"] = "sac"
+    """phase 3 learner: SAC (WSRL), Cal-QL with its CQL term (Fig. 12, right), or SO2's SAC with
+    perturbed value updates (the paper's SO2 baseline, with --warmup-steps 0)"""
+    so2_noise_std: float = math.sqrt(0.3)
+    """--online-algo so2: std of the Gaussian noise on the target's next action (paper: variance 0.3)"""
+    so2_noise_clip: float = 0.6
+    """--online-algo so2: the noise is clipped to [-clip, clip] (paper: 0.6)"""
     offline_eval_interval: int = 1_000
     """evaluate every this many offline gradient steps"""
     eval_interval: int = 2_500
-    """evaluate every this many online environment steps"""
+    """evaluate the deterministic policy every this many online environment steps"""
     eval_episodes: int = 5
     """episodes per evaluation (paper: 20)"""
     analysis_interval: int = 250
-    """log analysis/ (Q, TD error, KL to the pre-trained agent, on held-out offline data and on
-    online data) every this many online steps"""
+    """log analysis/ (on held-out offline data and on online data; docs/metrics.md) every this many
+    online steps"""
     analysis_actions: int = 20
     """actions per state for the KL between softmax(Q_pre) and softmax(Q): half from pi_pre, half from pi"""
 
@@ -135,23 +142,27 @@ class Args:
     utd: int = 1
     """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
     num_qs: int = 10
-    """critics in the ensemble (paper: 10)"""
+    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
     num_min_qs: int = 2
     """critics drawn (without replacement) for the target min and for the CQL term (paper: 2)"""
     critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (default: domain preset)"""
+    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
     critic_layers: Optional[int] = None
-    """hidden layers of each critic (default: domain preset)"""
+    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
+    a checkpoint's own replaces it)"""
     actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (default: domain preset)"""
+    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
     actor_layers: Optional[int] = None
-    """hidden layers of the actor (default: domain preset)"""
+    """hidden layers of the actor (default: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
     last_hidden_init_scale: Optional[float] = None
     """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
     as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
     state_dependent_std: Optional[bool] = None
     """the policy's std is a head on the state (True) or one learned number per action dimension
-    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere)"""
+    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere; a
+    checkpoint's own replaces it)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -163,7 +174,7 @@ class Args:
     tau: float = 0.005
     """target smoothing coefficient (after every critic update)"""
     init_temperature: float = 1.0
-    """initial entropy temperature alpha"""
+    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
     target_entropy: Optional[float] = None
     """entropy the temperature aims for; default -|A|"""
     backup_entropy: bool = False
@@ -234,8 +245,9 @@ def apply_domain_preset(args, domain: str) -> dict:
 
 
 # [copy: networks]
+
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members) and a tanh-Gaussian actor
+# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -244,6 +256,8 @@ def apply_domain_preset(args, domain: str) -> dict:
 # a small gain does not shrink what it outputs; it makes its weights small, so that early
 # updates change them (and the features) faster in relative terms.
 ORTHOGONAL_GAIN = math.sqrt(2.0)
+
+
 LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
 
 
@@ -336,6 +350,13 @@ class QEnsemble(nn.Module):
         return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
 
 
+# [end copy]
+
+
+# [copy: sac-actor]
+# ---------------------------------------------------------------------------------------------
+# The tanh-Gaussian actor of SAC (every script but td3c.py)
+# ---------------------------------------------------------------------------------------------
 LOG_STD_MIN, LOG_STD_MAX = math.log(1e-5), math.log(10.0)  # std clipped to [1e-5, 10] (official code)
 
 
@@ -390,25 +411,12 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 # [copy: sac-core]
+
 # ---------------------------------------------------------------------------------------------
 # SAC pieces every script shares: target, actor + temperature step, optimizers
 # (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
-    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
-    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
-    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
-    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, kept in zip(opt.param_groups, settings):
-        group.update(kept)
-        for param in group["params"]:
-            if "step" in opt.state.get(param, {}):
-                on_device = kept.get("capturable") or kept.get("fused")
-                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
 
 
 def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
@@ -420,21 +428,21 @@ def draw_members(num_qs: int, k: int, device: torch.device) -> torch.Tensor:
     return torch.randperm(num_qs)[:k]
 
 
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
 @torch.no_grad()
-def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> torch.Tensor:
+def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: bool,
+              noise: Optional[tuple] = None) -> torch.Tensor:
     """r + gamma * (1 - terminal) * min over `num_min_qs` random target members of Q(s', a'),
     a' ~ pi(s'). A truncated transition has terminal = 0, so it bootstraps. With `max_backup`
     (Cal-QL always; SAC with --max-target-backup), a' is the best of BACKUP_ACTIONS sampled next
-    actions under that min."""
+    actions under that min. With `noise` = (std, clip), SO2's perturbed value update: a' + eps,
+    eps = clip(N(0, std^2), -clip, clip), kept in the action box [-1, 1]."""
     next_obs = batch["next_obs"]  # (B, obs)
     if max_backup:  # sparse rewards: back up the best next action, not a random one
         next_obs = next_obs.repeat_interleave(BACKUP_ACTIONS, dim=0)  # (B * 10, obs)
     next_actions, next_log_pi = actor.sample(next_obs)  # (B, A), (B,)  [or B * 10]
+    if noise is not None:  # (TD3's target smoothing, on SAC's sampled action: the value of a
+        std, clip = noise  # small neighbourhood of a', not of a' alone, is backed up)
+        next_actions = (next_actions + (torch.randn_like(next_actions) * std).clamp(-clip, clip)).clamp(-1.0, 1.0)
     # REDQ: a fresh random subset of target critics at every update, drawn WITHOUT replacement
     # (the official code draws with replacement; docs/algorithms.md §9).
     idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
@@ -445,6 +453,7 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: 
     if args.backup_entropy:  # off in the paper: the target has no entropy bonus
         next_q = next_q - F.softplus(alpha_param) * next_log_pi
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
+
 
 def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch: dict, args,
                            target_entropy: float, max_backup: bool) -> dict:
@@ -480,17 +489,43 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
             "alpha": F.softplus(alpha_param.detach())}
 
 
-def inverse_softplus(x: float) -> float:
-    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
-    return math.log(math.expm1(x))
-
-
 def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
     fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
             torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+
+
+# [end copy]
+
+
+# [copy: train-utils]
+# ---------------------------------------------------------------------------------------------
+# Optimizer and target-network helpers every learner uses
+# ---------------------------------------------------------------------------------------------
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
 
 
 def adam_options(device: torch.device, args, fused: bool = True) -> dict:
@@ -508,9 +543,10 @@ def adam_options(device: torch.device, args, fused: bool = True) -> dict:
 # ---------------------------------------------------------------------------------------------
 # SAC's critic step and the high-UTD step of one environment step (the online learner)
 # ---------------------------------------------------------------------------------------------
-def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args) -> dict:
-    """One TD step on all members of the ensemble, then the target update."""
-    target_q = td_target(critic_target, actor, alpha_param, batch, args, args.max_target_backup)  # (B,)
+def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: dict, args,
+                  noise: Optional[tuple] = None) -> dict:
+    """One TD step on all members of the ensemble, then the target update (`noise`: SO2's)."""
+    target_q = td_target(critic_target, actor, alpha_param, batch, args, args.max_target_backup, noise)  # (B,)
     q = critic(batch["obs"], batch["actions"])  # (E, B)
     # Every member regresses to the SAME target (built from 2 of them): the ensemble's spread
     # comes from independent initialisations. Mean over members and batch (official code).
@@ -523,16 +559,17 @@ def update_critic(critic, critic_target, actor, alpha_param, critic_opt, batch: 
 
 
 def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch: dict,
-               args, target_entropy: float, update_actor: bool = True) -> dict:
+               args, target_entropy: float, update_actor: bool = True, noise: Optional[tuple] = None) -> dict:
     """The high-UTD step of one env step: `utd` critic updates on consecutive minibatches of the
     sample (target update after each), then ONE actor + temperature update on all of it
-    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F)."""
+    (skipped when `update_actor` is False: WSRL's policy-freeze ablation, App. F). `noise`:
+    SO2's perturbed value update (td_target)."""
     # High UTD (App. I): several critic steps per env step learn more from each transition; the
     # ensemble and LayerNorm are what keep these many updates from over-estimating (RLPD).
     with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
         for k in range(len(batch["rewards"]) // args.batch_size):  # `utd` minibatches
             minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
-            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args)
+            info = update_critic(critic, critic_target, actor, alpha_param, critic_opt, minibatch, args, noise)
         if update_actor:
             info.update(update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args, target_entropy,
                                                args.max_target_backup))
@@ -740,6 +777,10 @@ def main(args: Args) -> dict:
         raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
     target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+    # SO2's perturbed value update (--online-algo so2): clipped Gaussian noise on the target's next action
+    if min(args.so2_noise_std, args.so2_noise_clip) < 0:
+        raise SystemExit("error: --so2-noise-std and --so2-noise-clip must be >= 0.")
+    so2_noise = (args.so2_noise_std, args.so2_noise_clip) if args.online_algo == "so2" else None
 
     run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
     # Resumed offline: the logs continue the same curves (what came after the resume point goes).
@@ -790,8 +831,10 @@ def main(args: Args) -> dict:
     def log_diagnostics(prefix: str, step: int, batches: dict, pre: Optional[tuple] = None) -> None:
         # the TD error of the target being trained: Cal-QL's offline, the online learner's after the switch
         max_backup = prefix.startswith("offline") or args.online_algo == "calql" or args.max_target_backup
+        noise = so2_noise if not prefix.startswith("offline") else None
         for name, batch in batches.items():
-            for key, value in q_diagnostics(critic, critic_target, actor, alpha_param, batch, args, max_backup).items():
+            for key, value in q_diagnostics(critic, critic_target, actor, alpha_param, batch, args, max_backup,
+                                            noise).items():
                 writer.add_scalar(f"{prefix}{key}_{name}", value, step)
             if pre is not None:  # online: how far fine-tuning has moved from the pre-trained agent (Fig. 8)
                 actor_pre, critic_pre = pre
@@ -946,11 +989,11 @@ def main(args: Args) -> dict:
                         updates_start = (time.time(), step)
                     unfinished = episode_length if args.online_algo == "calql" and args.calql else 0
                     batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen, unfinished)
-                    if args.online_algo == "sac":  # plain SAC: no pessimism, no behaviour constraint
+                    if args.online_algo in ("sac", "so2"):  # plain SAC: no pessimism, no behaviour constraint
                         update_actor = step - warmup_env_steps > args.policy_freeze_steps  # App. F ablation
-                        info = graphs.run(("sac", update_actor), lambda b: sac_update(
+                        info = graphs.run((args.online_algo, update_actor), lambda b: sac_update(
                             actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, b, args,
-                            target_entropy, update_actor=update_actor), batch)
+                            target_entropy, update_actor=update_actor, noise=so2_noise), batch)
                     else:  # Fig. 12 (right) ablation: keep Cal-QL's regulariser online
                         info = graphs.run("calql online", calql_step, batch)
                     if step % 100 == 0 or step == args.online_steps:
@@ -1060,7 +1103,7 @@ def local_datasets_message() -> str:
     return (
         f"Local Minari datasets (in {where}):\n{listing}\n"
         "Make one with this repository's own code, e.g.\n"
-        "    python sac_fast.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+        "    python tools/export_dataset.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
     )
 
 
@@ -1554,12 +1597,13 @@ def to_batch(data: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args, max_backup: bool) -> dict:
+def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args, max_backup: bool,
+                  noise: Optional[tuple] = None) -> dict:
     """Mean Q(s, a) over members and transitions, and the mean squared TD error (against the
     target of the learner being trained: `max_backup` as its td_target), on a batch. On held-out
     offline data, a falling Q after the switch is the "downward spiral" (Fig. 4)."""
     q = critic(batch["obs"], batch["actions"])  # (E, B)
-    target = td_target(critic_target, actor, alpha_param, batch, args, max_backup)  # (B,)
+    target = td_target(critic_target, actor, alpha_param, batch, args, max_backup, noise)  # (B,)
     return {"q": float(q.mean()), "td_error": float((q - target).pow(2).mean())}
 
 
@@ -1600,10 +1644,11 @@ def q_softmax_kl(critic_pre, critic, actor_pre: Actor, actor: Actor, obs: torch.
 
 
 # [copy: evaluate]
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation, checkpoints, curves
 # ---------------------------------------------------------------------------------------------
-def evaluate(actor: Actor, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
+def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
     """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
     score and its success rate. Sparse domains (their env reports info["success"]): the success
     rate (kitchen: the share of the four tasks done) and a score of 100 x that rate, as the paper
@@ -1642,23 +1687,6 @@ def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
             run_dir = f"{base}_{n}"
 
 
-# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
-# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
-CHECKPOINT_FORMAT = 2
-
-
-def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
-                    args, step: int, **extra) -> None:
-    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
-    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
-    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
-                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
-                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
-                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
-                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
-
-
 def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
     """Evaluation return against environment steps, as a PNG next to the tensorboard logs;
     `marks` {label: step} draws the phase boundaries (e.g. where updates start)."""
@@ -1678,6 +1706,30 @@ def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# [end copy]
+
+
+# [copy: checkpoint-save]
+# ---------------------------------------------------------------------------------------------
+# Saving an SAC agent (every script but td3c.py), read back by checkpoint-load
+# ---------------------------------------------------------------------------------------------
+# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
+# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
+                    args, step: int, **extra) -> None:
+    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
+    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
+    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
+                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
+                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
 
 
 # [end copy]

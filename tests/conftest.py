@@ -20,10 +20,11 @@ def sandbox(tmp_path, monkeypatch):
 
 def write_random_dataset(S, dataset_id: str = "test/hopper/random-v0", episodes: int = 30) -> str:
     """`episodes` episodes of a uniformly random policy on Hopper-v5, written with Minari's own
-    writer (sac_fast.py's: the one script that writes datasets), stepped through script module S."""
+    writer (tools/export_dataset.py's), stepped through script module S."""
     import torch
 
-    import sac_fast
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from export_dataset import save_minari
 
     env = S.make_env("Hopper-v5", 0)
     rb = S.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
@@ -33,7 +34,7 @@ def write_random_dataset(S, dataset_id: str = "test/hopper/random-v0", episodes:
         (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
         rb.add(o, a, r, next_o, terminated, ended)
         done += int(ended)
-    sac_fast.save_minari(dataset_id, rb.episodes(), "Hopper-v5", S.D4RL_REF_SCORES["hopper"], "random")
+    save_minari(dataset_id, rb.episodes(), "Hopper-v5", S.D4RL_REF_SCORES["hopper"], "random")
     return dataset_id
 
 

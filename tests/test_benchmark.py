@@ -115,7 +115,7 @@ TINY_TIER = dict(ENV_ID="Hopper-v5", DATASET="local/hopper/tiny-v0", CHECKPOINT=
 
 
 def test_tiny_cpu_tier_runs_every_method_from_one_checkpoint(sandbox):
-    """The whole pipeline at toy budgets: dataset, pre-training, the eight methods, the report."""
+    """The whole pipeline at toy budgets: dataset, pre-training, the nine methods, the report."""
     env = dict(os.environ, OUT=str(sandbox / "bench"), DATASET_STEPS="400",
                OFFLINE_STEPS="20", ONLINE_STEPS="60", WARMUP="20", SEEDS="1", JOBS="1", **TINY_TIER)
     done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
@@ -132,7 +132,7 @@ def test_tiny_cpu_tier_runs_every_method_from_one_checkpoint(sandbox):
     pretrain = [r for r in runs if "__pretrain__" in r]
     assert len(pretrain) == 1
     ckpt = os.path.join("runs", pretrain[0], "pretrain_pretrained.pt")
-    for name in ("calql_no_retention", "calql_retention", "wsrl", "wsrl_no_warmup", "jsrl"):
+    for name in ("calql_no_retention", "calql_retention", "wsrl", "wsrl_no_warmup", "jsrl", "so2"):
         log = (sandbox / "bench" / "logs" / f"{name}_1.log").read_text()
         assert ckpt in log, name
     # a second run into the same folder is refused rather than mixed with the first
@@ -184,7 +184,7 @@ def test_cpu_tier_on_the_medium_dataset_from_shipped_checkpoints(sandbox):
         assert f"| {label} | 2 |" in table, label
     assert "Interquartile mean" in table and (sandbox / "bench" / "intervals.png").exists()
     assert not [r for r in os.listdir(sandbox / "bench" / "runs") if "__pretrain__" in r]
-    for name in ("calql_no_retention", "calql_retention", "wsrl", "wsrl_no_warmup", "jsrl"):
+    for name in ("calql_no_retention", "calql_retention", "wsrl", "wsrl_no_warmup", "jsrl", "so2"):
         assert os.path.abspath(cal) in (sandbox / "bench" / "logs" / f"{name}_2.log").read_text(), name
     assert os.path.abspath(iql) in (sandbox / "bench" / "logs" / "wsrl_iql_1.log").read_text()
     missing = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], capture_output=True, text=True,
@@ -199,7 +199,7 @@ def test_dry_run_prints_the_full_tier_at_the_papers_budgets(tmp_path):
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     commands = [line for line in done.stdout.splitlines() if "python " in line]
-    assert len(commands) == 3 * 9  # three seeds; pre-training and the eight methods each
+    assert len(commands) == 3 * 10  # three seeds; pre-training and the nine methods each
     pretrain = [c for c in commands if "--exp-name pretrain " in c]
     assert len(pretrain) == 3 and all("--offline-steps 250000" in c and "mujoco/hopper/medium-v0" in c for c in pretrain)
     wsrl = [c for c in commands if "--exp-name wsrl " in c]
@@ -217,11 +217,11 @@ def test_dry_run_of_the_cpu_tier_uses_the_medium_dataset_and_the_shipped_agents(
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     commands = [line for line in done.stdout.splitlines() if "python " in line]
-    assert len(commands) == 5 * 8 and not [c for c in commands if "--exp-name pretrain " in c]
+    assert len(commands) == 5 * 9 and not [c for c in commands if "--exp-name pretrain " in c]
     assert {c.split("--seed ")[1].split()[0] for c in commands} == {"1", "2", "3", "4", "5"}
     calql = os.path.join(ROOT, "pretrained", "halfcheetah-medium-calql.pt")
     iql = os.path.join(ROOT, "pretrained", "halfcheetah-medium-iql.pt")
-    for name in ("calql_no_retention", "calql_retention", "wsrl", "wsrl_no_warmup", "jsrl"):
+    for name in ("calql_no_retention", "calql_retention", "wsrl", "wsrl_no_warmup", "jsrl", "so2"):
         assert all(f"--pretrained-checkpoint {calql}" in c for c in commands if f"--exp-name {name} " in c), name
     assert all(f"--pretrained-checkpoint {iql}" in c for c in commands if "--exp-name wsrl_iql " in c)
     assert all("local/halfcheetah/medium-v0" in c for c in commands if "--exp-name rlpd " in c)

@@ -409,7 +409,7 @@ def test_interrupted_pretraining_still_saves_the_checkpoint(dataset, monkeypatch
 
 
 def test_missing_dataset_fails_fast(sandbox):
-    with pytest.raises(SystemExit, match="(?s)not on this machine.*sac_fast.py"):
+    with pytest.raises(SystemExit, match="(?s)not on this machine.*tools/export_dataset.py"):
         C.main(C.Args(dataset_id="local/nothing/here-v0", **{k: v for k, v in TINY.items()}))
 
 

@@ -267,9 +267,9 @@ def test_rlpd_takes_the_papers_antmaze_settings_unless_told(datasets, monkeypatc
     seen = set()
     original = S.td_target
 
-    def td_target(critic_target, actor, alpha_param, batch, args, max_backup):
+    def td_target(critic_target, actor, alpha_param, batch, args, max_backup, noise=None):
         seen.add((args.num_min_qs, max_backup))
-        return original(critic_target, actor, alpha_param, batch, args, max_backup)
+        return original(critic_target, actor, alpha_param, batch, args, max_backup, noise)
 
     monkeypatch.setattr(S, "td_target", td_target)
     S.main(S.Args(dataset_id=datasets[name], offline_ratio=0.5, online_steps=60, learning_starts=40, eval_interval=60,

@@ -2,6 +2,7 @@
 mean nothing, NaN data, divergence, wrong environments and files, and runs cut short."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +12,10 @@ import jsrl as J
 import sac_fast as S
 import wsrl_calql_sac as W
 import wsrl_iql_sac as I
-from conftest import write_random_dataset
+from conftest import ROOT, write_random_dataset
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import export_dataset as E  # noqa: E402
 
 TINY_SAC = dict(online_steps=40, learning_starts=20, num_qs=3, critic_hidden=16, actor_hidden=16, batch_size=16,
                 eval_interval=40, eval_episodes=1)
@@ -70,7 +74,7 @@ def test_a_dataset_with_nan_is_refused_at_load_time_with_where(sandbox):
         rb.add(o, a, r if rb.size != 7 else float("nan"), next_o, terminated, ended)
         if ended:
             obs, _ = env.reset()
-    S.save_minari("test/hopper/nan-v0", rb.episodes(), "Hopper-v5", S.D4RL_REF_SCORES["hopper"], "random")
+    E.save_minari("test/hopper/nan-v0", rb.episodes(), "Hopper-v5", S.D4RL_REF_SCORES["hopper"], "random")
     for module, flags in ((S, dict(offline_ratio=0.5)), (C, {}), (W, {}), (I, {})):
         with pytest.raises(SystemExit, match=r"non-finite rewards in 1 transitions \(the first at transition 7\)"):
             module.main(module.Args(dataset_id="test/hopper/nan-v0", **flags))
@@ -211,7 +215,7 @@ def test_a_dataset_write_cut_short_leaves_nothing_and_a_cut_short_dataset_warns(
     for _ in range(30):
         (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
         rb.add(o, a, r, next_o, terminated, ended)
-    S.save_minari("test/hopper/short-v0", rb.episodes(), "Hopper-v5", (0.0, 1.0), "unit-test", complete=False)
+    E.save_minari("test/hopper/short-v0", rb.episodes(), "Hopper-v5", (0.0, 1.0), "unit-test", complete=False)
     capsys.readouterr()
     _, metadata = S.load_offline_data("test/hopper/short-v0", "locomotion")
     assert metadata["complete"] is False
@@ -223,7 +227,7 @@ def test_a_dataset_folder_that_cannot_be_written_is_found_before_training(sandbo
     blocker.write_text("not a folder")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(blocker / "datasets"))
     with pytest.raises(SystemExit, match="cannot write the dataset .* Set MINARI_DATASETS_PATH to a folder you can write"):
-        S.main(S.Args(save_dataset_id="test/hopper/nowhere-v0", **TINY_SAC))
+        E.main(E.Export(save_dataset_id="test/hopper/nowhere-v0", sac=S.Args(**TINY_SAC)))
     assert not os.path.exists(sandbox / "runs")  # refused before any training
 
 

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 
 import sac_fast as S
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import export_dataset as E  # noqa: E402  (sac_fast runs written as Minari datasets)
+
 TINY = dict(online_steps=300, learning_starts=200, num_qs=3, critic_hidden=32, actor_hidden=32,
             batch_size=32, eval_interval=300, eval_episodes=1)
 
@@ -140,6 +143,46 @@ def test_td_target_is_min_over_members_drawn_without_replacement():
     assert float(S.td_target(critic, actor, alpha_param, batch, args3, args3.max_target_backup)) == pytest.approx(0.5 + 0.9 * 1.0)
     batch["terminals"] = torch.tensor([1.0])
     assert float(S.td_target(critic, actor, alpha_param, batch, args3, args3.max_target_backup)) == pytest.approx(0.5)
+
+
+class FixedActor(nn.Module):
+    """pi(s') = a0 for every state (a 1-D action), log pi = 0."""
+
+    def __init__(self, a0: float):
+        super().__init__()
+        self.a0 = a0
+
+    def sample(self, obs):
+        return torch.full((len(obs), 1), self.a0), torch.zeros(len(obs))
+
+
+def action_valued_critic(next_obs, next_actions, idx=None):
+    """Q(s', a') = a' for every member: the target shows which next action was backed up."""
+    return next_actions[:, 0].expand(2, -1)
+
+
+def test_so2_noise_perturbs_the_next_action_clips_the_noise_and_stays_in_the_box():
+    """SO2's perturbed value update: a' + clip(N(0, std^2), -c, c), then clip to [-1, 1]; the
+    target here is r + gamma * a', so it shows the backed-up action."""
+    n = 4000
+    batch = {"next_obs": torch.zeros(n, 3), "rewards": torch.full((n,), 0.5), "terminals": torch.zeros(n)}
+    args = S.Args(num_qs=2, num_min_qs=2, gamma=0.5)
+    alpha_param = torch.tensor(0.0)
+    torch.manual_seed(0)
+
+    def backed_up(a0, noise):
+        return ((S.td_target(action_valued_critic, FixedActor(a0), alpha_param, batch, args, False, noise) - 0.5) / 0.5)
+
+    torch.testing.assert_close(backed_up(0.5, None), torch.full((n,), 0.5))  # no noise: a' itself
+    torch.testing.assert_close(backed_up(0.5, (0.0, 0.6)), torch.full((n,), 0.5))  # std 0: nothing moves
+    # a huge std is clipped to exactly +-c: a' = 0.5 +- 0.3, both signs about equally often
+    a = backed_up(0.5, (1e6, 0.3))
+    assert {round(x, 4) for x in a.tolist()} == {0.2, 0.8} and 0.45 < float((a > 0.5).float().mean()) < 0.55
+    # ... and the result is kept in the action box: 0.9 + 0.3 -> 1.0
+    assert {round(x, 4) for x in backed_up(0.9, (1e6, 0.3)).tolist()} == {0.6, 1.0}
+    # a small std is not clipped: the backed-up actions spread with that std around a'
+    a = backed_up(0.0, (0.05, 0.6))
+    assert abs(float(a.mean())) < 0.005 and 0.045 < float(a.std()) < 0.055 and float(a.abs().max()) <= 0.6
 
 
 def test_backup_entropy_subtracts_alpha_log_pi():
@@ -362,7 +405,7 @@ def hopper_like_episodes(n_episodes=3, seed=0):
 
 def test_dataset_export_then_load_gives_back_the_same_arrays(sandbox):
     episodes = hopper_like_episodes()
-    path = S.save_minari("test/hopper/roundtrip-v0", episodes, "Hopper-v5", (-20.0, 3000.0), "unit-test")
+    path = E.save_minari("test/hopper/roundtrip-v0", episodes, "Hopper-v5", (-20.0, 3000.0), "unit-test")
     assert os.path.isdir(path)
     data, metadata = S.load_offline_data("test/hopper/roundtrip-v0", "locomotion")
     np.testing.assert_allclose(data["observations"], np.concatenate([e[0][:-1] for e in episodes]))
@@ -406,20 +449,36 @@ def test_networks_take_the_domain_preset_unless_a_flag_is_given():
 @pytest.mark.parametrize("bad", ["hopper", "local/hopper", "local/hop per-v0", "local//x-v0", "../x-v0", "x-vv1"])
 def test_bad_dataset_ids_are_refused_and_leave_nothing_behind(sandbox, bad):
     with pytest.raises(SystemExit, match="bad dataset id"):
-        S.main(S.Args(save_dataset_id=bad, **TINY))
+        E.main(E.Export(save_dataset_id=bad, sac=S.Args(**TINY)))
     assert not (sandbox / "runs").exists()
     assert not (sandbox / "minari").exists() or not any(p for p in (sandbox / "minari").rglob("*") if p.is_dir())
 
 
+def test_export_refuses_other_domains_before_training(sandbox):
+    """Outside locomotion the buffer holds the domain's flat observations and transformed rewards,
+    not the environment's own: such a dataset would load wrong, so none is made."""
+    with pytest.raises(SystemExit, match="locomotion runs only"):
+        E.main(E.Export(save_dataset_id="test/antmaze/x-v0", sac=S.Args(env_id="AntMaze_UMaze-v5", **TINY)))
+    assert not (sandbox / "runs").exists()
+
+
+def test_export_help_has_its_own_flags_and_every_flag_of_sac_fast():
+    out = subprocess.run([sys.executable, os.path.join("tools", "export_dataset.py"), "--help"],
+                         cwd=os.path.dirname(S.__file__), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for flag in ("--save-dataset-id", "--save-rollouts", "--online-steps", "--learning-starts", "--offline-ratio"):
+        assert flag in out.stdout
+
+
 def test_existing_dataset_id_is_refused_before_training(sandbox):
-    S.save_minari("test/hopper/taken-v0", hopper_like_episodes(), "Hopper-v5", (0.0, 1.0), "unit-test")
+    E.save_minari("test/hopper/taken-v0", hopper_like_episodes(), "Hopper-v5", (0.0, 1.0), "unit-test")
     with pytest.raises(SystemExit, match="already exists"):
-        S.main(S.Args(save_dataset_id="test/hopper/taken-v0", **TINY))
+        E.main(E.Export(save_dataset_id="test/hopper/taken-v0", sac=S.Args(**TINY)))
     assert not (sandbox / "runs").exists()
 
 
 def test_missing_dataset_fails_fast_with_local_list_and_command(sandbox):
-    S.save_minari("test/hopper/present-v0", hopper_like_episodes(), "Hopper-v5", (0.0, 1.0), "unit-test")
+    E.save_minari("test/hopper/present-v0", hopper_like_episodes(), "Hopper-v5", (0.0, 1.0), "unit-test")
     start = time.time()
     with pytest.raises(SystemExit) as err:
         S.main(S.Args(dataset_id="mujoco/hopper/medium-v0", offline_ratio=0.5, **TINY))
@@ -447,8 +506,8 @@ def test_hub_offline_variable_also_fails_fast(sandbox, monkeypatch):
 # Whole runs (tiny networks, a few hundred steps): they must reach gradient updates
 # ---------------------------------------------------------------------------------------------
 def test_smoke_run_updates_saves_checkpoint_and_dataset(sandbox):
-    args = S.Args(save_model=True, save_dataset_id="test/hopper/smoke-v0", **TINY)
-    summary = S.main(args)
+    args = S.Args(save_model=True, **TINY)
+    summary = E.main(E.Export(save_dataset_id="test/hopper/smoke-v0", sac=args))  # sac_fast, then the export
     assert summary["first_losses"] is not None and np.isfinite(summary["first_losses"]["qf_loss"])
     assert len(summary["evals"]) == 1 and summary["evals"][0][0] == 300
     assert os.path.exists(os.path.join(summary["run_dir"], "eval_curve.png"))
@@ -468,7 +527,7 @@ def test_smoke_run_updates_saves_checkpoint_and_dataset(sandbox):
 
 
 def test_rollout_dataset_then_rlpd_run(sandbox):
-    S.main(S.Args(save_dataset_id="test/hopper/rollouts-v0", save_rollouts=2, **TINY))
+    E.main(E.Export(save_dataset_id="test/hopper/rollouts-v0", save_rollouts=2, sac=S.Args(**TINY)))
     data, _ = S.load_offline_data("test/hopper/rollouts-v0", "locomotion")
     assert (data["terminals"] | data["timeouts"]).sum() == 2  # two whole episodes
     summary = S.main(S.Args(dataset_id="test/hopper/rollouts-v0", offline_ratio=0.5, **TINY))
@@ -514,7 +573,7 @@ def test_help_lists_the_flags():
     out = subprocess.run([sys.executable, "sac_fast.py", "--help"], cwd=os.path.dirname(S.__file__),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for flag in ("--utd", "--num-qs", "--num-min-qs", "--offline-ratio", "--save-dataset-id", "--learning-starts"):
+    for flag in ("--utd", "--num-qs", "--num-min-qs", "--offline-ratio", "--learning-starts"):
         assert flag in out.stdout
 
 
@@ -529,7 +588,7 @@ def test_interrupted_run_still_saves_checkpoint_and_dataset(sandbox, monkeypatch
         return real_step(*a)
 
     monkeypatch.setattr(S, "env_step", step_then_interrupt)
-    summary = S.main(S.Args(save_model=True, save_dataset_id="test/hopper/interrupted-v0", **TINY))
+    summary = E.main(E.Export(save_dataset_id="test/hopper/interrupted-v0", sac=S.Args(save_model=True, **TINY)))
     ckpt = torch.load(summary["checkpoint"], weights_only=False)
     assert ckpt["step"] == 250 and int(ckpt["critic_opt"]["state"][0]["step"]) == 49  # updates at steps 201..249
     assert ckpt["complete"] is False and ckpt["planned_steps"] == 300

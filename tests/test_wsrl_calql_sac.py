@@ -230,6 +230,7 @@ def test_q_softmax_kl_against_a_hand_computed_value():
     dict(utd=2),
     dict(num_min_qs=1),
     dict(max_target_backup=True),
+    dict(online_algo="so2", warmup_steps=0),  # the SO2 baseline: perturbed value updates, no warmup
     dict(online_algo="calql", batch_size=16),  # first update after max(10 warmup, 16, 20-step episode)
 ], ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
 def test_each_ablation_runs_with_updates(pretrained, flags, short_episodes):

@@ -32,6 +32,7 @@ BENCHMARK_METHODS = [
     ("calql_no_retention", "Cal-QL, no retention"),
     ("calql_retention", "Cal-QL, retention"),
     ("jsrl", "JSRL"),
+    ("so2", "SO2"),
     ("rlpd", "RLPD (retention)"),
     ("sac_fast", "SAC (fast), from scratch"),
 ]

@@ -22,15 +22,14 @@ KIND_OF_BLOCK = {
     "checkpoint-load": "infrastructure", "arg-checks": "infrastructure", "resume": "infrastructure",
     "minari-data": "data", "offline-data": "data", "minari-export": "data", "domains": "data", "env": "data",
     "replay-buffer": "data", "domain-presets": "flags",
-    "networks": "networks",
+    "networks": "networks", "sac-actor": "networks", "train-utils": "algorithm",
     "sac-core": "algorithm", "sac-update": "algorithm", "calql-update": "algorithm", "iql-update": "algorithm",
     "returns-to-go": "algorithm",
     "q-diagnostics": "logging", "kl-diagnostics": "logging", "evaluate": "logging", "progress": "logging",
     "checkpoint-save": "infrastructure",
 }
 KIND_OF_NAME = {"Args": "flags", "main": "algorithm", "rollin_probability": "algorithm",
-                "draw_rollin_length": "algorithm", "save_actor": "infrastructure", "export_dataset": "data",
-                "evaluate_random": "logging"}
+                "draw_rollin_length": "algorithm", "save_actor": "infrastructure"}
 KINDS = ("flags", "algorithm", "networks", "data", "logging", "infrastructure")
 
 

@@ -33,7 +33,8 @@ import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import sac_fast as S  # noqa: E402  (the project's own networks, env handling and Minari writer)
+import sac_fast as S  # noqa: E402  (the project's own networks and env handling)
+from export_dataset import save_minari  # noqa: E402  (Minari's writer, whole or nothing)
 
 POLICY_DIR = os.path.join(ROOT, "policies")
 ENV_IDS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}
@@ -204,7 +205,7 @@ def make(args: Make) -> dict:
             if exists:
                 minari.delete_dataset(dataset_id)
             try:
-                path = S.save_minari(dataset_id, episodes, env_id, refs, f"sac_fast {level} behaviour policy")
+                path = save_minari(dataset_id, episodes, env_id, refs, f"sac_fast {level} behaviour policy")
             except BaseException:  # Ctrl-C or a full disk mid-write: leave no half-written dataset behind
                 if dataset_id in minari.list_local_datasets():
                     minari.delete_dataset(dataset_id)

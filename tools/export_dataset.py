@@ -1,0 +1,188 @@
+"""A Minari dataset from a run of `sac_fast.py`: its replay buffer (like D4RL's medium-replay),
+or N episodes of its final stochastic policy (like D4RL's medium and expert).
+
+    python tools/export_dataset.py --save-dataset-id local/hopper/replay-30k-v0 --env-id Hopper-v5 --online-steps 30000
+    python tools/export_dataset.py --save-dataset-id local/hopper/sac-v0 --save-rollouts 50 --online-steps 30000
+
+Every other flag is `sac_fast.py`'s own (`--help` lists both): this runs `sac_fast.main` with
+them, then writes what it learned from. The id and its folder are checked BEFORE training (an
+hour of training must not end on a refused name); the dataset is written with Minari's own
+writer under a temporary id and renamed once whole, so nothing half-written is ever left under
+the id. A run cut short (Ctrl-C) still writes its data, marked `complete: false` in the
+dataset's metadata (loading such a dataset warns). Locomotion runs only: elsewhere the buffer
+holds the domain's flat observations and transformed rewards, not the environment's own; the
+other domains' datasets come from Minari's hub or from `tools/make_domain_datasets.py`.
+
+(This lived in `sac_fast.py` as `--save-dataset-id` until the scripts were trimmed to what their
+algorithm needs; the flags kept their names.)
+"""
+
+import dataclasses
+import os
+import sys
+import warnings
+from typing import Annotated
+
+import numpy as np
+import torch
+import tyro
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import sac_fast as S  # noqa: E402  (the run, its environments and replay buffer)
+
+
+@dataclasses.dataclass
+class Export:
+    save_dataset_id: str
+    """the Minari dataset to write, `NAMESPACE/NAME-vN`, e.g. local/hopper/replay-30k-v0"""
+    save_rollouts: int = 0
+    """0: the run's replay buffer; N > 0: N episodes of the final (stochastic) policy instead"""
+    sac: Annotated[S.Args, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=S.Args)
+    """the run: every flag of sac_fast.py"""
+
+
+def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algorithm: str,
+                complete: bool = True) -> str:
+    """Write episodes [(obs (N+1, d), actions (N, a), rewards, terminations, truncations)] as a
+    Minari dataset with Minari's own writer; returns the folder. It is written under a temporary
+    id and renamed once whole, so a write cut short (Ctrl-C, full disk) leaves nothing under
+    `dataset_id`; `complete=False` (a run cut short) is recorded in the metadata, and loading
+    such a dataset warns."""
+    import json
+    import shutil
+
+    import minari
+    from minari.data_collector import EpisodeBuffer
+    from minari.storage import get_dataset_path
+
+    buffers = [
+        EpisodeBuffer(id=i, observations=o, actions=a, rewards=r, terminations=te, truncations=tr, infos={})
+        for i, (o, a, r, te, tr) in enumerate(episodes)
+    ]
+    stem, version = dataset_id.rsplit("-v", 1)
+    partial = f"{stem}-partial{os.getpid()}-v{version}"
+    final_dir, partial_dir = str(get_dataset_path(dataset_id)), str(get_dataset_path(partial))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Minari warns about every metadata field left empty
+            minari.create_dataset_from_buffers(
+                partial, buffers, env=env_id, algorithm_name=algorithm, author="wsrl reference scripts",
+                author_email="n/a", code_permalink="n/a", description=f"{algorithm} data on {env_id}",
+                ref_min_score=float(ref_scores[0]), ref_max_score=float(ref_scores[1]),  # both, or none is stored
+            )
+        # whole: give it its real id (Minari keeps the id in data/metadata.json) and move it in place
+        meta_path = os.path.join(partial_dir, "data", "metadata.json")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        meta.update(dataset_id=dataset_id, complete=complete)
+        with open(meta_path, "w") as f:
+            json.dump(meta, f)
+        os.rename(partial_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        raise
+    return final_dir
+
+
+def check_dataset_id_is_free(dataset_id: str) -> None:
+    """Refuse, before any training, an id Minari would refuse after it, or a folder that cannot be
+    written (data would be lost)."""
+    import minari
+    from minari.storage import get_dataset_path
+
+    S.validate_dataset_id(dataset_id)
+    try:  # the folder must take a file now, not after an hour of training
+        parent = os.path.dirname(str(get_dataset_path(dataset_id)))
+        os.makedirs(parent, exist_ok=True)
+        probe = os.path.join(parent, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+        raise SystemExit(f"error: cannot write the dataset {dataset_id!r} under {root} ({e.strerror}). "
+                         "Set MINARI_DATASETS_PATH to a folder you can write.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset_id in minari.list_local_datasets():
+            raise SystemExit(
+                f"error: dataset {dataset_id!r} already exists. Pick another name or version, or "
+                f"delete it with `minari delete {dataset_id}`."
+            )
+
+
+def rollouts(env_id: str, actor, n: int, seed: int, obs_dim: int, act_dim: int) -> list:
+    """n episodes of the policy's STOCHASTIC actions, as D4RL's medium/expert data: a policy's own
+    noise gives the action coverage that offline RL needs. Raw rewards: transforms happen at load."""
+    env = S.make_env(env_id, seed)
+    rb = S.ReplayBuffer(obs_dim, act_dim, n * env.spec.max_episode_steps, torch.device("cpu"))
+    obs, _ = env.reset(seed=seed)
+    done = 0
+    while done < n:
+        (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, actor.act(obs, deterministic=False))
+        rb.add(o, a, r, next_o, terminated, ended)
+        done += int(ended)
+    return rb.episodes()
+
+
+def random_buffer(env_id: str, steps: int, seed: int) -> list:
+    """What the buffer of a run that never updates holds (--learning-starts >= --online-steps):
+    `steps` transitions of uniformly random actions, a D4RL-style "random" dataset."""
+    env = S.make_env(env_id, seed)
+    rb = S.ReplayBuffer(env.observation_space.shape[0], env.action_space.shape[0], steps, torch.device("cpu"))
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
+        rb.add(o, a, r, next_o, terminated, ended)
+    return rb.episodes()
+
+
+def evaluate_random(env_id: str, seed: int, episodes: int) -> float:
+    """Mean return of uniformly random actions: the low reference score of an unknown environment."""
+    env = S.make_env(env_id, seed)
+    returns = []
+    for i in range(episodes):
+        env.reset(seed=seed + i)
+        done, total = False, 0.0
+        while not done:
+            _, r, terminated, truncated, _ = env.step(env.action_space.sample())
+            total, done = total + float(r), terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def main(e: Export) -> dict:
+    check_dataset_id_is_free(e.save_dataset_id)
+    if S.domain_of(e.sac.env_id or e.sac.dataset_id or "") != "locomotion":
+        raise SystemExit("error: tools/export_dataset.py exports locomotion runs only; datasets of the other domains "
+                         "come from Minari's hub or from tools/make_domain_datasets.py.")
+    if e.sac.learning_starts >= e.sac.online_steps:  # a run that would never update: random actions only
+        if e.save_rollouts > 0:
+            raise SystemExit("error: --save-rollouts records the final policy of a run that learns: raise "
+                             "--online-steps above --learning-starts.")
+        env_id, summary, complete = e.sac.env_id or "Hopper-v5", {"evals": []}, True
+        episodes = random_buffer(env_id, e.sac.online_steps, e.sac.seed)
+        what = f"{e.sac.online_steps:,} steps of uniformly random actions"
+    else:
+        summary = S.main(e.sac)  # returns after the last step, or after Ctrl-C with what there is
+        env_id, complete, rb = summary["env_id"], summary["steps"] == e.sac.online_steps, summary["buffer"]
+        if e.save_rollouts > 0:
+            episodes = rollouts(env_id, summary["policy"], e.save_rollouts, e.sac.seed + 20_000, rb.obs.shape[1],
+                                rb.actions.shape[1])
+            what = f"{e.save_rollouts} episodes of the final policy"
+        else:
+            episodes, what = rb.episodes(), f"the replay buffer ({rb.size:,} transitions)"
+    ref_scores = S.reference_scores(env_id)
+    if ref_scores is None:  # unknown env: random policy as min, the final evaluation as max
+        evals = summary["evals"]
+        ref_scores = (evaluate_random(env_id, e.sac.seed, e.sac.eval_episodes), evals[-1][1] if evals else 0.0)
+    path = save_minari(e.save_dataset_id, episodes, env_id, ref_scores, "sac_fast", complete=complete)
+    print(f"saved Minari dataset {e.save_dataset_id} ({what}{'' if complete else ', CUT SHORT: marked incomplete'}) "
+          f"to {path}")
+    summary["dataset"] = path
+    return summary
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Export))
