@@ -4,6 +4,7 @@
 #
 #   bash benchmark.sh cpu     # 2-core machine, no network: HalfCheetah medium from the shipped agents, 5 seeds (54 min)
 #   bash benchmark.sh maze    # 2-core machine: the sparse-reward demo, PointMaze U-maze, success rates, 3 seeds
+#   bash benchmark.sh td3c    # 2-core machine: the policy-collapse paper, TD3 vs TD3-C from one TD3+BC agent per seed
 #   bash benchmark.sh full    # the paper's budgets (250k pre-training, 10 critics 2x256, UTD 4): a GPU job
 #   bash benchmark.sh speed   # env-steps/s of each script's update at the paper's config, as a markdown table
 #
@@ -30,6 +31,9 @@
 #   so2                  wsrl_calql_sac.py from the checkpoint, no warmup, SAC with SO2's perturbed value updates
 #   rlpd                 sac_fast.py from scratch with half of every batch offline
 #   sac_fast             sac_fast.py from scratch, no data
+# and the td3c tier (td3c.py; the second paper, "policy collapse"):
+#   td3bc_pretrain       TD3+BC, offline only: the checkpoint td3, td3c and td3bc start from
+#   td3 / td3c / td3bc   online fine-tuning with plain TD3, TD3-C, or TD3+BC continued (empty buffer)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -46,7 +50,7 @@ for var in ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT O
 done
 
 usage() {
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   exit 1
 }
 
@@ -101,6 +105,28 @@ case "$TIER" in
     JOBS=${JOBS:-2}
     THREADS=${THREADS:-1}
     METHODS=${METHODS:-"calql_no_retention wsrl wsrl_no_warmup"}
+    ;;
+  td3c)
+    # The policy-collapse paper at CPU scale: per seed, TD3+BC pre-trained on the same HalfCheetah
+    # medium data as the cpu tier (td3c.py, the paper's 2 x 256 networks), then fine-tuned without
+    # the data by plain TD3 and by TD3-C from that one checkpoint (paper: 500k offline and 200k
+    # online steps). The SAC settings below are unused here.
+    ENV_ID=${ENV_ID:-HalfCheetah-v5}
+    DATASET=${DATASET:-local/halfcheetah/medium-v0}
+    DATASET_STEPS=0
+    DATASET_SIZE=${DATASET_SIZE:-100000}
+    CHECKPOINT=""
+    IQL_CHECKPOINT=""
+    OFFLINE_STEPS=${OFFLINE_STEPS:-20000}   # TD3+BC steps per seed (paper: 500,000)
+    ONLINE_STEPS=${ONLINE_STEPS:-10000}     # paper: 200,000
+    WARMUP=0
+    UTD=1                                   # the paper: one gradient step per environment step
+    NET=""
+    EVAL=${EVAL:-"--eval-interval 500 --eval-episodes 5"}
+    SEEDS=${SEEDS:-"1 2 3 4 5"}
+    JOBS=${JOBS:-2}
+    THREADS=${THREADS:-1}
+    METHODS=${METHODS:-"td3bc_pretrain td3 td3c"}
     ;;
   full)
     ENV_ID=${ENV_ID:-Hopper-v5}
@@ -175,18 +201,21 @@ if [ "$TIER" = "_job" ]; then
       echo "$CHECKPOINT"
       return
     fi
+    wait_for pretrain
+  }
+  wait_for() {  # the seed's checkpoint of pre-training job $1, once that job has finished
     if [ -n "${DRY_RUN:-}" ]; then
-      echo "runs/${ENV_ID}__pretrain__${SEED}__TIME/pretrain_pretrained.pt"
+      echo "runs/${ENV_ID}__$1__${SEED}__TIME/$1_pretrained.pt"
       return
     fi
-    while [ ! -f "logs/pretrain_$SEED.log.done" ]; do
-      if [ -f "logs/pretrain_$SEED.log.failed" ]; then
-        echo "FAILED: $METHOD, seed $SEED: the pre-training of seed $SEED failed" >&2
+    while [ ! -f "logs/$1_$SEED.log.done" ]; do
+      if [ -f "logs/$1_$SEED.log.failed" ]; then
+        echo "FAILED: $METHOD, seed $SEED: the pre-training of seed $SEED ($1) failed" >&2
         exit 255
       fi
       sleep 5
     done
-    echo "$(ls -d runs/*__pretrain__"$SEED"__* | tail -1)/pretrain_pretrained.pt"
+    echo "$(ls -d runs/*__"$1"__"$SEED"__* | tail -1)/$1_pretrained.pt"
   }
   case $METHOD in
     pretrain)  # Cal-QL, offline only: the checkpoint the next five methods start from
@@ -230,6 +259,12 @@ if [ "$TIER" = "_job" ]; then
     sac_fast)
       run sac_fast.py --env-id "$ENV_ID" --online-steps "$ONLINE_STEPS" --learning-starts "$WARMUP" --utd "$UTD" \
         $NET $EVAL ;;
+    td3bc_pretrain)  # TD3+BC, offline only (td3c.py's phase 1)
+      run td3c.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps 0 \
+        --offline-eval-interval "$OFFLINE_STEPS" $EVAL ;;
+    td3|td3c|td3bc)  # the same TD3+BC agent, fine-tuned without the offline data (an empty buffer)
+      CKPT=$(wait_for td3bc_pretrain)
+      run td3c.py --pretrained-checkpoint "$CKPT" --online-algo "$METHOD" --online-steps "$ONLINE_STEPS" $EVAL ;;
     *) echo "unknown method $METHOD" >&2; exit 1 ;;
   esac
   exit 0
@@ -240,13 +275,23 @@ fi
 # that start from the checkpoint, then those that need none.
 METHOD_ORDER="pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl so2 wsrl_iql rlpd sac_fast"
 [ -z "$CHECKPOINT" ] || METHOD_ORDER=${METHOD_ORDER#pretrain }  # shipped: nothing to pre-train
+KNOWN="$METHOD_ORDER td3bc_pretrain td3 td3c td3bc"
 if [ -n "${METHODS:-}" ]; then  # a subset, e.g. METHODS="wsrl wsrl_no_warmup" UTD=4 for the warmup ablation
   for m in $METHODS; do
-    [[ " $METHOD_ORDER " == *" $m "* ]] || { echo "error: METHODS: unknown method $m (known: $METHOD_ORDER)" >&2; exit 1; }
+    [[ " $KNOWN " == *" $m "* ]] || { echo "error: METHODS: unknown method $m (known: $KNOWN)" >&2; exit 1; }
   done
   METHOD_ORDER=$METHODS
   # without a shipped checkpoint the methods that start from one wait for their seed's pre-training
-  [ -n "$CHECKPOINT" ] || [[ " $METHOD_ORDER " == *" pretrain "* ]] || METHOD_ORDER="pretrain $METHOD_ORDER"
+  if [ -z "$CHECKPOINT" ] && [[ " $METHOD_ORDER " != *" pretrain "* ]]; then
+    for m in calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl so2; do
+      [[ " $METHOD_ORDER " == *" $m "* ]] && { METHOD_ORDER="pretrain $METHOD_ORDER"; break; }
+    done
+  fi
+  if [[ " $METHOD_ORDER " != *" td3bc_pretrain "* ]]; then
+    for m in td3 td3c td3bc; do
+      [[ " $METHOD_ORDER " == *" $m "* ]] && { METHOD_ORDER="td3bc_pretrain $METHOD_ORDER"; break; }
+    done
+  fi
 fi
 queue() {
   for method in $METHOD_ORDER; do

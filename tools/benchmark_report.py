@@ -35,6 +35,10 @@ BENCHMARK_METHODS = [
     ("so2", "SO2"),
     ("rlpd", "RLPD (retention)"),
     ("sac_fast", "SAC (fast), from scratch"),
+    # the td3c tier (td3c.py: the policy-collapse paper)
+    ("td3c", "TD3-C"),
+    ("td3", "TD3"),
+    ("td3bc", "TD3+BC, continued online"),
 ]
 # demo.sh's runs from an IQL agent
 METHODS = BENCHMARK_METHODS + [("wsrl_iql_no_warmup", "WSRL (IQL), no warmup"), ("iql_no_retention", "IQL, no retention")]
@@ -341,7 +345,7 @@ def main() -> None:
     a = p.parse_args()
     runs = read_runs(a.runs, [a.tag] + [t for t, _, _ in ANALYSIS_TAGS])
     unknown = sorted(set(runs) - {m for m, _ in METHODS})
-    methods = METHODS + [(m, m) for m in unknown if m not in ("pretrain", "dataset")]  # others, by name
+    methods = METHODS + [(m, m) for m in unknown if m not in ("pretrain", "td3bc_pretrain", "dataset")]  # others
     if not any(a.tag in s for m, _ in methods for s in runs.get(m, {}).values()):
         sys.exit(f"error: no run under {a.runs} logs {a.tag}")
     os.makedirs(a.out, exist_ok=True)
@@ -361,7 +365,8 @@ def main() -> None:
         estimates = interval_estimates(per_seed)
         plot_intervals(estimates, os.path.join(a.out, "intervals.png"), a.title,
                        colors={label: f"C{i % 10}" for i, (_, label) in enumerate(methods)})  # as in curves.png
-        extra = interval_text(estimates, improvement_probabilities(per_seed, METHODS[0][1]), METHODS[0][1])
+        reference = next(label for m, label in methods if m in runs)  # WSRL (Cal-QL), or TD3-C in the td3c tier
+        extra = interval_text(estimates, improvement_probabilities(per_seed, reference), reference)
         with open(os.path.join(a.out, "scores.md"), "a") as f:
             f.write(extra)
         text += extra

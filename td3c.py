@@ -1,0 +1,1699 @@
+"""TD3-C: pre-train TD3+BC offline, then fine-tune with TD3 whose actor may not move far from its target.
+
+"Finetuning from Offline Reinforcement Learning: Challenges, Trade-offs and Practical Solutions"
+(Luo, Kay, Grefenstette and Deisenroth, 2023). Offline, TD3+BC (Fujimoto & Gu, 2021) learns a
+deterministic policy that stays near the data's actions. Fine-tuned online with plain TD3 it
+improves fastest but may suffer "policy collapse": right after the switch the critic is wrong on
+the new states and the actor follows it (Sec. 3); TD3+BC kept online is stable but slow. TD3-C
+(Sec. 4) keeps TD3 and constrains its actor step instead: maximise Q_1(s, pi(s)) while the mean
+squared distance of pi from its own slowly moving target policy pi' stays below epsilon.
+
+The equations (pi' and Q'_1, Q'_2 are the target networks; every learner here shares the critic):
+both critics regress to y = r + gamma (1 - d) min_i Q'_i(s', a~), a~ = clip(pi'(s') + clip(N(0,
+0.2^2), -0.5, 0.5), -1, 1); after every 2nd critic step the actor takes one step and all targets
+move by tau = 0.005. Actor, TD3+BC (offline, and online with `--online-algo td3bc`): minimise
+-lambda mean Q_1(s, pi(s)) + mean (pi(s) - a)^2, lambda = 2.5 / mean |Q_1(s, pi(s))| held constant.
+TD3 (`--online-algo td3`): minimise -mean Q_1(s, pi(s)). TD3-C (`--online-algo td3c`, default):
+minimise -mean Q_1(s, pi(s)) + lambda D with D = mean ||pi(s) - pi'(s)||^2 and dQ_1/da clipped to
+[-1, 1], while lambda = softplus(p) minimises lambda (epsilon - D), epsilon = 1e-5: it grows while
+D > epsilon and shrinks while D < epsilon. Online the agent acts with clip(pi(s) + N(0, 0.1^2), -1,
+1), and one critic step follows each environment step once the buffer holds 1,000 transitions.
+
+From the paper (Sec. 3.1, App. B, Tables B1-B2): Adam, learning rates 3e-4, tau 0.005, policy
+delay 2, replay 1e6 at most and 1,000 at least, batch 256, exploration noise 0.1, target noise 0.2
+clipped at 0.5, TD3+BC alpha 2.5, epsilon 1e-5, dQ/da clipping on for TD3-C, 2 x 256 networks,
+500k offline steps, 200k online steps, one gradient step per environment step, no state
+normalisation. Our choices where it is silent or where we depart, each said again where it is
+coded: the multiplier (initial value 100, Adam at 1e-2 as MPO's dual variables, softplus), the
+sign of its term (Eq. 5 as printed cannot be minimised over lambda), the clip value 1.0 and its
+elementwise form, TD3+BC's state normalisation ON by default, this project's LayerNorm + ReLU
+networks (the paper: Acme's LayerNormMLP with ELU), the critic targets moved with the actor every
+2nd step (Fujimoto's TD3; Acme's moves them after every critic step), the Adam states kept at the
+switch, and the CPU-sized defaults (5,000 offline and 15,000 online steps).
+
+    python td3c.py --dataset-id local/halfcheetah/medium-v0                          # CPU-sized: TD3+BC, then TD3-C
+    python td3c.py --pretrained-checkpoint runs/RUN/td3c_pretrained.pt --online-algo td3   # plain TD3: the collapse
+    python td3c.py --pretrained-checkpoint CKPT --offline-data-in-buffer             # the replay of Sec. 3.2 and Table 1
+    python td3c.py --dataset-id mujoco/halfcheetah/medium-v0 --no-normalize-states --offline-steps 500000 \\
+        --online-steps 200000 --eval-interval 5000                                   # paper scale (GPU)
+"""
+
+import contextlib
+import copy
+import io
+import math
+import os
+import random
+import re
+import signal
+import socket
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+# [copy: omp-wait]
+# OpenMP threads (torch's, on the CPU) wait for work passively unless you say otherwise: spinning
+# ones run a run several times slower as soon as anything else uses a core (a second seed, a
+# browser). Set before torch loads OpenMP; `OMP_WAIT_POLICY=ACTIVE` is faster on an idle machine
+# (docs/speed.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# [end copy]
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # ---- generic --------------------------------------------------------------------------
+    exp_name: str = "td3c"
+    """name of this experiment (used in the run folder name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch, environment)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda_graphs: bool = False
+    """on a GPU, record each update once as a CUDA graph and replay it (one launch instead of
+    hundreds); off by default: this project has not measured it on a GPU yet"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
+    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
+    cuda: bool = True
+    """use CUDA when it is available (the CPU is used otherwise)"""
+    save_model: bool = False
+    """also save the FINE-TUNED checkpoint at the end to runs/{run_name}/{exp_name}.pt (the
+    pre-trained one, runs/{run_name}/{exp_name}_pretrained.pt, is always saved)"""
+
+    # ---- environment and data -------------------------------------------------------------
+    env_id: Optional[str] = None
+    """gymnasium environment id; default: the dataset's environment"""
+    dataset_id: Optional[str] = None
+    """Minari dataset id: a local one (made with `tools/export_dataset.py`) or one to
+    download; default: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
+    domain: Literal["auto", "locomotion", "antmaze", "pointmaze", "kitchen", "adroit"] = "auto"
+    """benchmark domain; sets the reward transform (auto: from the dataset id)"""
+    offline_ratio: float = 0.0
+    """share of every ONLINE batch drawn from the offline data, the rest from a buffer of online
+    data only (paper App. C.1); 0: none"""
+    offline_data_in_buffer: bool = False
+    """the online replay buffer starts filled with the offline data and is sampled uniformly (the
+    paper's Sec. 3.2 and Table 1); default: it starts empty and the dataset is discarded (Sec. 3.3,
+    App. C.2)"""
+    heldout_size: int = 1000
+    """offline transitions kept apart, never trained on, for the diagnostics on offline states
+    (analysis/); at most a tenth of the dataset"""
+    normalize_states: bool = True
+    """TD3+BC's state normalisation: every observation, offline, online and in evaluation, becomes
+    (s - mean) / (std + 1e-3) with the dataset's statistics, saved in the checkpoint (the TD3-C paper
+    turned it off, App. B: --no-normalize-states); a checkpoint's own setting replaces it"""
+
+    # ---- phases -----------------------------------------------------------------------------
+    offline_steps: int = 5_000
+    """phase 1: TD3+BC gradient steps (CPU default; paper: 500k)"""
+    online_steps: int = 15_000
+    """environment steps online (CPU default; paper: 200k)"""
+    pretrained_checkpoint: Optional[str] = None
+    """start from this checkpoint (a td3c_pretrained.pt, or a --save-model file, of td3c.py) and
+    skip phase 1"""
+    offline_eval_interval: int = 1_000
+    """evaluate every this many offline gradient steps"""
+    eval_interval: int = 2_500
+    """evaluate the deterministic policy every this many online environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation (the paper does not say how many)"""
+    analysis_interval: int = 250
+    """log analysis/ (on held-out offline data and on online data; docs/metrics.md) every this many
+    online steps"""
+
+    # ---- algorithm --------------------------------------------------------------------------
+    online_algo: Literal["td3c", "td3", "td3bc"] = "td3c"
+    """phase 2 learner: TD3-C (the paper's proposal, Sec. 4), plain TD3 (which may collapse, Sec.
+    3.2) or TD3+BC continued (stable but slow)"""
+    min_replay_size: int = 1_000
+    """no update online until the replay buffer holds this many transitions (paper, Table B1: 1,000;
+    with --offline-data-in-buffer the offline data counts)"""
+    buffer_size: int = 1_000_000
+    """online replay buffer capacity"""
+    batch_size: int = 256
+    """transitions per critic update"""
+    utd: int = 1
+    """update-to-data ratio online: critic updates per environment step (paper: 1)"""
+    critic_hidden: Optional[int] = None
+    """width of the critics' hidden layers (default: 256, the paper's, in every domain; a
+    checkpoint's own replaces it)"""
+    critic_layers: Optional[int] = None
+    """hidden layers of each critic (default: 2, the paper's; a checkpoint's own replaces it)"""
+    actor_hidden: Optional[int] = None
+    """width of the actor's hidden layers (default: 256, the paper's; a checkpoint's own replaces it)"""
+    actor_layers: Optional[int] = None
+    """hidden layers of the actor (default: 2, the paper's; a checkpoint's own replaces it)"""
+    last_hidden_init_scale: Optional[float] = None
+    """orthogonal-init gain of the last hidden layer of actor and critics (default: 1e-2, as the
+    other scripts use in locomotion; a checkpoint's own replaces it)"""
+    actor_lr: float = 3e-4
+    """actor learning rate (TD3 and the paper: 3e-4)"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """target smoothing coefficient (actor and critic targets, at every actor step)"""
+    policy_delay: int = 2
+    """critic steps per actor step; the targets move with the actor (TD3, paper: 2)"""
+    exploration_noise: float = 0.1
+    """online, std of the Gaussian noise added to pi(s) when acting (paper: 0.1)"""
+    target_noise: float = 0.2
+    """std of TD3's target policy smoothing noise on pi'(s') (paper: 0.2)"""
+    target_noise_clip: float = 0.5
+    """the target smoothing noise is clipped to [-clip, clip] (paper: 0.5)"""
+    bc_alpha: float = 2.5
+    """TD3+BC's alpha: the Q term's weight is alpha / mean |Q_1(s, pi(s))| (paper: 2.5)"""
+    td3c_epsilon: float = 1e-5
+    """TD3-C's bound epsilon on D = mean ||pi(s) - pi'(s)||^2 (paper: 1e-5)"""
+    lagrange_init: float = 100.0
+    """TD3-C's Lagrange multiplier at the start of phase 2 (not in the paper; ours: of the order the
+    constraint D <= 1e-5 needs, so that it acts from the first online step)"""
+    lagrange_lr: float = 1e-2
+    """learning rate of the Lagrange multiplier (not in the paper; MPO's dual variables use 1e-2)"""
+    dqda_clip: Optional[float] = None
+    """clip each component of dQ_1/da to [-clip, clip] in the online actor step; 0: no clipping
+    (default: 1.0 with --online-algo td3c, paper Table B2 "clipping: yes"; 0 with td3 and td3bc)"""
+
+
+# =================================================================================================
+# THE ALGORITHM: the paper's numbers per domain, the networks, the updates, then `main`, which runs
+# them in the order of the paper. Read these with the paper open.
+# =================================================================================================
+
+
+# [copy: networks]
+
+# ---------------------------------------------------------------------------------------------
+# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
+# ---------------------------------------------------------------------------------------------
+# Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
+# that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
+# LAST HIDDEN layer of actor and critic, which gets the gain `last_hidden_scale` (official: 1e-2
+# in locomotion, antmaze and adroit, sqrt(2) on kitchen). That layer is followed by LayerNorm, so
+# a small gain does not shrink what it outputs; it makes its weights small, so that early
+# updates change them (and the features) faster in relative terms.
+ORTHOGONAL_GAIN = math.sqrt(2.0)
+
+
+LAYER_NORM_EPS = 1e-6  # flax's default, which the official code uses (PyTorch's is 1e-5)
+
+
+def autocast(args, device: torch.device):
+    """`--precision bf16`: inside a gradient update, the networks' matmuls (forward and backward)
+    run in bfloat16 (torch.autocast); the weights, their gradients and Adam states stay float32,
+    and so do the output layers (below), hence the Q-values, log-probabilities, losses and TD
+    targets. fp32 (the default): a no-op. No weight cache: autocast would otherwise keep the
+    bf16 copy of each weight for the whole region, and the second of `utd` critic steps would
+    run on the weights from before the first."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
+
+
+def backward(loss: torch.Tensor, **kwargs) -> None:
+    """loss.backward() outside the bf16 region: autocast would also cast the backward's own
+    matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
+    included. The trunk's backward still runs in the bf16 of its forward."""
+    with torch.autocast(loss.device.type, enabled=False):
+        loss.backward(**kwargs)
+
+
+def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
+    """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
+    exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float(), *rest)
+
+
+def orthogonal_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features)
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class VectorizedLinear(nn.Module):
+    """E independent linear layers applied at once: (E, B, in) -> (E, B, out) with one batched
+    matmul. Each member gets its own orthogonal initialisation."""
+
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int, gain: float = ORTHOGONAL_GAIN):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
+        for member_weight in self.weight.data:  # (in, out) each, orthogonal columns (or rows)
+            nn.init.orthogonal_(member_weight, gain=gain)
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.baddbmm(b, x, w)  # b + x @ w, batched over members
+
+
+class VectorizedLayerNorm(nn.Module):
+    """LayerNorm over features with a separate scale and shift for each ensemble member."""
+
+    def __init__(self, features: int, ensemble_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, features))
+
+    def forward(self, x: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w, b = (self.weight, self.bias) if idx is None else (self.weight[idx], self.bias[idx])
+        return torch.addcmul(b, F.layer_norm(x, x.shape[-1:], eps=LAYER_NORM_EPS), w)  # b + norm(x) * w in one pass
+
+
+class QEnsemble(nn.Module):
+    """num_qs critics Q_i(s, a), each Dense -> LayerNorm -> ReLU per hidden layer, then its OWN
+    output head. (The official code shares one head across the trunks; an ensemble of
+    independent Q-functions is what the paper describes, so we do not.)"""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN):
+        super().__init__()
+        self.num_qs = num_qs
+        sizes = [obs_dim + act_dim] + [hidden] * layers
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs, g) for i, o, g in zip(sizes[:-1], sizes[1:], gains))
+        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
+        self.head = VectorizedLinear(hidden, 1, num_qs)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Q-values (E, B) of all members, or only of the members in `idx` (the target needs 2
+        of 10: computing only those saves 80% of the target's cost)."""
+        # Every member sees the same (s, a); the members differ only by their weights, so the
+        # whole ensemble is a few batched matmuls (E, B, in) x (E, in, out).
+        x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
+        n = self.num_qs if idx is None else len(idx)
+        x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
+        for linear, norm in zip(self.linears, self.norms):
+            x = F.relu(norm(linear(x, idx), idx), inplace=True)
+        return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
+
+
+# [end copy]
+
+
+# ---------------------------------------------------------------------------------------------
+# TD3's networks: a deterministic actor; the twin critics are the QEnsemble above with 2 members
+# ---------------------------------------------------------------------------------------------
+TWIN_CRITICS = 2  # TD3's clipped double Q-learning: two critics, their min is the target
+# App. B: "2 hidden layers of size 256" for policy and critic; the other scripts' small gain on the
+# last hidden layer (this project's networks, not Acme's: see DeterministicActor)
+PAPER_NETWORKS = dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2, last_hidden_init_scale=1e-2)
+ALGO_NAMES = {"td3c": "TD3-C", "td3": "TD3", "td3bc": "TD3+BC"}
+
+
+class DeterministicActor(nn.Module):
+    """pi(s) = tanh(head(trunk(s))), an action in [-1, 1]^A. The trunk is this project's, as in the
+    SAC actor and the critics: Dense -> LayerNorm -> ReLU per hidden layer, orthogonal weights, the
+    small gain on the last hidden layer. (Departure: the paper's Acme LayerNormMLP has LayerNorm +
+    tanh after the FIRST Dense only and ELU after the others, and a near-zero output layer.)"""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
+                 last_hidden_scale: float = ORTHOGONAL_GAIN, exploration_noise: float = 0.1):
+        super().__init__()
+        sizes = [obs_dim] + [hidden] * layers
+        gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
+        self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
+                                     for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
+        self.head = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
+        self.exploration_noise = exploration_noise
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(full_precision(self.head, self.trunk(obs)))  # (B, A)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.head.weight.device).unsqueeze(0)
+        action = self(obs_t)[0]
+        if not deterministic:  # TD3's exploration: Gaussian noise on the action, kept in the box
+            action = (action + self.exploration_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
+        return action.cpu().numpy()
+
+
+# [copy: train-utils]
+# ---------------------------------------------------------------------------------------------
+# Optimizer and target-network helpers every learner uses
+# ---------------------------------------------------------------------------------------------
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
+
+
+def adam_options(device: torch.device, args, fused: bool = True) -> dict:
+    """Fused Adam on CPU and GPU; capturable (its step count stays on the GPU) for --cuda-graphs."""
+    options = {"fused": True} if fused and device.type in ("cpu", "cuda") else {}
+    if device.type == "cuda" and args.cuda_graphs:
+        options["capturable"] = True
+    return options
+
+
+# [end copy]
+
+
+# ---------------------------------------------------------------------------------------------
+# TD3, TD3+BC and TD3-C (shapes: B batch, A action dims; the critics' outputs are (2, B))
+# ---------------------------------------------------------------------------------------------
+def state_statistics(observations: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """TD3+BC's state normalisation (Fujimoto & Gu 2021, Sec. 5): the mean and std of the dataset's
+    states, std + 1e-3; s becomes (s - mean) / std everywhere. Off: mean 0, std 1 (the identity)."""
+    if not normalize:
+        return np.zeros(observations.shape[1], np.float32), np.ones(observations.shape[1], np.float32)
+    return observations.mean(0).astype(np.float32), (observations.std(0) + 1e-3).astype(np.float32)
+
+
+@torch.no_grad()
+def td3_target(critic_target, actor_target, batch: dict, args) -> torch.Tensor:
+    """y = r + gamma (1 - terminal) min_i Q'_i(s', a~), a~ = clip(pi'(s') + eps, -1, 1),
+    eps = clip(N(0, target_noise^2), -target_noise_clip, target_noise_clip) per action dimension.
+    A truncated transition has terminal = 0, so it bootstraps."""
+    next_obs = batch["next_obs"]  # (B, obs)
+    next_actions = actor_target(next_obs)  # (B, A)
+    # target policy smoothing (TD3, Sec. 5.3): back up the value of a small neighbourhood of pi'(s'),
+    # so the critic cannot keep a narrow peak the actor would exploit
+    noise = (torch.randn_like(next_actions) * args.target_noise).clamp(-args.target_noise_clip, args.target_noise_clip)
+    next_actions = (next_actions + noise).clamp(-1.0, 1.0)
+    next_q = critic_target(next_obs, next_actions).min(dim=0).values  # clipped double Q, (B,)
+    return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
+
+
+def update_critic(critic, critic_target, actor_target, critic_opt, batch: dict, args) -> dict:
+    """One TD step of both critics towards the same target y (the targets move with the actor)."""
+    target_q = td3_target(critic_target, actor_target, batch, args)  # (B,)
+    q = critic(batch["obs"], batch["actions"])  # (2, B)
+    # mean over both critics and the batch (Fujimoto's code sums the two critics' losses: a factor
+    # 2 that Adam does not see)
+    loss = F.mse_loss(q, target_q.expand_as(q))
+    critic_opt.zero_grad(set_to_none=True)
+    backward(loss)
+    critic_opt.step()
+    return {"qf_loss": loss.detach(), "qf_mean": q.detach().mean()}
+
+
+def linearised_q(critic, obs: torch.Tensor, actions: torch.Tensor, dqda_clip: float):
+    """The deterministic policy gradient with dQ/da clipping (App. B), as one differentiable value.
+
+    Q_1 to first order around a0 = pi(s): Q_1(s, a0) + g . (a - a0), g = dQ_1/da at a0, each
+    component clipped to [-dqda_clip, dqda_clip] when dqda_clip > 0 (rlax.dpg_loss's elementwise
+    clip, which Acme's JAX agents use; its TF DDPG/D4PG clip the norm instead). Its value is
+    Q_1(s, pi(s)) and its gradient through pi is g . dpi/dtheta: the DPG, with the clipped slope.
+    Returns that (B,), Q_1(s, pi(s)) detached (B,) and g before clipping (B, A)."""
+    a0 = actions.detach().requires_grad_(True)  # (B, A)
+    q = critic(obs, a0)[0]  # (B,): TD3's actor follows the FIRST critic only
+    backward(q.sum(), inputs=[a0])  # dQ_1/da through the critic; its weights get no gradient
+    dqda = a0.grad  # (B, A)
+    slope = dqda.clamp(-dqda_clip, dqda_clip) if dqda_clip > 0 else dqda
+    return q.detach() + (slope * (actions - a0.detach())).sum(-1), q.detach(), dqda
+
+
+def actor_loss(critic, batch: dict, actions: torch.Tensor, target_actions: torch.Tensor, lagrange_param: torch.Tensor,
+               algo: str, dqda_clip: float, args) -> dict:
+    """The loss of one actor step (with its graph, under "actor_loss") and the terms worth logging.
+    `actions` = pi(s) (B, A), `target_actions` = pi'(s) (B, A)."""
+    q_lin, q, dqda = linearised_q(critic, batch["obs"], actions, dqda_clip)  # (B,), (B,), (B, A)
+    # D of Eq. 4, how far the actor is from its target policy: the squared l2 norm over the action
+    # dimensions ("we use the l2 norm as the constraint"), averaged over states
+    policy_change = (actions - target_actions.detach()).pow(2).sum(-1).mean()
+    terms = {"policy_change": policy_change.detach(), "dqda_abs": dqda.abs().mean()}
+    if algo == "td3bc":
+        # TD3+BC (Eq. 3; Fujimoto & Gu's code): lambda = alpha / mean|Q| rescales the Q term to the
+        # BC term's scale; q is detached, so lambda is a constant of this step
+        lam = args.bc_alpha / q.abs().mean()
+        bc_loss = F.mse_loss(actions, batch["actions"])  # mean over batch AND action dimensions (their code)
+        loss = -lam * q_lin.mean() + bc_loss
+        terms.update({"bc_loss": bc_loss.detach(), "td3bc_lambda": lam})
+    elif algo == "td3c":
+        # TD3-C (Eq. 5, our reading): maximise Q subject to D <= epsilon through the Lagrangian
+        # -Q + lambda D; lambda is held fixed here (detached) and takes its own step in update_lagrange
+        loss = -q_lin.mean() + F.softplus(lagrange_param).detach() * policy_change
+    else:  # plain TD3 (Eq. 2)
+        loss = -q_lin.mean()
+    terms.update({"actor_loss": loss})
+    return terms
+
+
+def lagrange_loss(lagrange_param: torch.Tensor, policy_change: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """lambda (epsilon - D), lambda = softplus(p) >= 0, minimised over p: its gradient moves lambda
+    up while D > epsilon (the constraint is violated) and down while D < epsilon. (Eq. 5 as printed,
+    lambda [epsilon - D] subtracted from Q and minimised over lambda, would send lambda to infinity
+    whenever D < epsilon; this is the standard dual step of the constrained problem of Eq. 4.)"""
+    return F.softplus(lagrange_param) * (epsilon - policy_change.detach())
+
+
+def update_lagrange(lagrange_param: torch.Tensor, lagrange_opt, policy_change: torch.Tensor, epsilon: float) -> None:
+    loss = lagrange_loss(lagrange_param, policy_change, epsilon)
+    lagrange_opt.zero_grad(set_to_none=True)
+    backward(loss)
+    lagrange_opt.step()
+
+
+def update_actor(actor, actor_target, critic, lagrange_param, actor_opt, batch: dict, algo: str, dqda_clip: float,
+                 args) -> dict:
+    """One actor step on the critic's minibatch. Returns the logged terms, detached."""
+    actions = actor(batch["obs"])  # (B, A)
+    with torch.no_grad():
+        target_actions = actor_target(batch["obs"])  # (B, A), pi'(s): TD3-C's anchor
+    info = actor_loss(critic, batch, actions, target_actions, lagrange_param, algo, dqda_clip, args)
+    actor_opt.zero_grad(set_to_none=True)
+    # only the actor's weights: the critic and the multiplier get no gradient from this step
+    backward(info["actor_loss"], inputs=list(actor.parameters()))
+    actor_opt.step()
+    info["actor_loss"] = info["actor_loss"].detach()  # (the other terms are detached already)
+    return info
+
+
+def actor_step_pattern(critic_steps_done: int, utd: int, delay: int) -> tuple:
+    """Which of the next `utd` critic steps an actor step follows: every `delay`-th critic step,
+    counted from the start of the phase (TD3's delayed policy update; Fujimoto's code: steps 2, 4, ...)."""
+    return tuple((critic_steps_done + k + 1) % delay == 0 for k in range(utd))
+
+
+def td3_update(actor, actor_target, critic, critic_target, lagrange_param, actor_opt, critic_opt, lagrange_opt,
+               batch: dict, args, algo: str, dqda_clip: float, actor_steps: tuple) -> dict:
+    """len(actor_steps) critic steps on consecutive minibatches of the sample; after the k-th, when
+    actor_steps[k], one actor step on the same minibatch (and TD3-C's multiplier step), then the
+    actor's and critics' targets move by tau. Returns the last values of each logged term."""
+    info = {}
+    with autocast(args, batch["obs"].device):  # --precision bf16 (a no-op in fp32)
+        for k, with_actor in enumerate(actor_steps):
+            minibatch = {key: v[k * args.batch_size:(k + 1) * args.batch_size] for key, v in batch.items()}
+            info.update(update_critic(critic, critic_target, actor_target, critic_opt, minibatch, args))
+            if with_actor:
+                info.update(update_actor(actor, actor_target, critic, lagrange_param, actor_opt, minibatch, algo,
+                                         dqda_clip, args))
+                if algo == "td3c":
+                    update_lagrange(lagrange_param, lagrange_opt, info["policy_change"], args.td3c_epsilon)
+                # Targets move only with the actor, every `policy_delay` critic steps (Fujimoto's TD3
+                # and TD3+BC; Acme's TD3, which the paper's code builds on, moves the critic targets
+                # after every critic step). pi' moves here too, so TD3-C's anchor trails the actor.
+                soft_update(actor_target, actor, args.tau)
+                soft_update(critic_target, critic, args.tau)
+    return info
+
+
+def main(args: Args) -> dict:
+    # ===== SETUP =================================================================================
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
+    ckpt = None
+    if args.pretrained_checkpoint:
+        ckpt = read_td3_checkpoint(args.pretrained_checkpoint, device)
+        use_checkpoint_settings(args, ckpt)
+        args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
+    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
+                      "--offline-eval-interval": (args.offline_eval_interval, 1),
+                      "--analysis-interval": (args.analysis_interval, 1), "--min-replay-size": (args.min_replay_size, 1)})
+    for key, value in PAPER_NETWORKS.items():  # the paper's networks unless a flag or a checkpoint says otherwise
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.dqda_clip is None:  # App. B: dQ/da clipping is TD3-C's ("clipping: yes", Table B2), not TD3's
+        args.dqda_clip = 1.0 if args.online_algo == "td3c" else 0.0
+    args.dataset_id = args.dataset_id or "mujoco/hopper/medium-v0"
+    domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
+    data, metadata = load_offline_data(args.dataset_id, domain)
+    env_id = env_id_for(args.dataset_id, metadata, args.env_id)
+    reward_transform = REWARD_TRANSFORMS[domain]
+    ref_scores = reference_scores(env_id, metadata)
+    # TD3+BC's state normalisation: the dataset's statistics, or the checkpoint's (the statistics
+    # its networks were trained with), applied to the data here and to the environments below
+    if ckpt is not None:
+        obs_mean, obs_std = ckpt["obs_mean"].cpu().numpy(), ckpt["obs_std"].cpu().numpy()
+    else:
+        obs_mean, obs_std = state_statistics(data["observations"], args.normalize_states)
+    if data["observations"].shape[1] != len(obs_mean):
+        raise SystemExit(f"error: dataset {args.dataset_id} has {data['observations'].shape[1]}-dim observations, "
+                         f"the checkpoint's state statistics {len(obs_mean)}: pass the checkpoint's --dataset-id.")
+    for key in ("observations", "next_observations"):
+        data[key] = ((data[key] - obs_mean) / obs_std).astype(np.float32)
+    # the held-out sample is the pre-training's: a checkpoint shared by several online seeds must
+    # not find its own training data in their held-out sets
+    heldout_seed = ckpt["args"]["seed"] if ckpt is not None else args.seed
+    train_data, heldout_data = heldout_split(data, args.heldout_size, heldout_seed)
+    del data
+    if args.offline_data_in_buffer and len(train_data["rewards"]) > args.buffer_size:
+        raise SystemExit(f"error: --offline-data-in-buffer: the dataset's {len(train_data['rewards']):,} transitions do "
+                         f"not fit the replay buffer (--buffer-size {args.buffer_size:,}); raise --buffer-size.")
+
+    keep_freed_memory()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
+
+    env = NormalizedStates(make_env(env_id, args.seed, metadata.get("spec")), obs_mean, obs_std)
+    eval_env = NormalizedStates(make_env(env_id, args.seed + 10_000, metadata.get("spec")), obs_mean, obs_std)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if ckpt is not None:  # before anything is built or written
+        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
+    if train_data["observations"].shape[1] != obs_dim:
+        raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
+                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
+
+    run_dir = make_run_dir(env_id, args.exp_name, args.seed)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    actor = DeterministicActor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                               args.exploration_noise).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, TWIN_CRITICS,
+                       args.last_hidden_init_scale).to(device)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)  # the targets start as exact copies
+    fused = adam_options(device, args)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused)
+    # TD3-C's multiplier lambda = softplus(p) >= 0 (as the other scripts' temperature and CQL
+    # multiplier). The paper gives neither its start nor its learning rate. Ours: Adam at 1e-2, the
+    # rate of MPO's dual variables (Sec. 4: the constraint resembles MPO's), and a start of 100, the
+    # scale the constraint needs: the actor's step balances when 2 lambda (pi - pi') = dQ_1/da, so
+    # D ~ ||dQ_1/da||^2 / (4 lambda^2) and D = 1e-5 takes lambda ~ 160 ||dQ_1/da||, a few hundred
+    # with the slope clipped to 1. From 1.0, Adam's steps of about 0.01 would need ~10^4 actor steps
+    # to get there, while the collapse comes in the first ones (Sec. 3.2). It starts afresh at the
+    # switch (it has no meaning offline).
+    lagrange_param = torch.tensor(inverse_softplus(args.lagrange_init), device=device, requires_grad=True)
+    lagrange_opt = torch.optim.Adam([lagrange_param], lr=args.lagrange_lr, **fused)
+    if ckpt is not None:  # weights and Adam states, as the pre-training left them (this run's learning rates)
+        restore_td3(ckpt, actor=actor, actor_target=actor_target, critic=critic, critic_target=critic_target,
+                    actor_opt=actor_opt, critic_opt=critic_opt)
+
+    offline_rb = ReplayBuffer.from_arrays(train_data, device)
+    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
+    del train_data, heldout_data  # from here on the offline data lives in offline_rb alone
+
+    def learn(batch: dict, algo: str, dqda_clip: float, actor_steps: tuple) -> dict:  # both phases share every state
+        return td3_update(actor, actor_target, critic, critic_target, lagrange_param, actor_opt, critic_opt, lagrange_opt,
+                          batch, args, algo, dqda_clip, actor_steps)
+
+    def evaluate_and_log(prefix: str, step: int, evals: list) -> None:
+        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
+        evals.append((step, ret, score))
+        writer.add_scalar(f"{prefix}eval/return", ret, step)
+        if score is not None:
+            writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
+        if success is not None:  # sparse domains
+            writer.add_scalar(f"{prefix}eval/success_rate", success, step)
+
+    def log_diagnostics(prefix: str, step: int, batches: dict) -> None:
+        for name, batch in batches.items():
+            for key, value in td3_diagnostics(critic, critic_target, actor_target, batch, args).items():
+                writer.add_scalar(f"{prefix}{key}_{name}", value, step)
+
+    def log_policy_distance(step: int, batches: dict, actor_pre) -> None:  # online only: pi against pi_pre
+        for name, batch in batches.items():
+            writer.add_scalar(f"analysis/policy_distance_{name}", policy_distance(actor, actor_pre, batch["obs"]), step)
+
+    print(f"TD3+BC, then {ALGO_NAMES[args.online_algo]} on {env_id} | {device}, {args.precision} | data {args.dataset_id}: "
+          f"{offline_rb.size:,} transitions (+{len(heldout['rewards']):,} held out) | states "
+          f"{'normalised' if args.normalize_states else 'as they are'} | logs: {run_dir}")
+    summary = {"run_dir": run_dir, "evals": [], "offline_evals": [], "first_losses": None}
+    start_time, info, interrupted, step = time.time(), {}, False, 0
+    eval_env.reset(seed=args.seed + 10_000)
+    previous_sigterm = interrupt_on_sigterm()
+
+    # ===== PHASE 1: OFFLINE PRE-TRAINING WITH TD3+BC =============================================
+    if ckpt is None:
+        print(f"===== PHASE 1: TD3+BC offline, {args.offline_steps:,} gradient steps =====")
+        try:
+            for step in range(1, args.offline_steps + 1):
+                # one critic step per gradient step, the actor every `policy_delay`-th; no dQ/da
+                # clipping offline (TD3+BC as published)
+                pattern = actor_step_pattern(step - 1, 1, args.policy_delay)
+                info.update(graphs.run(f"offline {pattern}", lambda b: learn(b, "td3bc", 0.0, pattern),
+                                       offline_rb.sample((args.batch_size,), gen)))
+                if summary["first_losses"] is None:
+                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                if step % 100 == 0 or step == args.offline_steps:
+                    for k, v in info.items():
+                        writer.add_scalar(f"offline/losses/{k}", float(v), step)
+                    stop_if_diverged(info, step, "offline", writer)
+                if step % args.offline_eval_interval == 0 or step == args.offline_steps:
+                    evaluate_and_log("offline/", step, summary["offline_evals"])
+                    log_diagnostics("offline/analysis/", step, {"heldout": heldout})
+                if step % 1000 == 0 or step == args.offline_steps:
+                    sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
+                                         summary["offline_evals"], info, phase="offline")
+                    writer.add_scalar("offline/SPS", sps, step)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted at offline step {step:,}; saving the checkpoint so far")
+            interrupted = True
+        # the hand-over to fine-tuning, here or in another run (--pretrained-checkpoint)
+        path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
+        save_td3_checkpoint(path, args, step, actor=actor, actor_target=actor_target, critic=critic,
+                            critic_target=critic_target, actor_opt=actor_opt, critic_opt=critic_opt,
+                            lagrange_param=lagrange_param, lagrange_opt=lagrange_opt, obs_mean=obs_mean, obs_std=obs_std,
+                            env_id=env_id, complete=not interrupted, planned_steps=args.offline_steps)
+        summary["pretrained_checkpoint"] = path
+        print(f"pre-trained checkpoint: {path}")
+    else:
+        print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
+
+    # ===== THE SWITCH: where the offline data goes ===============================================
+    actor_pre = copy.deepcopy(actor).requires_grad_(False)  # pi_pre, frozen: analysis/policy_distance_*
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
+    if args.offline_data_in_buffer:  # Sec. 3.2: the online buffer starts as the dataset, sampled uniformly
+        offline_part = offline_rb.state_dict()
+        offline_part["pos"] = offline_part["size"] % args.buffer_size  # online data goes after it (FIFO once full)
+        rb.load_state_dict(offline_part)
+        print(f"offline data IN THE BUFFER: {rb.size:,} transitions, sampled uniformly with the online ones")
+    retained = offline_rb if args.offline_ratio > 0 else None  # App. C.1: a fixed share of every batch
+    if retained is not None:
+        print(f"offline data RETAINED: {args.offline_ratio:.0%} of every online batch comes from it")
+    elif not args.offline_data_in_buffer:
+        print("offline data DISCARDED: online batches come from the online buffer only")
+    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
+    preloaded = rb.size
+
+    # ===== PHASE 2: ONLINE FINE-TUNING ===========================================================
+    # Acme's "minimum replay size" (Table B1: 1,000): the pre-trained policy, with exploration noise,
+    # acts alone until the buffer holds that many transitions; preloaded data counts.
+    first_update = max(1, args.min_replay_size - preloaded)
+    algo, step, critic_steps, last_return = args.online_algo, 0, 0, float("nan")  # the online phase counts its own steps
+    if not interrupted:
+        print(f"===== PHASE 2: {ALGO_NAMES[algo]} online, {args.online_steps:,} environment steps "
+              f"(first update at step {first_update:,}) =====")
+        info = {}
+        # step 0 = the pre-trained agent, so every online curve starts at the offline result
+        evaluate_and_log("", 0, summary["evals"])
+        log_diagnostics("analysis/", 0, {"heldout": heldout})
+        log_policy_distance(0, {"heldout": heldout}, actor_pre)
+        obs, _ = env.reset(seed=args.seed)
+        online_start, updates_start = time.time(), None
+        try:
+            for step in range(1, args.online_steps + 1):
+                action = actor.act(obs, deterministic=False)  # pi(s) + N(0, 0.1^2), from step 1
+                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+                rb.add(o, a, reward_transform(r), next_o, terminated, ended)
+                if episode is not None:
+                    last_return = float(episode["r"])
+                    writer.add_scalar("charts/episodic_return", last_return, step)
+                    writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
+
+                if step >= first_update:  # one gradient step per environment step (Sec. 3.1), `utd` critic steps
+                    if updates_start is None:
+                        updates_start = (time.time(), step)
+                    pattern = actor_step_pattern(critic_steps, args.utd, args.policy_delay)
+                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen)
+                    info.update(graphs.run(f"online {pattern}", lambda b: learn(b, algo, args.dqda_clip, pattern), batch))
+                    critic_steps += args.utd
+                    if summary["first_losses"] is None:
+                        summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                    if step % 100 == 0 or step == args.online_steps:
+                        for k, v in info.items():
+                            writer.add_scalar(f"losses/{k}", float(v), step)
+                        if algo == "td3c":
+                            writer.add_scalar("losses/lagrange_multiplier", float(F.softplus(lagrange_param.detach())), step)
+                        stop_if_diverged(info, step, "online", writer)
+                if step % args.analysis_interval == 0:
+                    online = sample_newest(rb, min(step, rb.size), args.batch_size, gen)  # the online transitions only
+                    log_diagnostics("analysis/", step, {"heldout": heldout, "online": online})
+                    log_policy_distance(step, {"heldout": heldout, "online": online}, actor_pre)
+                if step % args.eval_interval == 0 or step == args.online_steps:
+                    evaluate_and_log("", step, summary["evals"])
+                if step % 1000 == 0 or step == args.online_steps:
+                    summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
+                                                    last_return, summary["evals"], info, phase="online")
+                    writer.add_scalar("charts/SPS", summary["sps"], step)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted at online step {step:,}; saving what there is")
+
+    # ===== SAVE =================================================================================
+    if args.save_model and not interrupted:  # a cut-short pre-training has no fine-tuned agent to save
+        path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        save_td3_checkpoint(path, args, step, actor=actor, actor_target=actor_target, critic=critic,
+                            critic_target=critic_target, actor_opt=actor_opt, critic_opt=critic_opt,
+                            lagrange_param=lagrange_param, lagrange_opt=lagrange_opt, obs_mean=obs_mean, obs_std=obs_std,
+                            env_id=env_id, complete=step == args.online_steps, planned_steps=args.online_steps)
+        summary["checkpoint"] = path
+    if summary["offline_evals"]:
+        save_curve(os.path.join(run_dir, "offline_eval_curve.png"), summary["offline_evals"],
+                   f"TD3+BC offline on {args.dataset_id}")
+    if summary["evals"]:
+        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"{ALGO_NAMES[algo]} on {env_id}",
+                   {"updates start": first_update})
+    env.close()
+    eval_env.close()
+    writer.close()
+    if previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    print_summary(summary, step, start_time)
+    return summary
+
+
+# =================================================================================================
+# SUPPORT CODE: datasets, domains, environments, the replay buffer, evaluation and diagnostics,
+# checkpoints, resume points, speed and progress. None of it is part of the algorithm: skip it on
+# a first read (CleanRL marks such code "TRY NOT TO MODIFY").
+# =================================================================================================
+
+
+# [copy: minari-data]
+# ---------------------------------------------------------------------------------------------
+# Data: Minari datasets (loading, flattening, reward transform), made locally or downloaded
+# ---------------------------------------------------------------------------------------------
+# D4RL's reference returns (random policy, expert policy) for the normalised score
+# 100 * (R - random) / (expert - random). Minari's `mujoco/*` datasets do not carry them.
+D4RL_REF_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+}
+# Applied to offline rewards, online rewards and returns-to-go, never to the evaluation return
+# (docs/algorithms.md §6). Sparse tasks get a negative reward per step so that "not there yet" costs.
+REWARD_TRANSFORMS = {
+    "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
+    "pointmaze": lambda r: r * 10.0 - 5.0,  # as antmaze
+    "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
+    "kitchen": lambda r: r - 4.0,  # 0..4 subtasks done becomes -4..0
+    "locomotion": lambda r: r,
+}
+DATASET_ID_RE = re.compile(r"^(?:[\w-]+/)*[\w-]+-v\d+$")
+
+
+def reference_scores(env_id: str, metadata: Optional[dict] = None):
+    """(random, expert) returns for the normalised score, or None when unknown."""
+    if metadata and metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
+        return float(metadata["ref_min_score"]), float(metadata["ref_max_score"])
+    base = env_id.split("-v")[0].lower()  # "Hopper-v5" -> "hopper", "AntMaze_..." stays apart
+    return D4RL_REF_SCORES.get(base)
+
+
+def validate_dataset_id(dataset_id: str) -> None:
+    """Fail before anything is written: a malformed id would leave a folder that breaks Minari."""
+    if not DATASET_ID_RE.match(dataset_id) or "//" in dataset_id:
+        raise SystemExit(
+            f"error: bad dataset id {dataset_id!r}. A Minari id is NAMESPACE/NAME-vN with a version "
+            "suffix, letters, digits, '_' and '-' only, e.g. local/hopper/sac-v0."
+        )
+
+
+def local_datasets_message() -> str:
+    import minari
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = sorted(minari.list_local_datasets().keys())
+    where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+    listing = "\n".join(f"    {d}" for d in local) if local else "    (none)"
+    return (
+        f"Local Minari datasets (in {where}):\n{listing}\n"
+        "Make one with this repository's own code, e.g.\n"
+        "    python tools/export_dataset.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+    )
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Can Minari's remote (the Hugging Face hub by default) be reached at all? Answered in at
+    most `timeout` seconds: without this check an offline download retries for a long while."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    if not os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):
+        return True  # another remote (e.g. gcs://): let Minari try it and report its own error
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    match = re.match(r"^(\w+)://([^/:]+)(?::(\d+))?", endpoint)
+    if not match:
+        return False
+    host, port = match.group(2), int(match.group(3) or (443 if match.group(1) == "https" else 80))
+    result = []
+
+    def probe():  # DNS lookups ignore socket timeouts, so the probe runs in a thread we can abandon
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result)
+
+
+def load_minari(dataset_id: str):
+    """Load a local Minari dataset, or download it when a network is there; fail fast otherwise."""
+    import minari
+
+    validate_dataset_id(dataset_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset_id in minari.list_local_datasets():
+            return minari.load_dataset(dataset_id)
+    if not hub_reachable():
+        raise SystemExit(
+            f"error: dataset {dataset_id!r} is not on this machine and Minari's hub cannot be reached "
+            f"(no network?).\n{local_datasets_message()}"
+        )
+    try:  # the real download path, for users with a network
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as e:  # unknown id, incompatible version, missing huggingface_hub, ...
+        raise SystemExit(f"error: could not download {dataset_id!r}: {e}\n{local_datasets_message()}")
+
+
+# [end copy]
+
+
+# [copy: offline-data]
+# Offline data: a Minari dataset -> flat transition arrays, through the domain's path
+def flatten_dataset(dataset, relabel=None, domain: str = "locomotion") -> dict:
+    """Episodes -> flat transition arrays, each episode through `relabel` (the domain's path,
+    DomainWrapper.relabel_episode), cached next to the dataset (h5py reads episodes one by one,
+    slow enough on a large dataset to be felt at every start)."""
+    name = "flat_cache.npz" if domain == "locomotion" else f"flat_cache_{domain}.npz"
+    cache = os.path.join(os.path.dirname(dataset.storage.data_path), name)
+    if os.path.exists(cache):
+        with np.load(cache) as f:
+            return {k: f[k] for k in f.files}
+    parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    for ep in dataset.iterate_episodes():
+        if relabel is None and not isinstance(ep.observations, np.ndarray):
+            raise SystemExit("error: this dataset has dict observations but no domain that reads them "
+                             "(antmaze, pointmaze, kitchen); pass --domain.")
+        ep_data = relabel(ep.observations, ep.rewards, ep.terminations) if relabel else dict(
+            observations=ep.observations, rewards=ep.rewards, terminals=ep.terminations)
+        if ep_data is None:  # dropped by the domain (adroit: never reached the goal)
+            continue
+        n = len(ep_data["rewards"])
+        parts["observations"].append(ep_data["observations"][:-1])  # an episode stores N+1 observations
+        parts["next_observations"].append(ep_data["observations"][1:])
+        parts["actions"].append(ep.actions[:n])
+        parts["rewards"].append(ep_data["rewards"])
+        parts["terminals"].append(ep_data["terminals"])
+        # An episode that ends without terminating was cut (time limit): not terminal, but the
+        # trajectory ends there (returns-to-go must not run into the next episode).
+        last = np.arange(n) == n - 1
+        parts["timeouts"].append(last & ~np.asarray(ep_data["terminals"], dtype=bool))
+    if not parts["rewards"]:
+        raise SystemExit(f"error: no episode of this dataset is left for the {domain} domain (adroit keeps the "
+                         "episodes that reach the goal).")
+    flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
+    np.savez(cache, **flat)
+    return flat
+
+
+def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
+    """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
+    dataset = load_minari(dataset_id)
+    metadata = dict(dataset.storage.metadata)
+    metadata["spec"] = spec = dataset_env_spec(metadata)  # the environment the scripts then make
+    env_domain = domain_of(spec.id) if spec is not None else "locomotion"
+    # the very wrapper the online environment will have: the data and the env cannot disagree
+    relabel = make_env(spec.id, 0, spec).get_wrapper_attr("relabel_episode") if env_domain != "locomotion" else None
+    data = flatten_dataset(dataset, relabel, env_domain)
+    for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
+        bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
+        if bad.any():
+            raise SystemExit(f"error: dataset {dataset_id!r} has non-finite {key} in {bad.sum():,} transitions "
+                             f"(the first at transition {int(np.argmax(bad)):,}); clean or remake it.")
+    data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
+    data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
+    metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
+    if metadata.get("complete") is False:
+        print(f"WARNING: dataset {dataset_id!r} was saved by a run cut short (Ctrl-C); it is used as it is.")
+    return data, metadata
+
+
+def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
+    """The environment to act in: --env-id if given, else the one the dataset names. A dataset of
+    one body refused for another (same sizes would train without a word); versions may differ."""
+    recorded = metadata.get("env_id")
+    if env_id and recorded and env_id.split("-v")[0] != recorded.split("-v")[0]:
+        raise SystemExit(f"error: dataset {dataset_id!r} was recorded in {recorded}, not {env_id}: "
+                         f"drop --env-id or pass --env-id {recorded}.")
+    return env_id or recorded or "Hopper-v5"
+
+
+# [end copy]
+
+
+# [copy: domains]
+# ---------------------------------------------------------------------------------------------
+# Domains: ONE observation and reward path for the offline data and the online environment
+# (docs/algorithms.md §6). Online, `DomainWrapper` turns the environment's own observations,
+# rewards and ends into the paper's; offline, `DomainWrapper.relabel_episode` runs the same
+# functions over each recorded episode, so the data and the environment cannot disagree.
+# ---------------------------------------------------------------------------------------------
+ADROIT_TASKS = ("pen", "door", "relocate")  # the binary Adroit tasks of the paper (Cal-QL's)
+ADROIT_MAX_STEPS = {"pen": 100, "door": 200, "relocate": 200}  # their episode lengths (official mj_envs)
+MAZE_GOAL_RADIUS = 0.5  # "at the goal" in D4RL and the official code (gymnasium-robotics's own is 0.45)
+KITCHEN_TASK_RADIUS = 0.3  # a kitchen task is done when its joints are this close to their goal
+
+
+def domain_of(name: str) -> str:
+    """The benchmark domain of an env or dataset id; it picks the data path and the presets."""
+    name = name.lower()
+    if "antmaze" in name:
+        return "antmaze"
+    if "pointmaze" in name:
+        return "pointmaze"
+    if "kitchen" in name:
+        return "kitchen"
+    # (by substring, as the ids go: "D4RL/pen/human-v2", "AdroitHandPen-v1"; hammer is refused later:
+    # it has no binary version in the paper)
+    if any(task in name for task in ("door", "pen", "relocate", "hammer")):
+        return "adroit"
+    return "locomotion"
+
+
+def env_kwargs_for(domain: str, env_id: str) -> dict:
+    """What the wrapper below needs from the environment: it decides the ends of episodes itself."""
+    if domain in ("antmaze", "pointmaze"):  # never end or move the goal on its own (the wrapper ends at the goal)
+        return dict(continuing_task=True, reset_target=False)
+    if domain == "kitchen":  # the episode ends when all four tasks are done (the wrapper), not on the env's terms
+        return dict(terminate_on_tasks_completed=False, remove_task_when_completed=False)
+    if domain == "adroit":
+        task = adroit_task(env_id)
+        return dict(max_episode_steps=ADROIT_MAX_STEPS[task])
+    return {}
+
+
+def adroit_task(name: str) -> str:
+    for task in ADROIT_TASKS:
+        if task in name.lower():
+            return task
+    raise SystemExit(f"error: {name} has no binary version in the paper; the Adroit tasks are {', '.join(ADROIT_TASKS)}.")
+
+
+class DomainWrapper(gym.Wrapper):
+    """The paper's version of each domain, on top of gymnasium-robotics's environments:
+
+    - antmaze / pointmaze: the goal is FIXED (the one goal cell of the maze map, as in D4RL's
+      evaluation mazes), so it is not observed: antmaze sees D4RL's 29 numbers (x, y, then the
+      ant's 27), pointmaze (x, y, vx, vy). Reward 1 within MAZE_GOAL_RADIUS of the goal cell's
+      centre, else 0, and the episode ends there (terminal: nothing is bootstrapped after it).
+    - kitchen: D4RL's observation without its constant goal vector: robot joint positions (9)
+      and object positions (21). Reward = the number of the four tasks done SO FAR in the episode
+      (official code: a task once done stays counted), the episode ends when all four are done,
+      success = that number / 4.
+    - adroit (pen, door, relocate): the binary tasks of Cal-QL: reward = goal reached - 1, in
+      {-1, 0}, read from the observation; the episode ends at the goal.
+    - locomotion: unchanged.
+
+    The scripts then scale and shift the rewards (REWARD_TRANSFORMS) for training only; the
+    evaluation return is the reward defined here."""
+
+    def __init__(self, env: gym.Env, domain: str):
+        super().__init__(env)
+        self.domain, self.goal_xy, self.tasks = domain, None, ()
+        if domain in ("antmaze", "pointmaze"):
+            goals = env.unwrapped.maze.unique_goal_locations  # (x, y) centres of the map's goal cells
+            if len(goals) != 1:
+                raise SystemExit(f"error: {env.spec.id} has {len(goals)} possible goal cells; the paper's mazes have one "
+                                 "fixed goal: use the dataset's evaluation maze (its --dataset-id) or a maze_map with "
+                                 "one goal cell.")
+            self.goal_xy = np.asarray(goals[0], dtype=np.float64)
+        elif domain == "kitchen":
+            self.tasks = tuple(env.unwrapped.goal.keys())
+        elif domain == "adroit":
+            self.task = adroit_task(env.spec.id if env.spec else "")
+        flat = self.flat_observation(env.observation_space.sample())  # only to learn the flat size
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, flat.shape, np.float64)
+        self.done_tasks = np.zeros(len(self.tasks), dtype=bool)
+
+    def flat_observation(self, obs):
+        """The vector the networks see; one observation, or an episode's stacked along axis 0."""
+        if self.domain == "antmaze":
+            return np.concatenate([obs["achieved_goal"], obs["observation"]], axis=-1)
+        if self.domain == "pointmaze":  # its "observation" starts with (x, y) already
+            return np.asarray(obs["observation"])
+        if self.domain == "kitchen":  # observation = robot qpos 0:9, qvel 9:18, object qpos 18:39, qvel 39:59
+            return np.concatenate([obs["observation"][..., 0:9], obs["observation"][..., 18:39]], axis=-1)
+        return np.asarray(obs)
+
+    def goal_flags(self, obs) -> np.ndarray:
+        """Reached the goal (mazes, adroit: one flag) or each task done (kitchen), per observation."""
+        if self.domain in ("antmaze", "pointmaze"):
+            return (np.linalg.norm(obs["achieved_goal"] - self.goal_xy, axis=-1) <= MAZE_GOAL_RADIUS)[..., None]
+        if self.domain == "kitchen":
+            return np.stack([np.linalg.norm(obs["achieved_goal"][t] - obs["desired_goal"][t], axis=-1) < KITCHEN_TASK_RADIUS
+                             for t in self.tasks], axis=-1)
+        # adroit: the thresholds of the envs' own "goal achieved" (mj_envs, which Cal-QL's binary
+        # tasks use), read from the observation so that recorded data can be relabelled too
+        o = np.asarray(obs)
+        if self.task == "door":  # the door's hinge angle
+            return (o[..., 28] >= 1.35)[..., None]
+        if self.task == "relocate":  # object to target
+            return (np.linalg.norm(o[..., 36:39], axis=-1) < 0.1)[..., None]
+        # pen: position error and orientation agreement (unit vectors)
+        return ((np.linalg.norm(o[..., 39:42], axis=-1) < 0.075) & ((o[..., 33:36] * o[..., 36:39]).sum(-1) > 0.95))[..., None]
+
+    def reward_and_end(self, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(reward, terminal, success) from the flags after each step; for kitchen `flags` must be
+        the tasks done so far."""
+        if self.domain == "kitchen":
+            done = flags.sum(-1).astype(np.float64)
+            return done, flags.all(-1), done / len(self.tasks)
+        reached = flags[..., 0]
+        return reached - (1.0 if self.domain == "adroit" else 0.0), reached, reached.astype(np.float64)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.done_tasks[:] = False
+        return (obs if self.domain == "locomotion" else self.flat_observation(obs)), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.domain == "locomotion":
+            return obs, reward, terminated, truncated, info
+        flags = self.goal_flags(obs)
+        if self.domain == "kitchen":
+            self.done_tasks |= flags
+            flags = self.done_tasks
+        reward, terminal, success = self.reward_and_end(flags)
+        info["success"] = float(success)
+        return self.flat_observation(obs), float(reward), bool(terminal), truncated, info
+
+    def relabel_episode(self, obs, rewards, terminations) -> Optional[dict]:
+        """One recorded episode (N+1 observations, N rewards) through the same path as `step`:
+        flat observations, rewards and terminals; None for an episode the domain drops."""
+        if self.domain == "locomotion":
+            return dict(observations=np.asarray(obs), rewards=rewards, terminals=np.asarray(terminations, bool))
+        flags = self.goal_flags(after_first(obs))  # the flags of the observation each step led to
+        if self.domain == "kitchen":  # done so far: a running OR along the episode, as `step` keeps it
+            flags = np.logical_or.accumulate(flags, axis=0)
+        reward, terminal, _ = self.reward_and_end(flags)
+        flat = self.flat_observation(obs)
+        if self.domain == "adroit":  # official Cal-QL data: episodes that never succeed are dropped,
+            if not terminal.any():  # the others end at their last success
+                return None
+            last = int(np.flatnonzero(terminal)[-1]) + 1
+            flat, reward, terminal = flat[: last + 1], reward[:last], terminal[:last]
+        return dict(observations=flat, rewards=reward, terminals=terminal)
+
+
+def after_first(obs):
+    """An episode's observations without the first (dicts of arrays, nested for kitchen, too)."""
+    return {k: after_first(v) for k, v in obs.items()} if isinstance(obs, dict) else obs[1:]
+
+
+def dataset_env_spec(metadata: dict):
+    """The environment a dataset names for evaluation (AntMaze: its fixed start and goal), else
+    the one it was recorded in; None when it names neither. Kitchen: the tasks are the dataset's
+    (its desired_goal keys), whatever the spec says."""
+    text = metadata.get("eval_env_spec") or metadata.get("env_spec")
+    if not text:
+        return None
+    spec = gym.envs.registration.EnvSpec.from_json(text)
+    space = metadata.get("observation_space")
+    if domain_of(spec.id) == "kitchen" and isinstance(space, gym.spaces.Dict) and "desired_goal" in space.spaces:
+        spec.kwargs = {**spec.kwargs, "tasks_to_complete": list(space["desired_goal"].spaces.keys())}
+    return spec
+
+
+# [end copy]
+
+
+# [copy: env]
+# ---------------------------------------------------------------------------------------------
+# Environment: one env, reset by hand, so no transition ever spans two episodes
+# ---------------------------------------------------------------------------------------------
+def make_env(env_id: str, seed: int, spec=None) -> gym.Env:
+    """The environment `env_id`, in its domain's form (DomainWrapper). Outside locomotion, a
+    dataset's own spec of it (dataset_env_spec: AntMaze's evaluation maze, kitchen's tasks) is
+    used when given."""
+    domain = domain_of(env_id)
+    if domain != "locomotion":  # AntMaze, PointMaze, FrankaKitchen and Adroit come from gymnasium-robotics
+        # (its notice on import is about Adroit's DENSE rewards, which these scripts never use)
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+    use_spec = spec is not None and spec.id == env_id and domain != "locomotion"
+    try:
+        env = gym.make(spec if use_spec else env_id, **env_kwargs_for(domain, env_id))
+    except gym.error.Error as e:  # an unknown id or version: gymnasium's own words, without the traceback
+        raise SystemExit(f"error: cannot make environment {env_id!r}: {e}")
+    if domain != "locomotion":
+        env = DomainWrapper(env, domain)
+    if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
+        raise SystemExit(f"error: {env_id} has {env.action_space} actions and {env.observation_space} observations; "
+                         "these scripts need continuous (Box) actions and flat Box observations, e.g. Hopper-v5.")
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    low, high = env.action_space.low, env.action_space.high
+    if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
+        raise SystemExit(f"error: {env_id} has actions in [{low.min()}, {high.max()}]; these scripts expect [-1, 1].")
+    env.action_space.seed(seed)
+    return env
+
+
+def env_step(env: gym.Env, obs: np.ndarray, action: np.ndarray):
+    """Step once. Returns the transition to store and the observation to act from next.
+
+    Gymnasium 1.x vector envs reset on the step AFTER an episode ends: that step ignores the
+    action and returns the first observation of the next episode, a classic source of
+    transitions that span two episodes. A single env that we reset here cannot do that. The
+    stored `terminated` flag is the true termination only: a time-limit truncation is not
+    terminal, so its TD target still bootstraps from next_obs."""
+    next_obs, reward, terminated, truncated, info = env.step(action)
+    if not np.isfinite(next_obs).all() or not math.isfinite(reward):  # the simulator blew up
+        raise SystemExit(f"error: {env.spec.id if env.spec else 'the environment'} returned a non-finite "
+                         "observation or reward; the run stops here and saves nothing.")
+    transition = (obs, action, float(reward), next_obs, bool(terminated), bool(terminated or truncated))
+    episode = info.get("episode") if (terminated or truncated) else None  # {"r": return, "l": length}
+    if terminated or truncated:
+        next_obs, _ = env.reset()
+    return transition, next_obs, episode
+
+
+# [end copy]
+
+
+class NormalizedStates(gym.ObservationWrapper):
+    """TD3+BC's normalisation at the environment's edge: every observation the agent sees, in
+    training and in evaluation, is (s - mean) / std with fixed statistics (mean 0, std 1: unchanged)."""
+
+    def __init__(self, env: gym.Env, mean: np.ndarray, std: np.ndarray):
+        super().__init__(env)
+        self.mean, self.std = mean, std
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, env.observation_space.shape, np.float64)
+
+    def observation(self, obs):
+        return (obs - self.mean) / self.std
+
+
+# [copy: replay-buffer]
+class ReplayBuffer:
+    """Flat circular buffer of transitions kept as torch tensors, so sampling is one index op."""
+
+    # Tensors live on the training device from the start: at UTD 4 we sample 1,024 transitions
+    # per env step, and a numpy -> torch copy of each batch would cost more than the indexing.
+    # The same class holds the offline dataset (RLPD), so both are sampled the same way.
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device):
+        self.capacity, self.device, self.size, self.pos = capacity, device, 0, 0
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, act_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.terminals = torch.zeros(capacity, device=device)  # 1 = terminated: do not bootstrap
+        self.ends = torch.zeros(capacity, dtype=torch.bool, device=device)  # episode ended here (for export)
+        # Cal-QL's lower bound: the discounted return-to-go of the trajectory through each
+        # transition; -inf = not known (yet), which leaves the bound off. Unused by plain SAC.
+        self.mc_returns = torch.full((capacity,), -math.inf, device=device)
+
+    @classmethod
+    def from_arrays(cls, data: dict, device: torch.device) -> "ReplayBuffer":
+        n, obs_dim = data["observations"].shape
+        rb = cls(obs_dim, data["actions"].shape[1], n, device)
+        rb.obs[:] = torch.as_tensor(data["observations"])
+        rb.actions[:] = torch.as_tensor(data["actions"])
+        rb.rewards[:] = torch.as_tensor(data["rewards"])
+        rb.next_obs[:] = torch.as_tensor(data["next_observations"])
+        rb.terminals[:] = torch.as_tensor(data["terminals"], dtype=torch.float32)
+        rb.ends[:] = torch.as_tensor(data["terminals"] | data["timeouts"])
+        if "mc_returns" in data:
+            rb.mc_returns[:] = torch.as_tensor(data["mc_returns"])
+        rb.size = n
+        return rb
+
+    def add(self, obs, action, reward, next_obs, terminated, ended):
+        i = self.pos
+        self.obs[i] = torch.as_tensor(obs)
+        self.actions[i] = torch.as_tensor(action)
+        self.rewards[i] = reward
+        self.next_obs[i] = torch.as_tensor(next_obs)
+        self.terminals[i] = float(terminated)
+        self.ends[i] = ended
+        self.mc_returns[i] = -math.inf
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, shape: tuple, generator: torch.Generator, skip_newest: int = 0) -> dict:
+        """Uniform over what is stored, but the `skip_newest` transitions added last (Cal-QL
+        online: the unfinished episode, whose returns-to-go are not known yet)."""
+        # our own generator keeps runs reproducible for a seed
+        idx = torch.randint(0, self.size - skip_newest, shape, generator=generator, device="cpu")
+        if skip_newest:  # count back from just before the skipped ones (the buffer is circular)
+            idx = (self.pos - skip_newest - 1 - idx) % self.capacity
+        idx = idx.to(self.device)
+        return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
+                "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
+
+    def state_dict(self) -> dict:
+        """What is stored, for a resume point (a 1M-transition buffer after 20k steps saves 20k)."""
+        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu() for k in self.FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.pos = state["size"], state["pos"]
+        for k in self.FIELDS:
+            getattr(self, k)[: self.size] = state[k].to(self.device)
+
+    def episodes(self) -> list:
+        """The stored transitions cut back into episodes, oldest first (for dataset export)."""
+        order = torch.arange(self.size)
+        if self.size == self.capacity:  # wrapped around: the oldest transition sits at `pos`
+            order = torch.roll(order, -self.pos)
+        episodes, start = [], 0
+        ends = self.ends[order].cpu().numpy()
+        ends[-1] = True  # an unfinished last episode is stored as truncated
+        for stop in np.flatnonzero(ends) + 1:
+            ix = order[start:stop]
+            obs = torch.cat([self.obs[ix], self.next_obs[ix[-1:]]]).cpu().numpy()
+            terminations = self.terminals[ix].cpu().numpy().astype(bool)
+            episodes.append((obs, self.actions[ix].cpu().numpy(), self.rewards[ix].cpu().numpy().astype(np.float64),
+                             terminations, ~terminations & (np.arange(len(ix)) == len(ix) - 1)))
+            start = stop
+        return episodes
+
+
+def offline_per_batch(batch_size: int, offline_ratio: float) -> int:
+    return int(round(batch_size * offline_ratio))
+
+
+def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int, batch_size: int,
+                 offline_ratio: float, generator: torch.Generator, skip_newest: int = 0) -> dict:
+    """utd minibatches of batch_size, stacked as (utd * batch_size, ...). With offline data every
+    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50). `skip_newest`: see
+    ReplayBuffer.sample."""
+    n_off = offline_per_batch(batch_size, offline_ratio) if offline is not None else 0
+    # (utd, b_online) and (utd, b_offline) joined along dim 1, so minibatch k (row k) holds
+    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...). The
+    # official WSRL code concatenates the whole online sample and then the offline one, so at UTD
+    # 4 two of its minibatches are online-only and two offline-only; we keep RLPD's own mix inside
+    # every minibatch, which is what the RLPD paper describes and what keeps each critic step's
+    # data the same.
+    parts = [online.sample((utd, batch_size - n_off), generator, skip_newest)]
+    if n_off > 0:
+        parts.append(offline.sample((utd, n_off), generator))
+    return {k: torch.cat([p[k] for p in parts], dim=1).flatten(0, 1) for k in parts[0]}
+
+
+# [end copy]
+
+
+def sample_newest(rb: ReplayBuffer, count: int, size: int, generator: torch.Generator) -> dict:
+    """`size` transitions drawn uniformly from the `count` added last: the online ones, also in a
+    buffer that started with the offline data (--offline-data-in-buffer)."""
+    idx = ((rb.pos - 1 - torch.randint(0, count, (size,), generator=generator)) % rb.capacity).to(rb.device)
+    return {"obs": rb.obs[idx], "actions": rb.actions[idx], "rewards": rb.rewards[idx], "next_obs": rb.next_obs[idx],
+            "terminals": rb.terminals[idx]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The diagnostics (analysis/): Q and TD error on data the critic never trains on, the policy's
+# distance from the pre-trained one
+# ---------------------------------------------------------------------------------------------
+def heldout_split(data: dict, size: int, seed: int) -> tuple[dict, dict]:
+    """Split the flat offline arrays into (training, held-out): `size` random transitions (at most
+    a tenth) are set aside for evaluation only, so Q on offline data can still be measured once
+    the dataset has been discarded."""
+    n = len(data["rewards"])
+    held = np.random.default_rng(seed).permutation(n)[: min(size, n // 10)]
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return {k: v[~mask] for k, v in data.items()}, {k: v[mask] for k, v in data.items()}
+
+
+def to_batch(data: dict, device: torch.device) -> dict:
+    """Flat offline arrays -> the dict of tensors that ReplayBuffer.sample returns."""
+    names = {"obs": "observations", "actions": "actions", "rewards": "rewards", "next_obs": "next_observations",
+             "terminals": "terminals", "mc_returns": "mc_returns"}
+    return {k: torch.as_tensor(data[v], dtype=torch.float32, device=device) for k, v in names.items() if v in data}
+
+
+@torch.no_grad()
+def td3_diagnostics(critic, critic_target, actor_target, batch: dict, args) -> dict:
+    """Mean Q(s, a) over both critics and the transitions, and the mean squared TD error against
+    TD3's target (its smoothing noise included, as the learner's). On held-out offline data a
+    falling Q after the switch is the critic forgetting the data."""
+    q = critic(batch["obs"], batch["actions"])  # (2, B)
+    target = td3_target(critic_target, actor_target, batch, args)  # (B,)
+    return {"q": float(q.mean()), "td_error": float((q - target).pow(2).mean())}
+
+
+@torch.no_grad()
+def policy_distance(actor, actor_pre, obs: torch.Tensor) -> float:
+    """E_s ||pi(s) - pi_pre(s)||^2: how far fine-tuning moved the policy from the pre-trained one
+    (a collapse shows as a jump; TD3-C bounds each step of this by its constraint)."""
+    return float((actor(obs) - actor_pre(obs)).pow(2).sum(-1).mean())
+
+
+# [copy: evaluate]
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation, checkpoints, curves
+# ---------------------------------------------------------------------------------------------
+def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
+    """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
+    score and its success rate. Sparse domains (their env reports info["success"]): the success
+    rate (kitchen: the share of the four tasks done) and a score of 100 x that rate, as the paper
+    reports them; elsewhere no success rate and the score 100 * (R - random) / (expert - random)
+    when reference scores are known."""
+    returns, successes = [], []
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(actor.act(obs, deterministic=True))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        if "success" in info:  # at the episode's end
+            successes.append(float(info["success"]))
+    mean = float(np.mean(returns))
+    if successes:
+        success = float(np.mean(successes))
+        return mean, 100.0 * success, success
+    score = None if ref_scores is None else 100.0 * (mean - ref_scores[0]) / (ref_scores[1] - ref_scores[0])
+    return mean, score, None
+
+
+def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env}__{exp_name}__{seed}__{unix time}, created here and unique: runs started in the
+    same second (seeds launched side by side) get a suffix instead of sharing one log folder."""
+    base = os.path.join("runs", f"{env_id}__{exp_name}__{seed}__{int(time.time())}")
+    run_dir, n = base, 1
+    while True:
+        try:
+            os.makedirs(run_dir)  # fails if it exists, even when another process made it a moment ago
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = f"{base}_{n}"
+
+
+def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
+    """Evaluation return against environment steps, as a PNG next to the tensorboard logs;
+    `marks` {label: step} draws the phase boundaries (e.g. where updates start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([e[0] for e in evals], [e[1] for e in evals], marker="o")
+    for label, step in (marks or {}).items():
+        ax.axvline(step, color="gray", linestyle="--", linewidth=1)
+        ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), fontsize=8, color="gray",
+                    rotation=90, ha="right", va="top")
+    ax.set(xlabel="environment steps", ylabel="evaluation return", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# [end copy]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints of td3c.py: a TD3 agent (deterministic actor, twin critics, their targets), which
+# the SAC scripts' checkpoints are not
+# ---------------------------------------------------------------------------------------------
+TD3_CHECKPOINT_FORMAT = "td3c-1"  # a string: the SAC scripts' integer formats cannot pass for it
+TD3_CHECKPOINT_KEYS = ("actor", "actor_target", "critic", "critic_target", "actor_opt", "critic_opt", "obs_mean",
+                       "obs_std", "args", "step", "format")
+CHECKPOINT_ARGS = ("critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale",
+                   "normalize_states")
+
+
+def save_td3_checkpoint(path: str, args, step: int, **parts) -> None:
+    """Networks and optimizers as state dicts, the multiplier and the state statistics as tensors,
+    the rest (env_id, complete, ...) as is. Atomically: a cut-short write leaves no file."""
+    state = {k: v.state_dict() if hasattr(v, "state_dict") else torch.as_tensor(v).detach().cpu()
+             if isinstance(v, (torch.Tensor, np.ndarray)) else v for k, v in parts.items()}
+    torch.save({**state, "args": asdict(args), "step": step, "format": TD3_CHECKPOINT_FORMAT}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def read_td3_checkpoint(path: str, device: torch.device) -> dict:
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no checkpoint at {path!r}. Pre-train one with `python td3c.py --dataset-id ID` "
+                         "(it writes runs/<run>/td3c_pretrained.pt).")
+    try:  # weights_only: a checkpoint holds tensors, numbers and strings, never code to run
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(f"error: {path!r} is not a checkpoint td3c.py can read (torch.load: {first[:200]}).")
+    if isinstance(ckpt, dict) and ("alpha_param" in ckpt or "log_alpha" in ckpt):
+        raise SystemExit(f"error: {path!r} is an SAC agent (a tanh-Gaussian actor and a critic ensemble) of the other "
+                         "scripts (calql_offline.py, the WSRL scripts, --save-model); td3c.py fine-tunes a TD3 agent (a deterministic actor, 2 critics) and cannot start "
+                         "from it. Pre-train one with `python td3c.py --dataset-id ID` (runs/<run>/td3c_pretrained.pt).")
+    missing = [k for k in TD3_CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise SystemExit(f"error: {path!r} is not a checkpoint of td3c.py (it lacks {', '.join(missing)}).")
+    if ckpt["format"] != TD3_CHECKPOINT_FORMAT:
+        raise SystemExit(f"error: {path!r} has checkpoint format {ckpt['format']!r}; this version reads "
+                         f"{TD3_CHECKPOINT_FORMAT!r} only.")
+    if ckpt.get("complete") is False:  # saved on Ctrl-C: fewer steps than its run asked for
+        print(f"WARNING: {path} was saved by a run cut short (Ctrl-C) at step {ckpt['step']:,} of "
+              f"{ckpt['planned_steps']:,}; it is used as it is.")
+    return ckpt
+
+
+def use_checkpoint_settings(args, ckpt: dict) -> None:
+    """The networks and the state statistics are the checkpoint's: they override the flags (said aloud)."""
+    for key in CHECKPOINT_ARGS:
+        value = ckpt["args"][key]
+        if getattr(args, key) not in (None, value):
+            print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
+        setattr(args, key, value)
+
+
+def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -> None:
+    """Before anything is built: the checkpoint's networks must take this environment's sizes."""
+    trained_obs = ckpt["actor"]["trunk.0.weight"].shape[1]  # the first Dense: (hidden, obs)
+    trained_act = ckpt["actor"]["head.weight"].shape[0]  # the output layer: (actions, hidden)
+    if (trained_obs, trained_act) != (obs_dim, act_dim):
+        trained_on = ckpt.get("env_id") or ckpt["args"].get("env_id") or ckpt["args"].get("dataset_id")
+        raise SystemExit(f"error: the checkpoint was trained on {trained_on} ({trained_obs}-dim observations, "
+                         f"{trained_act}-dim actions); {env_id} has {obs_dim} and {act_dim}. Pass --env-id {trained_on} "
+                         "or a checkpoint of this environment.")
+
+
+def restore_td3(ckpt: dict, **parts) -> None:
+    """Weights and Adam states exactly as saved (Adam's moments and step counts carry over the
+    switch, as the other scripts keep them), but this run's learning rates."""
+    for name, part in parts.items():
+        if isinstance(part, torch.optim.Optimizer):
+            lrs = [group["lr"] for group in part.param_groups]
+            load_optimizer_state(part, ckpt[name])
+            for group, lr in zip(part.param_groups, lrs):
+                group["lr"] = lr
+        else:
+            part.load_state_dict(ckpt[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings that would run but mean nothing are refused before anything is built or written
+# ---------------------------------------------------------------------------------------------
+def check_args(args, budgets: dict) -> None:
+    """Stop, before any run folder, network or dataset is made, on settings that would train but
+    mean nothing. `budgets` maps each step-count flag to (its value, the smallest that makes sense).
+    Every problem is one line with the flag to change."""
+    problems = [f"{flag} is {value:,}; it must be at least {low:,}" for flag, (value, low) in budgets.items()
+                if value < low]
+    for flag, value in (("--batch-size", args.batch_size), ("--utd", args.utd), ("--eval-episodes", args.eval_episodes),
+                        ("--eval-interval", args.eval_interval), ("--policy-delay", args.policy_delay)):
+        if value < 1:
+            problems.append(f"{flag} is {value}; it must be at least 1")
+    for name in ("actor_lr", "critic_lr", "lagrange_lr"):
+        if not 0.0 < getattr(args, name) < 1.0:  # Adam at a rate of 1 or more diverges within steps
+            problems.append(f"--{name.replace('_', '-')} is {getattr(args, name):g}; it must be in (0, 1)")
+    for name in ("exploration_noise", "target_noise", "target_noise_clip", "dqda_clip"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} is {getattr(args, name):g}; it must be at least 0")
+    for name in ("bc_alpha", "td3c_epsilon", "lagrange_init"):
+        if getattr(args, name) <= 0:
+            problems.append(f"--{name.replace('_', '-')} is {getattr(args, name):g}; it must be above 0")
+    if not 0.0 <= args.offline_ratio < 1.0:
+        problems.append(f"--offline-ratio is {args.offline_ratio:g}; it must be in [0, 1)")
+    if args.offline_ratio > 0 and args.offline_data_in_buffer:
+        problems.append("--offline-ratio and --offline-data-in-buffer are two ways of replaying the offline data "
+                        "(App. C.1, Sec. 3.2); choose one")
+    if problems:
+        raise SystemExit("error: " + "\n       ".join(problems) + ".")
+
+
+def interrupt_on_sigterm():
+    """A cluster's preemption (SIGTERM) stops the run the way Ctrl-C does: results are saved.
+    Returns the handler it replaced (None where signals cannot be set: not the main thread)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+# [copy: cuda-graphs]
+# ---------------------------------------------------------------------------------------------
+# --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
+# ---------------------------------------------------------------------------------------------
+def use_cuda_graphs(args, device: torch.device) -> bool:
+    if args.cuda_graphs and device.type != "cuda":
+        print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
+    return args.cuda_graphs and device.type == "cuda"
+
+
+class CudaGraphs:
+    """On a GPU, small networks leave it idle between the hundreds of tiny kernels of one update
+    (utd critic steps, the actor and temperature step, target updates, random draws), each
+    launched from Python. A CUDA graph records the kernels of one call once and replays them with
+    one launch (PyTorch's "whole-network capture": forward, backward and capturable Adam).
+
+    `run(key, fn, batch)` runs fn(batch): the first WARMUP calls of a key eagerly on a side
+    stream (they are real updates; PyTorch's recipe before capture), then it records fn on
+    fixed input buffers, and from then on copies each batch into those buffers and replays.
+    A graph replays what was recorded: the networks, optimizers and every Python value fn reads
+    must stay the same for a key (a different value needs a different key). The outputs are
+    copied out, since the next replay overwrites them. Disabled (CPU, or --cuda-graphs off): a
+    plain call. `emulate=True` runs the same bookkeeping on any device with the recorded fn
+    called in place of a replay, so that a CPU test can check it against plain calls."""
+
+    WARMUP = 3
+
+    def __init__(self, enabled: bool, emulate: bool = False):
+        self.enabled, self.emulate = enabled or emulate, emulate
+        self.graphs, self.calls = {}, {}
+
+    def run(self, key, fn, batch: dict) -> dict:
+        if not self.enabled:
+            return fn(batch)
+        if key not in self.graphs:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            if self.calls[key] <= self.WARMUP:
+                return self._warmup(fn, batch)
+            self.graphs[key] = self._record(fn, batch)
+        graph, static_in, static_out = self.graphs[key]
+        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
+            # copy_ would broadcast a wrong shape silently and replay on the wrong data
+            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
+        for name, value in batch.items():
+            static_in[name].copy_(value)
+        if self.emulate:  # the recorded function, on the fixed buffers
+            static_out = graph(static_in)
+        else:
+            graph.replay()
+        return {name: value.clone() for name, value in static_out.items()}
+
+    def _warmup(self, fn, batch: dict) -> dict:
+        if self.emulate:
+            return fn(batch)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn(batch)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def _record(self, fn, batch: dict):
+        static_in = {name: value.clone() for name, value in batch.items()}
+        if self.emulate:  # the "graph" is the recorded function itself
+            return fn, static_in, None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
+            static_out = fn(static_in)
+        return graph, static_in, static_out
+
+
+# [end copy]
+
+
+# [copy: cpu-speed]
+def keep_freed_memory() -> None:
+    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
+    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
+    `sys` time). Keeping freed blocks up to 32 MiB for reuse makes updates faster on small CPUs
+    (docs/speed.md has the measurement; `python tools/speed.py --no-malloc-tuning` compares on
+    yours). Harmless elsewhere: it only changes when memory is returned to the OS."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
+
+
+# [end copy]
+
+
+# [copy: progress]
+def stop_if_diverged(info: dict, step: int, phase: str, writer) -> None:
+    """A loss or Q-value that is NaN or infinite ends the run at once: every later number would be
+    NaN too, and nothing is saved that could pass for a result (the logs so far are flushed)."""
+    bad = [k for k, v in info.items() if not math.isfinite(float(v))]
+    if bad:
+        writer.close()
+        raise SystemExit(f"error: the run diverged at {phase} step {step:,}: {', '.join(bad)} not finite. Nothing "
+                         f"was saved; the logs up to here are in {writer.log_dir}. Try lower learning rates "
+                         "(--critic-lr, --actor-lr) and check the data's rewards.")
+
+
+def print_progress(step, total, start_time, updates_start, last_return, evals, info, phase: str = "step") -> float:
+    """One status line: progress, speed of the update phase, time left, latest returns.
+    Returns the speed in steps per second (since updates began, once they have)."""
+    now = time.time()
+    if updates_start is not None and step > updates_start[1]:
+        sps = (step - updates_start[1]) / (now - updates_start[0])  # speed with gradient updates
+    else:
+        sps = step / max(now - start_time, 1e-9)
+    # before the first update the speed says nothing about what is left: updates cost far more
+    eta = f"ETA {(total - step) / max(sps, 1e-9) / 60:5.1f} min" if updates_start is not None else "warmup, no updates"
+    threads = torch.get_num_threads()
+    line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s ({threads} thread{'s' if threads > 1 else ''}) | {eta}"
+    if not math.isnan(last_return):  # nan: no episode finished yet (or none at all, offline)
+        line += f" | episode return {last_return:8.1f}"
+    if evals:
+        s, ret, score = evals[-1]
+        line += f" | eval {ret:8.1f}" + (f" ({score:5.1f})" if score is not None else "")
+    if info:
+        line += f" | qf_loss {float(info['qf_loss']):.3g}"
+        if "alpha" in info:  # not while the actor and temperature are frozen (WSRL's App. F ablation)
+            line += f" | alpha {float(info['alpha']):.3g}"
+    print(line, flush=True)
+    return sps
+
+
+def print_summary(summary: dict, step: int, start_time: float) -> None:
+    minutes = (time.time() - start_time) / 60
+    print(f"\n===== SUMMARY: {step:,} steps in {minutes:.1f} min =====")
+    for phase in ("offline", "online"):  # scripts with an offline phase keep its evals apart
+        evals = summary["evals"] if phase == "online" else summary.get("offline_evals", [])
+        if evals and "offline_evals" in summary:
+            print(f"  {phase} phase ({'gradient' if phase == 'offline' else 'environment'} steps):")
+        for s, ret, score in evals:
+            print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
+    print(f"  tensorboard --logdir {os.path.dirname(summary['run_dir'])}   (curve: {summary['run_dir']}/eval_curve.png)")
+    for key in ("pretrained_checkpoint", "checkpoint", "dataset", "actor"):
+        if key in summary:
+            print(f"  {key}: {summary[key]}")
+
+
+# [end copy]
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
