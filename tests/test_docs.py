@@ -16,7 +16,7 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["sac_fast.py", "jsrl.py", "calql_offline.py", "wsrl_calql_sac.py", "wsrl_iql_sac.py"]
+SCRIPTS = ["sac_fast.py", "jsrl.py", "calql_offline.py", "wsrl_calql_sac.py", "wsrl_iql_sac.py", "td3c.py"]
 METRICS = os.path.join(ROOT, "docs", "metrics.md")
 
 
@@ -180,19 +180,21 @@ def test_the_extractor_finds_every_kind_of_tag():
     dicts, the diagnostics' keys crossed with the batches' names, the eval prefix) are found."""
     tags = logged_tags()
     expected = {
-        "charts/SPS": {"sac_fast", "jsrl", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac"},
-        "offline/SPS": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac"},
-        "losses/qf_loss": {"sac_fast", "jsrl", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac"},
+        "charts/SPS": {"sac_fast", "jsrl", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "td3c"},
+        "offline/SPS": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "td3c"},
+        "losses/qf_loss": {"sac_fast", "jsrl", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "td3c"},
         "losses/alpha": {"sac_fast", "jsrl", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac"},
         "offline/losses/cql_gap": {"calql_offline", "wsrl_calql_sac"},
         "offline/losses/awr_weight_mean": {"wsrl_iql_sac"},
-        "analysis/td_error_heldout": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac"},
-        "analysis/q_online": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac"},
-        "offline/analysis/td_error_heldout": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac"},
+        "analysis/td_error_heldout": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "td3c"},
+        "analysis/q_online": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "td3c"},
+        "offline/analysis/td_error_heldout": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "td3c"},
         "analysis/policy_kl_online": {"wsrl_calql_sac", "wsrl_iql_sac"},
-        "offline/eval/normalized_score": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac"},
-        "eval/success_rate": {"sac_fast", "jsrl", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac"},
+        "offline/eval/normalized_score": {"calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "td3c"},
+        "eval/success_rate": {"sac_fast", "jsrl", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "td3c"},
         "jsrl/rollin_prob": {"jsrl"},
+        "losses/lagrange_multiplier": {"td3c"},
+        "analysis/policy_distance_heldout": {"td3c"},
     }
     for tag, scripts in expected.items():
         assert tags.get(tag) == scripts, (tag, tags.get(tag))
@@ -233,7 +235,7 @@ def test_the_extractor_expands_placeholders_and_refuses_what_it_cannot_read(tmp_
 # ---------------------------------------------------------------------------------------------
 def metrics_rows() -> dict:
     """tag -> the scripts that its row in docs/metrics.md names, in the column headed "logged by"
-    ("all" = the five scripts). A row may describe several tags (all in its first cell)."""
+    ("all" = every script). A row may describe several tags (all in its first cell)."""
     rows, column = {}, None
     for line in open(METRICS, encoding="utf-8").read().splitlines():
         if not line.startswith("|"):
@@ -245,10 +247,10 @@ def metrics_rows() -> dict:
             continue
         if column < 0 or set(cells[0]) <= set("-: ") or column >= len(cells):
             continue
-        named = set(re.findall(r"\b(sac_fast|jsrl|calql_offline|wsrl_calql_sac|wsrl_iql_sac)\b", cells[column]))
+        named = set(re.findall(r"\b(sac_fast|jsrl|calql_offline|wsrl_calql_sac|wsrl_iql_sac|td3c)\b", cells[column]))
         if re.search(r"\ball\b", cells[column]):
             named = {s[:-3] for s in SCRIPTS}
-        for tag in re.findall(r"`([A-Za-z_]+(?:/[A-Za-z_]+)+)`", cells[0]):
+        for tag in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)+)`", cells[0]):
             rows[tag] = named
     return rows
 

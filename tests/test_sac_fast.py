@@ -470,6 +470,26 @@ def test_export_help_has_its_own_flags_and_every_flag_of_sac_fast():
         assert flag in out.stdout
 
 
+def test_export_of_a_run_that_never_learns_is_random_actions_and_survives_ctrl_c(sandbox, monkeypatch):
+    E.main(E.Export(save_dataset_id="test/hopper/random-v0", sac=S.Args(online_steps=50, learning_starts=50)))
+    data, metadata = S.load_offline_data("test/hopper/random-v0", "locomotion")
+    assert data["observations"].shape == (50, 11) and metadata["complete"] is True
+    real_step, calls = S.env_step, []
+
+    def step_then_interrupt(*a):
+        calls.append(1)
+        if len(calls) == 30:
+            raise KeyboardInterrupt
+        return real_step(*a)
+
+    monkeypatch.setattr(S, "env_step", step_then_interrupt)
+    E.main(E.Export(save_dataset_id="test/hopper/random-cut-v0", sac=S.Args(online_steps=50, learning_starts=50)))
+    data, metadata = S.load_offline_data("test/hopper/random-cut-v0", "locomotion")
+    assert data["observations"].shape == (29, 11) and metadata["complete"] is False
+    with pytest.raises(SystemExit, match="at least 1 step"):
+        E.main(E.Export(save_dataset_id="test/hopper/none-v0", sac=S.Args(online_steps=0, learning_starts=0)))
+
+
 def test_existing_dataset_id_is_refused_before_training(sandbox):
     E.save_minari("test/hopper/taken-v0", hopper_like_episodes(), "Hopper-v5", (0.0, 1.0), "unit-test")
     with pytest.raises(SystemExit, match="already exists"):

@@ -11,12 +11,14 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["wsrl_calql_sac.py", "wsrl_iql_sac.py", "calql_offline.py", "sac_fast.py", "jsrl.py"]
+SCRIPTS = ["wsrl_calql_sac.py", "wsrl_iql_sac.py", "calql_offline.py", "sac_fast.py", "jsrl.py", "td3c.py"]
 # Flags whose default differs between scripts ON PURPOSE, with the reason. Anything else must agree.
 OWN_DEFAULTS = {
     "exp-name": "each script names its runs after itself",
     "warmup-steps": "the paper's warmup: WSRL's recipe (5,000) in the WSRL scripts, off (0) in Cal-QL's own recipe",
     "num-min-qs": "sac_fast.py and jsrl.py take RLPD's per-domain setting (1 on antmaze) unless told",
+    "actor-lr": "td3c.py's TD3 and TD3+BC learn the actor at 3e-4 (their papers); SAC here at 1e-4 (WSRL's)",
+    "online-algo": "each script's phase 3 learners differ: sac for the WSRL scripts, td3c for td3c.py",
 }
 # names that must not come back: one name per idea
 RETIRED = {"--total-timesteps": "--online-steps"}

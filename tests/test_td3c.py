@@ -120,6 +120,11 @@ def test_update_actor_changes_only_the_actor():
     assert all(torch.equal(a, b) for a, b in zip(critic_before, critic.parameters()))
     assert not any(torch.equal(a, b) for a, b in zip(actor_before, actor.parameters()))
     assert not any(v.requires_grad for v in info.values())
+    # D is measured against the TARGET policy (a different network here): anchoring on the actor
+    # itself would make it 0 and TD3-C's constraint void
+    with torch.no_grad():
+        expected = (actor(batch["obs"]) - target(batch["obs"])).pow(2).sum(-1).mean()
+    assert float(info["policy_change"]) > 1e-4 and float(expected) > 1e-4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +337,7 @@ def test_the_pretrained_checkpoint_holds_the_state_statistics_and_starts_a_secon
     again = run(None, pretrained_checkpoint=summary["pretrained_checkpoint"], online_steps=0, save_model=True,
                 critic_hidden=64, normalize_states=False)  # the checkpoint's settings win over these flags
     assert again["offline_evals"] == [] and "pretrained_checkpoint" not in again
+    assert len(seen) == 2
     assert all(np.array_equal(m, ckpt["obs_mean"].numpy()) and np.array_equal(s, ckpt["obs_std"].numpy()) for m, s in seen)
     end = T.read_td3_checkpoint(again["checkpoint"], torch.device("cpu"))
     for key in ("actor", "actor_target", "critic", "critic_target"):

@@ -299,3 +299,18 @@ def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, mon
     a, b = load(whole["checkpoint"]), load(resumed["checkpoint"])
     for key in ("actor", "critic", "critic_target"):
         assert same_tensors(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("algo, noise", [("so2", (math.sqrt(0.3), 0.6)), ("sac", None)])
+def test_so2_hands_its_noise_to_every_online_target_and_sac_none(pretrained, short_episodes, monkeypatch, algo, noise):
+    """--online-algo so2: every TD target of phase 3 (updates and the analysis/ TD error) backs up
+    a perturbed next action, with the paper's variance 0.3 and clip 0.6; plain SAC never does."""
+    seen, original = [], W.td_target
+
+    def td_target(critic_target, actor, alpha_param, batch, args, max_backup, noise=None):
+        seen.append(noise)
+        return original(critic_target, actor, alpha_param, batch, args, max_backup, noise)
+
+    monkeypatch.setattr(W, "td_target", td_target)
+    run(pretrained, online_algo=algo, warmup_steps=0)
+    assert len(seen) > 30 and set(seen) == {noise}

@@ -139,3 +139,20 @@ def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, mon
     for key in ("actor", "critic", "critic_target"):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
+
+
+def test_so2_from_the_iql_agent_hands_over_to_sac_with_its_noise(dataset, monkeypatch):
+    """--online-algo so2 in the IQL script: the SAC hand-over (no value net), then every online
+    TD target with SO2's noise; none during the IQL pre-training."""
+    seen, original = [], I.td_target
+
+    def td_target(critic_target, actor, alpha_param, batch, args, max_backup, noise=None):
+        seen.append(noise)
+        return original(critic_target, actor, alpha_param, batch, args, max_backup, noise)
+
+    monkeypatch.setattr(I, "td_target", td_target)
+    summary = I.main(I.Args(dataset_id=dataset, offline_steps=20, online_steps=30, warmup_steps=0, online_algo="so2",
+                            save_model=True, **TINY))
+    assert (math.sqrt(0.3), 0.6) in seen and set(seen) <= {None, (math.sqrt(0.3), 0.6)}
+    assert seen.count((math.sqrt(0.3), 0.6)) >= 30  # one critic update per online step, at least
+    assert "value" not in torch.load(summary["checkpoint"], weights_only=False)

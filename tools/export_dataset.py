@@ -126,16 +126,26 @@ def rollouts(env_id: str, actor, n: int, seed: int, obs_dim: int, act_dim: int) 
     return rb.episodes()
 
 
-def random_buffer(env_id: str, steps: int, seed: int) -> list:
+def random_buffer(env_id: str, steps: int, seed: int) -> tuple[list, int]:
     """What the buffer of a run that never updates holds (--learning-starts >= --online-steps):
-    `steps` transitions of uniformly random actions, a D4RL-style "random" dataset."""
+    `steps` transitions of uniformly random actions, a D4RL-style "random" dataset. Ctrl-C (or
+    SIGTERM) stops it with what there is; returns the episodes and the steps taken."""
     env = S.make_env(env_id, seed)
     rb = S.ReplayBuffer(env.observation_space.shape[0], env.action_space.shape[0], steps, torch.device("cpu"))
     obs, _ = env.reset(seed=seed)
-    for _ in range(steps):
-        (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
-        rb.add(o, a, r, next_o, terminated, ended)
-    return rb.episodes()
+    previous = S.interrupt_on_sigterm()
+    try:
+        for _ in range(steps):
+            (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
+            rb.add(o, a, r, next_o, terminated, ended)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after {rb.size:,} steps; saving what there is")
+    finally:
+        if previous is not None:
+            S.signal.signal(S.signal.SIGTERM, previous)
+    if rb.size == 0:
+        raise SystemExit("error: interrupted before the first step: no dataset written.")
+    return rb.episodes(), rb.size
 
 
 def evaluate_random(env_id: str, seed: int, episodes: int) -> float:
@@ -154,6 +164,8 @@ def evaluate_random(env_id: str, seed: int, episodes: int) -> float:
 
 def main(e: Export) -> dict:
     check_dataset_id_is_free(e.save_dataset_id)
+    if e.sac.online_steps < 1:
+        raise SystemExit(f"error: --online-steps is {e.sac.online_steps}; a dataset needs at least 1 step.")
     if S.domain_of(e.sac.env_id or e.sac.dataset_id or "") != "locomotion":
         raise SystemExit("error: tools/export_dataset.py exports locomotion runs only; datasets of the other domains "
                          "come from Minari's hub or from tools/make_domain_datasets.py.")
@@ -161,12 +173,14 @@ def main(e: Export) -> dict:
         if e.save_rollouts > 0:
             raise SystemExit("error: --save-rollouts records the final policy of a run that learns: raise "
                              "--online-steps above --learning-starts.")
-        env_id, summary, complete = e.sac.env_id or "Hopper-v5", {"evals": []}, True
-        episodes = random_buffer(env_id, e.sac.online_steps, e.sac.seed)
-        what = f"{e.sac.online_steps:,} steps of uniformly random actions"
+        env_id, summary = e.sac.env_id or "Hopper-v5", {"evals": []}
+        episodes, steps = random_buffer(env_id, e.sac.online_steps, e.sac.seed)
+        complete, what = steps == e.sac.online_steps, f"{steps:,} steps of uniformly random actions"
     else:
         summary = S.main(e.sac)  # returns after the last step, or after Ctrl-C with what there is
-        env_id, complete, rb = summary["env_id"], summary["steps"] == e.sac.online_steps, summary["buffer"]
+        # whole: every planned step, or stopped on purpose by --stop-at-return (not cut short)
+        complete = summary["steps"] == e.sac.online_steps or "stopped_at" in summary
+        env_id, rb = summary["env_id"], summary["buffer"]
         if e.save_rollouts > 0:
             episodes = rollouts(env_id, summary["policy"], e.save_rollouts, e.sac.seed + 20_000, rb.obs.shape[1],
                                 rb.actions.shape[1])
