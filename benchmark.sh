@@ -210,7 +210,7 @@ if [ "$TIER" = "_job" ]; then
     fi
     while [ ! -f "logs/$1_$SEED.log.done" ]; do
       if [ -f "logs/$1_$SEED.log.failed" ]; then
-        echo "FAILED: $METHOD, seed $SEED: the pre-training of seed $SEED ($1) failed" >&2
+        echo "FAILED: $METHOD, seed $SEED: the pre-training of seed $SEED failed ($1)" >&2
         exit 255
       fi
       sleep 5

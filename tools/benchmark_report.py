@@ -35,13 +35,11 @@ BENCHMARK_METHODS = [
     ("so2", "SO2"),
     ("rlpd", "RLPD (retention)"),
     ("sac_fast", "SAC (fast), from scratch"),
-    # the td3c tier (td3c.py: the policy-collapse paper)
-    ("td3c", "TD3-C"),
-    ("td3", "TD3"),
-    ("td3bc", "TD3+BC, continued online"),
 ]
 # demo.sh's runs from an IQL agent
 METHODS = BENCHMARK_METHODS + [("wsrl_iql_no_warmup", "WSRL (IQL), no warmup"), ("iql_no_retention", "IQL, no retention")]
+# the td3c tier (td3c.py: the policy-collapse paper); TD3-C first, the reference of its report
+METHODS += [("td3c", "TD3-C"), ("td3", "TD3"), ("td3bc", "TD3+BC, continued online")]
 # (tag, panel title, log scale): Fig. 11's three panels, then how far the policy moved (Fig. 8)
 ANALYSIS_TAGS = [
     ("analysis/q_online", "mean Q on online batches", False),
