@@ -831,7 +831,7 @@ def main(args: Args) -> dict:
     def log_diagnostics(prefix: str, step: int, batches: dict, pre: Optional[tuple] = None) -> None:
         # the TD error of the target being trained: Cal-QL's offline, the online learner's after the switch
         max_backup = prefix.startswith("offline") or args.online_algo == "calql" or args.max_target_backup
-        noise = so2_noise if not prefix.startswith("offline") else None
+        noise = so2_noise if not prefix.startswith("offline") else None  # phase 1 has no perturbation
         for name, batch in batches.items():
             for key, value in q_diagnostics(critic, critic_target, actor, alpha_param, batch, args, max_backup,
                                             noise).items():

@@ -753,7 +753,7 @@ def main(args: Args) -> dict:
 
     def log_diagnostics(prefix: str, step: int, batches: dict, pre: Optional[tuple] = None) -> None:
         # (the TD error is measured against SAC's target in both phases: IQL's V(s') is gone after the hand-over)
-        noise = so2_noise if not prefix.startswith("offline") else None
+        noise = so2_noise if not prefix.startswith("offline") else None  # phase 1 has no perturbation
         for name, batch in batches.items():
             for key, number in q_diagnostics(critic, critic_target, actor, alpha_param, batch, args,
                                             args.max_target_backup, noise).items():

@@ -30,6 +30,15 @@ def test_run_names_are_parsed_and_others_ignored():
     assert R.parse_run_name("Hopper-v5__wsrl__x__1") is None
 
 
+def test_runs_of_several_folders_are_reported_together(tmp_path):
+    """Two benchmarks of one tier, a method each (e.g. WSRL earlier, SO2 now): one report."""
+    write_run(tmp_path / "a", "Hopper-v5__wsrl__1__100", [(0, 10.0), (1000, 20.0)])
+    write_run(tmp_path / "b", "Hopper-v5__so2__1__100", [(0, 10.0), (1000, 5.0)])
+    data = R.read_runs([str(tmp_path / "a"), str(tmp_path / "b")], ["eval/normalized_score"])
+    assert set(data) == {"wsrl", "so2"} and data["so2"][1]["eval/normalized_score"] == {0: 10.0, 1000: 5.0}
+    assert R.read_runs(str(tmp_path / "a"), ["eval/normalized_score"]).keys() == {"wsrl"}
+
+
 def test_scores_and_curves_from_logs(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs, "Hopper-v5__wsrl__1__100", [(0, 10.0), (500, 4.0), (1000, 20.0)], q=[(0, 5.0), (250, 3.0)])

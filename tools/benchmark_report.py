@@ -57,12 +57,15 @@ def parse_run_name(name: str):
     return parts[1], int(parts[2])
 
 
-def read_runs(runs_dir: str, tags: list) -> dict:
-    """{method: {seed: {tag: {step: value}}}} for every run folder under runs_dir."""
-    if not os.path.isdir(runs_dir):
-        sys.exit(f"error: no folder {runs_dir!r}; run benchmark.sh first")
+def read_runs(runs_dirs, tags: list) -> dict:
+    """{method: {seed: {tag: {step: value}}}} for every run folder under runs_dirs (one folder or a
+    list: e.g. two benchmarks of the same tier, one method each, reported together)."""
+    folders = [runs_dirs] if isinstance(runs_dirs, str) else list(runs_dirs)
+    for runs_dir in folders:
+        if not os.path.isdir(runs_dir):
+            sys.exit(f"error: no folder {runs_dir!r}; run benchmark.sh first")
     out = defaultdict(dict)
-    for name in sorted(os.listdir(runs_dir)):
+    for runs_dir, name in sorted((d, n) for d in folders for n in os.listdir(d)):
         parsed = parse_run_name(name)
         if parsed is None:
             continue
@@ -333,7 +336,8 @@ def interval_text(estimates: dict, probabilities: dict, reference: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", required=True, help="folder holding the run folders (ENV__METHOD__SEED__TIME)")
+    p.add_argument("--runs", required=True, nargs="+",
+                   help="folder(s) holding the run folders (ENV__METHOD__SEED__TIME)")
     p.add_argument("--out", required=True, help="where curves.png, analysis.png and scores.md go")
     p.add_argument("--tag", default="eval/normalized_score", help="the score to plot and tabulate")
     p.add_argument("--title", default="", help="figure title (e.g. the environment and budget)")
