@@ -23,6 +23,8 @@ def write_random_dataset(S, dataset_id: str = "test/hopper/random-v0", episodes:
     writer (tools/export_dataset.py's), stepped through script module S."""
     import torch
 
+    import wsrl_utils as U
+
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from export_dataset import save_minari
 
@@ -34,7 +36,7 @@ def write_random_dataset(S, dataset_id: str = "test/hopper/random-v0", episodes:
         (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
         rb.add(o, a, r, next_o, terminated, ended)
         done += int(ended)
-    save_minari(dataset_id, rb.episodes(), "Hopper-v5", S.D4RL_REF_SCORES["hopper"], "random")
+    save_minari(dataset_id, rb.episodes(), "Hopper-v5", U.D4RL_REF_SCORES["hopper"], "random")
     return dataset_id
 
 

@@ -32,7 +32,7 @@ def test_checker_catches_a_drifted_copy():
 def test_marked_copies_are_identical_across_scripts():
     sources = {os.path.basename(p): open(p, encoding="utf-8").read() for p in glob.glob(os.path.join(ROOT, "*.py"))}
     blocks = marked_blocks(sources)
-    assert {"networks", "replay-buffer", "sac-update", "minari-data"} <= set(blocks), "sac_fast.py lost its marked blocks"
+    assert {"networks", "sac-actor", "sac-core", "sac-update"} <= set(blocks), "sac_fast.py lost its marked blocks"
     for text in sources.values():  # every opened block is closed
         assert text.count("# [copy: ") == text.count("# [end copy]")
     assert differing(sources) == [], "copies differ: fix every copy of these blocks"

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import calql_offline as C
+
+import wsrl_utils as U
 import jsrl as J
 import sac_fast as S
 import wsrl_calql_sac as W
@@ -143,7 +145,7 @@ def test_the_online_path_and_the_data_path_agree_on_the_same_trajectory(datasets
         gym.register_envs(gymnasium_robotics)
         raw_env = gym.make(eval_spec, max_episode_steps=100)
     rec = Recorder(raw_env)
-    w = W.DomainWrapper(rec, domain)
+    w = U.DomainWrapper(rec, domain)
     for episode in range(4):
         if eval_spec is not None:
             first, _ = rec.reset(seed=episode, options={"reset_cell": np.array([1, 1])})
@@ -183,7 +185,7 @@ def test_episodes_end_at_the_goal_online_and_success_is_reported(datasets):
     _, r, terminated, _, info = door.step(np.zeros(door.action_space.shape))
     assert (r, terminated, info["success"]) == (0.0, True, 1.0)
     kitchen, _ = T.make_recording_env("kitchen")
-    k = W.DomainWrapper(kitchen, "kitchen")
+    k = U.DomainWrapper(kitchen, "kitchen")
     T.start_episode("kitchen", k, 4, 0)  # all four tasks done at the start
     k.done_tasks[:] = False
     _, r, terminated, _, info = k.step(np.zeros(k.action_space.shape))
@@ -212,7 +214,7 @@ def test_evaluate_reports_the_success_rate_and_a_score_of_100_times_it():
     ret, score, success = W.evaluate(actor, Coin(), 4, None)
     assert (ret, score, success) == (-1.0, 50.0, 0.5)
     hopper = W.make_env("Hopper-v5", 0)
-    assert W.evaluate(hopper_actor, hopper, 1, W.D4RL_REF_SCORES["hopper"])[2] is None  # no success in locomotion
+    assert W.evaluate(hopper_actor, hopper, 1, U.D4RL_REF_SCORES["hopper"])[2] is None  # no success in locomotion
 
 
 def test_maze_without_one_fixed_goal_and_adroit_hammer_are_refused():

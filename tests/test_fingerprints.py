@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import fingerprint as FP  # noqa: E402

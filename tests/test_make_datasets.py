@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_datasets as M  # noqa: E402
 import ship_pretrained  # noqa: E402
 import sac_fast as S  # noqa: E402
+import wsrl_utils as U  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_ship_writes_the_actor_and_its_provenance(tiny_policies):
     assert p["env_id"] == "Hopper-v5" and p["level"] == "medium" and p["command"] == "test run"
     assert p["training_steps"] == 60 and p["seed"] == 1 and p["config"]["num_qs"] == 2
     assert p["deterministic_return"]["episodes"] == 2 and p["stochastic_return"]["episodes"] == 2
-    lo, hi = S.D4RL_REF_SCORES["hopper"]
+    lo, hi = U.D4RL_REF_SCORES["hopper"]
     det = p["deterministic_return"]
     assert det["normalized"] == pytest.approx(100 * (det["mean"] - lo) / (hi - lo))
     actor, _ = M.load_policy(tiny_policies, "hopper", "medium")
@@ -51,7 +52,7 @@ def test_make_writes_a_dataset_of_exactly_the_size_asked(sandbox, tiny_policies)
     ds = minari.load_dataset("local/hopper/medium-v0")
     assert ds.total_steps == 2_500 == stats["transitions"]
     assert ds.env_spec.id == "Hopper-v5" and ds.observation_space.shape == (11,) and ds.action_space.shape == (3,)
-    assert (ds.storage.metadata["ref_min_score"], ds.storage.metadata["ref_max_score"]) == S.D4RL_REF_SCORES["hopper"]
+    assert (ds.storage.metadata["ref_min_score"], ds.storage.metadata["ref_max_score"]) == U.D4RL_REF_SCORES["hopper"]
     episodes = list(ds.iterate_episodes())
     assert sum(len(e.rewards) for e in episodes) == 2_500
     for e in episodes:  # every episode ends once: terminated (fell) or truncated (time limit or cut)

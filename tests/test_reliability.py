@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import calql_offline as C
+
+import wsrl_utils as U
 import jsrl as J
 import sac_fast as S
 import wsrl_calql_sac as W
@@ -74,7 +76,7 @@ def test_a_dataset_with_nan_is_refused_at_load_time_with_where(sandbox):
         rb.add(o, a, r if rb.size != 7 else float("nan"), next_o, terminated, ended)
         if ended:
             obs, _ = env.reset()
-    E.save_minari("test/hopper/nan-v0", rb.episodes(), "Hopper-v5", S.D4RL_REF_SCORES["hopper"], "random")
+    E.save_minari("test/hopper/nan-v0", rb.episodes(), "Hopper-v5", U.D4RL_REF_SCORES["hopper"], "random")
     for module, flags in ((S, dict(offline_ratio=0.5)), (C, {}), (W, {}), (I, {})):
         with pytest.raises(SystemExit, match=r"non-finite rewards in 1 transitions \(the first at transition 7\)"):
             module.main(module.Args(dataset_id="test/hopper/nan-v0", **flags))

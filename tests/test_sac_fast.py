@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 import sac_fast as S
 
+import wsrl_utils as U
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import export_dataset as E  # noqa: E402  (sac_fast runs written as Minari datasets)
 
@@ -482,7 +484,7 @@ def test_export_of_a_run_that_never_learns_is_random_actions_and_survives_ctrl_c
             raise KeyboardInterrupt
         return real_step(*a)
 
-    monkeypatch.setattr(S, "env_step", step_then_interrupt)
+    monkeypatch.setattr(U, "env_step", step_then_interrupt)
     E.main(E.Export(save_dataset_id="test/hopper/random-cut-v0", sac=S.Args(online_steps=50, learning_starts=50)))
     data, metadata = S.load_offline_data("test/hopper/random-cut-v0", "locomotion")
     assert data["observations"].shape == (29, 11) and metadata["complete"] is False
@@ -511,14 +513,14 @@ def test_missing_dataset_fails_fast_with_local_list_and_command(sandbox):
 
 def test_other_minari_remote_is_not_probed_as_the_hub(sandbox, monkeypatch):
     monkeypatch.setenv("MINARI_REMOTE", "gcs://some-bucket")
-    assert S.hub_reachable() is True  # Minari itself will try that remote
+    assert U.hub_reachable() is True  # Minari itself will try that remote
 
 
 def test_hub_offline_variable_also_fails_fast(sandbox, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_ENDPOINT")
     start = time.time()
-    assert S.hub_reachable() is False
+    assert U.hub_reachable() is False
     assert time.time() - start < 0.1
 
 
@@ -543,7 +545,7 @@ def test_smoke_run_updates_saves_checkpoint_and_dataset(sandbox):
     # the replay buffer became a Minari dataset with all 300 transitions
     data, metadata = S.load_offline_data("test/hopper/smoke-v0", "locomotion")
     assert data["observations"].shape == (300, 11)
-    assert (metadata["ref_min_score"], metadata["ref_max_score"]) == S.D4RL_REF_SCORES["hopper"]
+    assert (metadata["ref_min_score"], metadata["ref_max_score"]) == U.D4RL_REF_SCORES["hopper"]
 
 
 def test_rollout_dataset_then_rlpd_run(sandbox):

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 
 import wsrl_calql_sac as W
+
+import wsrl_utils as U
 from conftest import write_random_dataset
 
 TINY = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32, cql_n_actions=4, offline_eval_interval=20,
@@ -176,7 +178,7 @@ def test_a_checkpoints_std_kind_is_read_from_its_weights_even_without_the_flag()
         actor = W.Actor(3, 2, 8, 1, state_dependent_std=kind)
         args = W.Args()
         saved = {k: getattr(W.Args(critic_hidden=8, critic_layers=1, actor_hidden=8, actor_layers=1,
-                                   last_hidden_init_scale=0.01), k) for k in W.NETWORK_ARGS if k != "state_dependent_std"}
+                                   last_hidden_init_scale=0.01), k) for k in U.NETWORK_ARGS if k != "state_dependent_std"}
         W.use_checkpoint_network_sizes(args, {"args": saved, "actor": actor.state_dict()})
         assert args.state_dependent_std is kind and args.actor_hidden == 8
 

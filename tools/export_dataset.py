@@ -19,6 +19,7 @@ algorithm needs; the flags kept their names.)
 
 import dataclasses
 import os
+import signal
 import sys
 import warnings
 from typing import Annotated
@@ -30,6 +31,7 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import sac_fast as S  # noqa: E402  (the run, its environments and replay buffer)
+import wsrl_utils as U  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -91,7 +93,7 @@ def check_dataset_id_is_free(dataset_id: str) -> None:
     import minari
     from minari.storage import get_dataset_path
 
-    S.validate_dataset_id(dataset_id)
+    U.validate_dataset_id(dataset_id)
     try:  # the folder must take a file now, not after an hour of training
         parent = os.path.dirname(str(get_dataset_path(dataset_id)))
         os.makedirs(parent, exist_ok=True)
@@ -115,12 +117,12 @@ def check_dataset_id_is_free(dataset_id: str) -> None:
 def rollouts(env_id: str, actor, n: int, seed: int, obs_dim: int, act_dim: int) -> list:
     """n episodes of the policy's STOCHASTIC actions, as D4RL's medium/expert data: a policy's own
     noise gives the action coverage that offline RL needs. Raw rewards: transforms happen at load."""
-    env = S.make_env(env_id, seed)
-    rb = S.ReplayBuffer(obs_dim, act_dim, n * env.spec.max_episode_steps, torch.device("cpu"))
+    env = U.make_env(env_id, seed)
+    rb = U.ReplayBuffer(obs_dim, act_dim, n * env.spec.max_episode_steps, torch.device("cpu"))
     obs, _ = env.reset(seed=seed)
     done = 0
     while done < n:
-        (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, actor.act(obs, deterministic=False))
+        (o, a, r, next_o, terminated, ended), obs, _ = U.env_step(env, obs, actor.act(obs, deterministic=False))
         rb.add(o, a, r, next_o, terminated, ended)
         done += int(ended)
     return rb.episodes()
@@ -130,19 +132,19 @@ def random_buffer(env_id: str, steps: int, seed: int) -> tuple[list, int]:
     """What the buffer of a run that never updates holds (--learning-starts >= --online-steps):
     `steps` transitions of uniformly random actions, a D4RL-style "random" dataset. Ctrl-C (or
     SIGTERM) stops it with what there is; returns the episodes and the steps taken."""
-    env = S.make_env(env_id, seed)
-    rb = S.ReplayBuffer(env.observation_space.shape[0], env.action_space.shape[0], steps, torch.device("cpu"))
+    env = U.make_env(env_id, seed)
+    rb = U.ReplayBuffer(env.observation_space.shape[0], env.action_space.shape[0], steps, torch.device("cpu"))
     obs, _ = env.reset(seed=seed)
-    previous = S.interrupt_on_sigterm()
+    previous = U.interrupt_on_sigterm()
     try:
         for _ in range(steps):
-            (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
+            (o, a, r, next_o, terminated, ended), obs, _ = U.env_step(env, obs, env.action_space.sample())
             rb.add(o, a, r, next_o, terminated, ended)
     except KeyboardInterrupt:
         print(f"\ninterrupted after {rb.size:,} steps; saving what there is")
     finally:
         if previous is not None:
-            S.signal.signal(S.signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous)
     if rb.size == 0:
         raise SystemExit("error: interrupted before the first step: no dataset written.")
     return rb.episodes(), rb.size
@@ -150,7 +152,7 @@ def random_buffer(env_id: str, steps: int, seed: int) -> tuple[list, int]:
 
 def evaluate_random(env_id: str, seed: int, episodes: int) -> float:
     """Mean return of uniformly random actions: the low reference score of an unknown environment."""
-    env = S.make_env(env_id, seed)
+    env = U.make_env(env_id, seed)
     returns = []
     for i in range(episodes):
         env.reset(seed=seed + i)
@@ -166,7 +168,7 @@ def main(e: Export) -> dict:
     check_dataset_id_is_free(e.save_dataset_id)
     if e.sac.online_steps < 1:
         raise SystemExit(f"error: --online-steps is {e.sac.online_steps}; a dataset needs at least 1 step.")
-    if S.domain_of(e.sac.env_id or e.sac.dataset_id or "") != "locomotion":
+    if U.domain_of(e.sac.env_id or e.sac.dataset_id or "") != "locomotion":
         raise SystemExit("error: tools/export_dataset.py exports locomotion runs only; datasets of the other domains "
                          "come from Minari's hub or from tools/make_domain_datasets.py.")
     if e.sac.learning_starts >= e.sac.online_steps:  # a run that would never update: random actions only
@@ -187,7 +189,7 @@ def main(e: Export) -> dict:
             what = f"{e.save_rollouts} episodes of the final policy"
         else:
             episodes, what = rb.episodes(), f"the replay buffer ({rb.size:,} transitions)"
-    ref_scores = S.reference_scores(env_id)
+    ref_scores = U.reference_scores(env_id)
     if ref_scores is None:  # unknown env: random policy as min, the final evaluation as max
         evals = summary["evals"]
         ref_scores = (evaluate_random(env_id, e.sac.seed, e.sac.eval_episodes), evals[-1][1] if evals else 0.0)

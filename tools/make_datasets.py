@@ -34,6 +34,7 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import sac_fast as S  # noqa: E402  (the project's own networks and env handling)
+import wsrl_utils as U  # noqa: E402
 from export_dataset import save_minari  # noqa: E402  (Minari's writer, whole or nothing)
 
 POLICY_DIR = os.path.join(ROOT, "policies")
@@ -111,7 +112,7 @@ def load_policy(policy_dir: str, env: str, level: str) -> tuple[S.Actor, dict]:
 
 def build_actor(saved: dict) -> S.Actor:
     """The actor of a file written by `sac_fast.py --save-actors` (or shipped from one)."""
-    env = S.make_env(saved["env_id"], 0)
+    env = U.make_env(saved["env_id"], 0)
     actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], saved["actor_hidden"], saved["actor_layers"])
     env.close()
     actor.load_state_dict(saved["actor"])
@@ -119,7 +120,7 @@ def build_actor(saved: dict) -> S.Actor:
 
 
 def rollout_returns(actor: S.Actor, env_id: str, episodes: int, deterministic: bool, seed: int) -> list:
-    env = S.make_env(env_id, seed)
+    env = U.make_env(env_id, seed)
     out = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
@@ -139,8 +140,8 @@ def record(actor: S.Actor, env_id: str, size: int, seed: int, num_envs: int = 10
     per-call overhead of a small network dominates otherwise); each one's last episode is cut
     and stored as truncated."""
     shares = [size // num_envs + (i < size % num_envs) for i in range(num_envs)]
-    envs = [S.make_env(env_id, seed + i) for i in range(num_envs) if shares[i] > 0]
-    buffers = [S.ReplayBuffer(e.observation_space.shape[0], e.action_space.shape[0], n, torch.device("cpu"))
+    envs = [U.make_env(env_id, seed + i) for i in range(num_envs) if shares[i] > 0]
+    buffers = [U.ReplayBuffer(e.observation_space.shape[0], e.action_space.shape[0], n, torch.device("cpu"))
                for e, n in zip(envs, shares)]
     obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
     for t in range(max(shares)):
@@ -148,7 +149,7 @@ def record(actor: S.Actor, env_id: str, size: int, seed: int, num_envs: int = 10
         with torch.no_grad():
             actions = actor.sample(torch.as_tensor(np.stack([obs[i] for i in live]), dtype=torch.float32))[0].numpy()
         for i, action in zip(live, actions):
-            (o, a, r, next_o, terminated, ended), obs[i], _ = S.env_step(envs[i], obs[i], action)
+            (o, a, r, next_o, terminated, ended), obs[i], _ = U.env_step(envs[i], obs[i], action)
             buffers[i].add(o, a, r, next_o, terminated, ended)  # raw rewards: the scripts transform at load
     for e in envs:
         e.close()
@@ -175,11 +176,11 @@ def make(args: Make) -> dict:
     torch.set_num_threads(1)  # one small forward pass per step: more threads only add overhead
     made = {}
     for env in args.envs:
-        env_id, refs = ENV_IDS[env], S.D4RL_REF_SCORES[env]
+        env_id, refs = ENV_IDS[env], U.D4RL_REF_SCORES[env]
         recorded = {}  # level -> episodes (medium-expert reuses what medium and expert recorded)
         for level in args.levels:
             dataset_id = f"{args.namespace}/{env}/{level}-v{args.version}"
-            S.validate_dataset_id(dataset_id)
+            U.validate_dataset_id(dataset_id)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 exists = dataset_id in minari.list_local_datasets()
@@ -234,7 +235,7 @@ def ship(args: Ship) -> str:
     torch.manual_seed(0)
     det = rollout_returns(actor, saved["env_id"], args.episodes, True, 50_000)
     sto = rollout_returns(actor, saved["env_id"], args.episodes, False, 60_000)
-    refs = S.D4RL_REF_SCORES[env]
+    refs = U.D4RL_REF_SCORES[env]
     norm = lambda r: 100 * (r - refs[0]) / (refs[1] - refs[0])
     provenance = {
         "env_id": saved["env_id"], "level": args.level, "command": args.command, "seed": saved["args"]["seed"],

@@ -24,6 +24,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import sac_fast as S  # noqa: E402
+import wsrl_utils as U  # noqa: E402
 from make_datasets import cpu_name  # noqa: E402
 
 PRETRAINED_DIR = os.path.join(ROOT, "pretrained")
@@ -36,9 +37,9 @@ def ship(path: str, name: str, command: str, episodes: int = 20, out_dir: str = 
     args = ckpt["args"]
     env_id = ckpt.get("env_id") or args.get("env_id")
     spec = None  # outside locomotion: the environment as the dataset names it (a maze's evaluation maze)
-    if S.domain_of(env_id) != "locomotion" and args.get("dataset_id"):
-        spec = S.dataset_env_spec(dict(S.load_minari(args["dataset_id"]).storage.metadata))
-    env = S.make_env(env_id, 70_000, spec)
+    if U.domain_of(env_id) != "locomotion" and args.get("dataset_id"):
+        spec = U.dataset_env_spec(dict(U.load_minari(args["dataset_id"]).storage.metadata))
+    env = U.make_env(env_id, 70_000, spec)
     actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], args["actor_hidden"], args["actor_layers"],
                     state_dependent_std="log_std.weight" in ckpt["actor"])
     actor.load_state_dict(ckpt["actor"])
@@ -52,7 +53,7 @@ def ship(path: str, name: str, command: str, episodes: int = 20, out_dir: str = 
         returns.append(total)
         successes.append(info.get("success"))
     env.close()
-    refs = S.reference_scores(env_id)
+    refs = U.reference_scores(env_id)
     mean = float(np.mean(returns))
     success = None if successes[0] is None else float(np.mean(successes))  # sparse domains
     provenance = {

@@ -15,6 +15,7 @@ of this machine in the same process, so the share is not compared against anothe
 
 import argparse
 import importlib
+import wsrl_utils as U  # noqa: E402  (support code: environments, datasets, buffers)
 import os
 import sys
 import tempfile
@@ -90,7 +91,7 @@ def time_parts(S, args, obs_dim: int, act_dim: int, repeats: int = 20) -> tuple[
             fn()
         return 1000 * (time.perf_counter() - start) / repeats
 
-    with S.autocast(args, torch.device("cpu")):  # as sac_update runs them (--precision)
+    with U.autocast(args, torch.device("cpu")):  # as sac_update runs them (--precision)
         critic_ms = ms(lambda: S.update_critic(critic, target, actor, alpha_param, critic_opt, minibatch, args))
         actor_ms = ms(lambda: S.update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, batch, args,
                                                        -float(act_dim), args.max_target_backup))
@@ -103,7 +104,7 @@ def calql_step(S, a, obs_dim: int, act_dim: int, repeats: int = 10) -> tuple[flo
     at UTD 1, on the locomotion preset."""
     args = S.Args(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden,
                   precision=a.precision)
-    S.apply_domain_preset(args, "locomotion")
+    U.apply_domain_preset(args, "locomotion")
     actor = S.Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale)
     critic = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale)
     target = S.QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale)
@@ -151,7 +152,7 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, 
     S = importlib.import_module(name)
     args = S.Args(precision=precision)
     if hasattr(S, "apply_domain_preset"):
-        S.apply_domain_preset(args, "locomotion")
+        U.apply_domain_preset(args, "locomotion")
     for key, value in dict(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden,
                            critic_layers=2, actor_layers=2).items():
         setattr(args, key, value)
@@ -226,7 +227,7 @@ def loop_args(S, a):
     args = S.Args(env_id=a.env_id, num_qs=a.num_qs, utd=a.utd, batch_size=a.batch_size, critic_hidden=a.hidden,
                   actor_hidden=a.hidden, learning_starts=1000, online_steps=1000 + a.steps,
                   eval_interval=10**9, eval_episodes=1, exp_name="speed", precision=a.precision)
-    S.apply_domain_preset(args, "locomotion")  # the sizes a flag left to the domain (2 layers, ...)
+    U.apply_domain_preset(args, "locomotion")  # the sizes a flag left to the domain (2 layers, ...)
     args.num_min_qs, args.max_target_backup = 2, False  # as main() sets them on locomotion (FLOPs are counted before it)
     return args
 
@@ -258,10 +259,10 @@ def main():
 
     S = importlib.import_module(a.script)
     if a.no_malloc_tuning:
-        S.keep_freed_memory = lambda: None
+        U.keep_freed_memory = lambda: None
     if hasattr(S, "calql_update"):  # Cal-QL: the gradient step is the unit (offline: no env step)
-        env = S.make_env(a.env_id, 0)
-        S.keep_freed_memory()
+        env = U.make_env(a.env_id, 0)
+        U.keep_freed_memory()
         flops, ms = calql_step(S, a, env.observation_space.shape[0], env.action_space.shape[0])
         peak = matmul_peak()
         achieved = flops / ms / 1e6
@@ -272,9 +273,9 @@ def main():
               f"{peak:.0f} GFLOP/s | {100 * achieved / peak:.0f}% |")
         return
     args = loop_args(S, a)
-    env = S.make_env(a.env_id, 0)
+    env = U.make_env(a.env_id, 0)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    S.keep_freed_memory()  # as main() does, so the FLOP count runs under the same allocator
+    U.keep_freed_memory()  # as main() does, so the FLOP count runs under the same allocator
     flops = flops_per_env_step(S, args, obs_dim, act_dim)
     critic_ms, actor_ms = time_parts(S, args, obs_dim, act_dim)
     with tempfile.TemporaryDirectory() as tmp:  # the run's logs are not kept

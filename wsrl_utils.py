@@ -1,0 +1,1037 @@
+"""Support code of the WSRL reference scripts: everything that is NOT the algorithm.
+
+Each script (sac_fast.py, calql_offline.py, wsrl_calql_sac.py, wsrl_iql_sac.py, jsrl.py,
+td3c.py) holds its algorithm in full: its flags, networks, losses and updates, evaluation and
+`main`. What they all need besides lives here, once, the way CleanRL keeps `cleanrl_utils`:
+
+    domain presets      the paper's per-domain settings and reward transforms (docs/domains.md)
+    datasets            Minari loading, dataset-id checks, the hub probe, flat offline arrays
+    domains, env        AntMaze, Kitchen, Adroit and PointMaze as the paper uses them; make_env, env_step
+    replay buffer       a preallocated tensor buffer, and batches mixed from online and offline data
+    precision           --precision bf16 plumbing (autocast regions, fp32 output layers)
+    checkpoints         saving and reading an agent (a model file), its checks
+    resume points       a run's whole state at an episode end, written whole or not at all
+    CUDA graphs         --cuda-graphs: an update recorded once and replayed
+    progress            argument checks, progress lines, the run summary, curves, run folders
+
+Nothing here is needed to understand an algorithm: read the scripts first. Copy this file next
+to a script you take elsewhere; the script runs with it alone.
+"""
+
+import contextlib
+import io
+import math
+import os
+import random
+import re
+import signal
+import socket
+import threading
+import time
+import warnings
+from dataclasses import asdict
+from typing import Optional
+
+# OpenMP threads (torch's, on the CPU) wait for work passively unless you say otherwise: spinning
+# ones run a run several times slower as soon as anything else uses a core (a second seed, a
+# browser). Set before torch loads OpenMP (the scripts import this module before torch);
+# `OMP_WAIT_POLICY=ACTIVE` is faster on an idle machine (docs/speed.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# Domain presets: what the paper changes from one benchmark to another (docs/algorithms.md §2-6).
+# A flag left at None takes the preset of the dataset's domain; a flag given on the command line wins.
+# ---------------------------------------------------------------------------------------------
+DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
+    "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                       state_dependent_std=True,
+                       cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=3.0),
+    "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                    state_dependent_std=False,  # one learned std per action dim (std_parameterization="uniform")
+                    cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
+    # PointMaze (this project's sparse-maze demo; not in the paper): antmaze's settings
+    "pointmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
+                      state_dependent_std=False,
+                      cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
+    "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2, last_hidden_init_scale=0.01,
+                   state_dependent_std=True,
+                   cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
+    "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3, last_hidden_init_scale=math.sqrt(2.0),
+                    state_dependent_std=True,
+                    cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
+}
+
+
+def apply_domain_preset(args, domain: str) -> dict:
+    """Fill the flags left at None with the domain's values; returns {flag: value} it set."""
+    chosen = {}
+    for key, value in DOMAIN_PRESETS[domain].items():
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, value)
+            chosen[key] = value
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: Minari datasets (loading, flattening, reward transform), made locally or downloaded
+# ---------------------------------------------------------------------------------------------
+# D4RL's reference returns (random policy, expert policy) for the normalised score
+# 100 * (R - random) / (expert - random). Minari's `mujoco/*` datasets do not carry them.
+D4RL_REF_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+}
+# Applied to offline rewards, online rewards and returns-to-go, never to the evaluation return
+# (docs/algorithms.md §6). Sparse tasks get a negative reward per step so that "not there yet" costs.
+REWARD_TRANSFORMS = {
+    "antmaze": lambda r: r * 10.0 - 5.0,  # +5 at the goal, -5 otherwise
+    "pointmaze": lambda r: r * 10.0 - 5.0,  # as antmaze
+    "adroit": lambda r: r * 10.0 + 5.0,  # binary -1/0 becomes -5/+5
+    "kitchen": lambda r: r - 4.0,  # 0..4 subtasks done becomes -4..0
+    "locomotion": lambda r: r,
+}
+DATASET_ID_RE = re.compile(r"^(?:[\w-]+/)*[\w-]+-v\d+$")
+
+
+def reference_scores(env_id: str, metadata: Optional[dict] = None):
+    """(random, expert) returns for the normalised score, or None when unknown."""
+    if metadata and metadata.get("ref_min_score") is not None and metadata.get("ref_max_score") is not None:
+        return float(metadata["ref_min_score"]), float(metadata["ref_max_score"])
+    base = env_id.split("-v")[0].lower()  # "Hopper-v5" -> "hopper", "AntMaze_..." stays apart
+    return D4RL_REF_SCORES.get(base)
+
+
+def validate_dataset_id(dataset_id: str) -> None:
+    """Fail before anything is written: a malformed id would leave a folder that breaks Minari."""
+    if not DATASET_ID_RE.match(dataset_id) or "//" in dataset_id:
+        raise SystemExit(
+            f"error: bad dataset id {dataset_id!r}. A Minari id is NAMESPACE/NAME-vN with a version "
+            "suffix, letters, digits, '_' and '-' only, e.g. local/hopper/sac-v0."
+        )
+
+
+def local_datasets_message() -> str:
+    import minari
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = sorted(minari.list_local_datasets().keys())
+    where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+    listing = "\n".join(f"    {d}" for d in local) if local else "    (none)"
+    return (
+        f"Local Minari datasets (in {where}):\n{listing}\n"
+        "Make one with this repository's own code, e.g.\n"
+        "    python tools/export_dataset.py --online-steps 30000 --save-rollouts 50 --save-dataset-id local/hopper/sac-v0"
+    )
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Can Minari's remote (the Hugging Face hub by default) be reached at all? Answered in at
+    most `timeout` seconds: without this check an offline download retries for a long while."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    if not os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):
+        return True  # another remote (e.g. gcs://): let Minari try it and report its own error
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    match = re.match(r"^(\w+)://([^/:]+)(?::(\d+))?", endpoint)
+    if not match:
+        return False
+    host, port = match.group(2), int(match.group(3) or (443 if match.group(1) == "https" else 80))
+    result = []
+
+    def probe():  # DNS lookups ignore socket timeouts, so the probe runs in a thread we can abandon
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result)
+
+
+def load_minari(dataset_id: str):
+    """Load a local Minari dataset, or download it when a network is there; fail fast otherwise."""
+    import minari
+
+    validate_dataset_id(dataset_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dataset_id in minari.list_local_datasets():
+            return minari.load_dataset(dataset_id)
+    if not hub_reachable():
+        raise SystemExit(
+            f"error: dataset {dataset_id!r} is not on this machine and Minari's hub cannot be reached "
+            f"(no network?).\n{local_datasets_message()}"
+        )
+    try:  # the real download path, for users with a network
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as e:  # unknown id, incompatible version, missing huggingface_hub, ...
+        raise SystemExit(f"error: could not download {dataset_id!r}: {e}\n{local_datasets_message()}")
+
+
+# Offline data: a Minari dataset -> flat transition arrays, through the domain's path
+def flatten_dataset(dataset, relabel=None, domain: str = "locomotion") -> dict:
+    """Episodes -> flat transition arrays, each episode through `relabel` (the domain's path,
+    DomainWrapper.relabel_episode), cached next to the dataset (h5py reads episodes one by one,
+    slow enough on a large dataset to be felt at every start)."""
+    name = "flat_cache.npz" if domain == "locomotion" else f"flat_cache_{domain}.npz"
+    cache = os.path.join(os.path.dirname(dataset.storage.data_path), name)
+    if os.path.exists(cache):
+        with np.load(cache) as f:
+            return {k: f[k] for k in f.files}
+    parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    for ep in dataset.iterate_episodes():
+        if relabel is None and not isinstance(ep.observations, np.ndarray):
+            raise SystemExit("error: this dataset has dict observations but no domain that reads them "
+                             "(antmaze, pointmaze, kitchen); pass --domain.")
+        ep_data = relabel(ep.observations, ep.rewards, ep.terminations) if relabel else dict(
+            observations=ep.observations, rewards=ep.rewards, terminals=ep.terminations)
+        if ep_data is None:  # dropped by the domain (adroit: never reached the goal)
+            continue
+        n = len(ep_data["rewards"])
+        parts["observations"].append(ep_data["observations"][:-1])  # an episode stores N+1 observations
+        parts["next_observations"].append(ep_data["observations"][1:])
+        parts["actions"].append(ep.actions[:n])
+        parts["rewards"].append(ep_data["rewards"])
+        parts["terminals"].append(ep_data["terminals"])
+        # An episode that ends without terminating was cut (time limit): not terminal, but the
+        # trajectory ends there (returns-to-go must not run into the next episode).
+        last = np.arange(n) == n - 1
+        parts["timeouts"].append(last & ~np.asarray(ep_data["terminals"], dtype=bool))
+    if not parts["rewards"]:
+        raise SystemExit(f"error: no episode of this dataset is left for the {domain} domain (adroit keeps the "
+                         "episodes that reach the goal).")
+    flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
+    np.savez(cache, **flat)
+    return flat
+
+
+def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
+    """Flat offline arrays with the domain's reward transform applied, and the dataset metadata."""
+    dataset = load_minari(dataset_id)
+    metadata = dict(dataset.storage.metadata)
+    metadata["spec"] = spec = dataset_env_spec(metadata)  # the environment the scripts then make
+    env_domain = domain_of(spec.id) if spec is not None else "locomotion"
+    # the very wrapper the online environment will have: the data and the env cannot disagree
+    relabel = make_env(spec.id, 0, spec).get_wrapper_attr("relabel_episode") if env_domain != "locomotion" else None
+    data = flatten_dataset(dataset, relabel, env_domain)
+    for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
+        bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
+        if bad.any():
+            raise SystemExit(f"error: dataset {dataset_id!r} has non-finite {key} in {bad.sum():,} transitions "
+                             f"(the first at transition {int(np.argmax(bad)):,}); clean or remake it.")
+    data["rewards"] = REWARD_TRANSFORMS[domain](data["rewards"]).astype(np.float32)
+    data["actions"] = np.clip(data["actions"], -0.99999, 0.99999)  # atanh must stay finite
+    metadata["env_id"] = dataset.env_spec.id if dataset.env_spec is not None else None
+    if metadata.get("complete") is False:
+        print(f"WARNING: dataset {dataset_id!r} was saved by a run cut short (Ctrl-C); it is used as it is.")
+    return data, metadata
+
+
+def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
+    """The environment to act in: --env-id if given, else the one the dataset names. A dataset of
+    one body refused for another (same sizes would train without a word); versions may differ."""
+    recorded = metadata.get("env_id")
+    if env_id and recorded and env_id.split("-v")[0] != recorded.split("-v")[0]:
+        raise SystemExit(f"error: dataset {dataset_id!r} was recorded in {recorded}, not {env_id}: "
+                         f"drop --env-id or pass --env-id {recorded}.")
+    return env_id or recorded or "Hopper-v5"
+
+
+# ---------------------------------------------------------------------------------------------
+# Domains: ONE observation and reward path for the offline data and the online environment
+# (docs/algorithms.md §6). Online, `DomainWrapper` turns the environment's own observations,
+# rewards and ends into the paper's; offline, `DomainWrapper.relabel_episode` runs the same
+# functions over each recorded episode, so the data and the environment cannot disagree.
+# ---------------------------------------------------------------------------------------------
+ADROIT_TASKS = ("pen", "door", "relocate")  # the binary Adroit tasks of the paper (Cal-QL's)
+ADROIT_MAX_STEPS = {"pen": 100, "door": 200, "relocate": 200}  # their episode lengths (official mj_envs)
+MAZE_GOAL_RADIUS = 0.5  # "at the goal" in D4RL and the official code (gymnasium-robotics's own is 0.45)
+KITCHEN_TASK_RADIUS = 0.3  # a kitchen task is done when its joints are this close to their goal
+
+
+def domain_of(name: str) -> str:
+    """The benchmark domain of an env or dataset id; it picks the data path and the presets."""
+    name = name.lower()
+    if "antmaze" in name:
+        return "antmaze"
+    if "pointmaze" in name:
+        return "pointmaze"
+    if "kitchen" in name:
+        return "kitchen"
+    # (by substring, as the ids go: "D4RL/pen/human-v2", "AdroitHandPen-v1"; hammer is refused later:
+    # it has no binary version in the paper)
+    if any(task in name for task in ("door", "pen", "relocate", "hammer")):
+        return "adroit"
+    return "locomotion"
+
+
+def env_kwargs_for(domain: str, env_id: str) -> dict:
+    """What the wrapper below needs from the environment: it decides the ends of episodes itself."""
+    if domain in ("antmaze", "pointmaze"):  # never end or move the goal on its own (the wrapper ends at the goal)
+        return dict(continuing_task=True, reset_target=False)
+    if domain == "kitchen":  # the episode ends when all four tasks are done (the wrapper), not on the env's terms
+        return dict(terminate_on_tasks_completed=False, remove_task_when_completed=False)
+    if domain == "adroit":
+        task = adroit_task(env_id)
+        return dict(max_episode_steps=ADROIT_MAX_STEPS[task])
+    return {}
+
+
+def adroit_task(name: str) -> str:
+    for task in ADROIT_TASKS:
+        if task in name.lower():
+            return task
+    raise SystemExit(f"error: {name} has no binary version in the paper; the Adroit tasks are {', '.join(ADROIT_TASKS)}.")
+
+
+class DomainWrapper(gym.Wrapper):
+    """The paper's version of each domain, on top of gymnasium-robotics's environments:
+
+    - antmaze / pointmaze: the goal is FIXED (the one goal cell of the maze map, as in D4RL's
+      evaluation mazes), so it is not observed: antmaze sees D4RL's 29 numbers (x, y, then the
+      ant's 27), pointmaze (x, y, vx, vy). Reward 1 within MAZE_GOAL_RADIUS of the goal cell's
+      centre, else 0, and the episode ends there (terminal: nothing is bootstrapped after it).
+    - kitchen: D4RL's observation without its constant goal vector: robot joint positions (9)
+      and object positions (21). Reward = the number of the four tasks done SO FAR in the episode
+      (official code: a task once done stays counted), the episode ends when all four are done,
+      success = that number / 4.
+    - adroit (pen, door, relocate): the binary tasks of Cal-QL: reward = goal reached - 1, in
+      {-1, 0}, read from the observation; the episode ends at the goal.
+    - locomotion: unchanged.
+
+    The scripts then scale and shift the rewards (REWARD_TRANSFORMS) for training only; the
+    evaluation return is the reward defined here."""
+
+    def __init__(self, env: gym.Env, domain: str):
+        super().__init__(env)
+        self.domain, self.goal_xy, self.tasks = domain, None, ()
+        if domain in ("antmaze", "pointmaze"):
+            goals = env.unwrapped.maze.unique_goal_locations  # (x, y) centres of the map's goal cells
+            if len(goals) != 1:
+                raise SystemExit(f"error: {env.spec.id} has {len(goals)} possible goal cells; the paper's mazes have one "
+                                 "fixed goal: use the dataset's evaluation maze (its --dataset-id) or a maze_map with "
+                                 "one goal cell.")
+            self.goal_xy = np.asarray(goals[0], dtype=np.float64)
+        elif domain == "kitchen":
+            self.tasks = tuple(env.unwrapped.goal.keys())
+        elif domain == "adroit":
+            self.task = adroit_task(env.spec.id if env.spec else "")
+        flat = self.flat_observation(env.observation_space.sample())  # only to learn the flat size
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, flat.shape, np.float64)
+        self.done_tasks = np.zeros(len(self.tasks), dtype=bool)
+
+    def flat_observation(self, obs):
+        """The vector the networks see; one observation, or an episode's stacked along axis 0."""
+        if self.domain == "antmaze":
+            return np.concatenate([obs["achieved_goal"], obs["observation"]], axis=-1)
+        if self.domain == "pointmaze":  # its "observation" starts with (x, y) already
+            return np.asarray(obs["observation"])
+        if self.domain == "kitchen":  # observation = robot qpos 0:9, qvel 9:18, object qpos 18:39, qvel 39:59
+            return np.concatenate([obs["observation"][..., 0:9], obs["observation"][..., 18:39]], axis=-1)
+        return np.asarray(obs)
+
+    def goal_flags(self, obs) -> np.ndarray:
+        """Reached the goal (mazes, adroit: one flag) or each task done (kitchen), per observation."""
+        if self.domain in ("antmaze", "pointmaze"):
+            return (np.linalg.norm(obs["achieved_goal"] - self.goal_xy, axis=-1) <= MAZE_GOAL_RADIUS)[..., None]
+        if self.domain == "kitchen":
+            return np.stack([np.linalg.norm(obs["achieved_goal"][t] - obs["desired_goal"][t], axis=-1) < KITCHEN_TASK_RADIUS
+                             for t in self.tasks], axis=-1)
+        # adroit: the thresholds of the envs' own "goal achieved" (mj_envs, which Cal-QL's binary
+        # tasks use), read from the observation so that recorded data can be relabelled too
+        o = np.asarray(obs)
+        if self.task == "door":  # the door's hinge angle
+            return (o[..., 28] >= 1.35)[..., None]
+        if self.task == "relocate":  # object to target
+            return (np.linalg.norm(o[..., 36:39], axis=-1) < 0.1)[..., None]
+        # pen: position error and orientation agreement (unit vectors)
+        return ((np.linalg.norm(o[..., 39:42], axis=-1) < 0.075) & ((o[..., 33:36] * o[..., 36:39]).sum(-1) > 0.95))[..., None]
+
+    def reward_and_end(self, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(reward, terminal, success) from the flags after each step; for kitchen `flags` must be
+        the tasks done so far."""
+        if self.domain == "kitchen":
+            done = flags.sum(-1).astype(np.float64)
+            return done, flags.all(-1), done / len(self.tasks)
+        reached = flags[..., 0]
+        return reached - (1.0 if self.domain == "adroit" else 0.0), reached, reached.astype(np.float64)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.done_tasks[:] = False
+        return (obs if self.domain == "locomotion" else self.flat_observation(obs)), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.domain == "locomotion":
+            return obs, reward, terminated, truncated, info
+        flags = self.goal_flags(obs)
+        if self.domain == "kitchen":
+            self.done_tasks |= flags
+            flags = self.done_tasks
+        reward, terminal, success = self.reward_and_end(flags)
+        info["success"] = float(success)
+        return self.flat_observation(obs), float(reward), bool(terminal), truncated, info
+
+    def relabel_episode(self, obs, rewards, terminations) -> Optional[dict]:
+        """One recorded episode (N+1 observations, N rewards) through the same path as `step`:
+        flat observations, rewards and terminals; None for an episode the domain drops."""
+        if self.domain == "locomotion":
+            return dict(observations=np.asarray(obs), rewards=rewards, terminals=np.asarray(terminations, bool))
+        flags = self.goal_flags(after_first(obs))  # the flags of the observation each step led to
+        if self.domain == "kitchen":  # done so far: a running OR along the episode, as `step` keeps it
+            flags = np.logical_or.accumulate(flags, axis=0)
+        reward, terminal, _ = self.reward_and_end(flags)
+        flat = self.flat_observation(obs)
+        if self.domain == "adroit":  # official Cal-QL data: episodes that never succeed are dropped,
+            if not terminal.any():  # the others end at their last success
+                return None
+            last = int(np.flatnonzero(terminal)[-1]) + 1
+            flat, reward, terminal = flat[: last + 1], reward[:last], terminal[:last]
+        return dict(observations=flat, rewards=reward, terminals=terminal)
+
+
+def after_first(obs):
+    """An episode's observations without the first (dicts of arrays, nested for kitchen, too)."""
+    return {k: after_first(v) for k, v in obs.items()} if isinstance(obs, dict) else obs[1:]
+
+
+def dataset_env_spec(metadata: dict):
+    """The environment a dataset names for evaluation (AntMaze: its fixed start and goal), else
+    the one it was recorded in; None when it names neither. Kitchen: the tasks are the dataset's
+    (its desired_goal keys), whatever the spec says."""
+    text = metadata.get("eval_env_spec") or metadata.get("env_spec")
+    if not text:
+        return None
+    spec = gym.envs.registration.EnvSpec.from_json(text)
+    space = metadata.get("observation_space")
+    if domain_of(spec.id) == "kitchen" and isinstance(space, gym.spaces.Dict) and "desired_goal" in space.spaces:
+        spec.kwargs = {**spec.kwargs, "tasks_to_complete": list(space["desired_goal"].spaces.keys())}
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment: one env, reset by hand, so no transition ever spans two episodes
+# ---------------------------------------------------------------------------------------------
+def make_env(env_id: str, seed: int, spec=None) -> gym.Env:
+    """The environment `env_id`, in its domain's form (DomainWrapper). Outside locomotion, a
+    dataset's own spec of it (dataset_env_spec: AntMaze's evaluation maze, kitchen's tasks) is
+    used when given."""
+    domain = domain_of(env_id)
+    if domain != "locomotion":  # AntMaze, PointMaze, FrankaKitchen and Adroit come from gymnasium-robotics
+        # (its notice on import is about Adroit's DENSE rewards, which these scripts never use)
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+    use_spec = spec is not None and spec.id == env_id and domain != "locomotion"
+    try:
+        env = gym.make(spec if use_spec else env_id, **env_kwargs_for(domain, env_id))
+    except gym.error.Error as e:  # an unknown id or version: gymnasium's own words, without the traceback
+        raise SystemExit(f"error: cannot make environment {env_id!r}: {e}")
+    if domain != "locomotion":
+        env = DomainWrapper(env, domain)
+    if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(env.observation_space, gym.spaces.Box):
+        raise SystemExit(f"error: {env_id} has {env.action_space} actions and {env.observation_space} observations; "
+                         "these scripts need continuous (Box) actions and flat Box observations, e.g. Hopper-v5.")
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    low, high = env.action_space.low, env.action_space.high
+    if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
+        raise SystemExit(f"error: {env_id} has actions in [{low.min()}, {high.max()}]; these scripts expect [-1, 1].")
+    env.action_space.seed(seed)
+    return env
+
+
+def env_step(env: gym.Env, obs: np.ndarray, action: np.ndarray):
+    """Step once. Returns the transition to store and the observation to act from next.
+
+    Gymnasium 1.x vector envs reset on the step AFTER an episode ends: that step ignores the
+    action and returns the first observation of the next episode, a classic source of
+    transitions that span two episodes. A single env that we reset here cannot do that. The
+    stored `terminated` flag is the true termination only: a time-limit truncation is not
+    terminal, so its TD target still bootstraps from next_obs."""
+    next_obs, reward, terminated, truncated, info = env.step(action)
+    if not np.isfinite(next_obs).all() or not math.isfinite(reward):  # the simulator blew up
+        raise SystemExit(f"error: {env.spec.id if env.spec else 'the environment'} returned a non-finite "
+                         "observation or reward; the run stops here and saves nothing.")
+    transition = (obs, action, float(reward), next_obs, bool(terminated), bool(terminated or truncated))
+    episode = info.get("episode") if (terminated or truncated) else None  # {"r": return, "l": length}
+    if terminated or truncated:
+        next_obs, _ = env.reset()
+    return transition, next_obs, episode
+
+
+class ReplayBuffer:
+    """Flat circular buffer of transitions kept as torch tensors, so sampling is one index op."""
+
+    # Tensors live on the training device from the start: at UTD 4 we sample 1,024 transitions
+    # per env step, and a numpy -> torch copy of each batch would cost more than the indexing.
+    # The same class holds the offline dataset (RLPD), so both are sampled the same way.
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device):
+        self.capacity, self.device, self.size, self.pos = capacity, device, 0, 0
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, act_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.terminals = torch.zeros(capacity, device=device)  # 1 = terminated: do not bootstrap
+        self.ends = torch.zeros(capacity, dtype=torch.bool, device=device)  # episode ended here (for export)
+        # Cal-QL's lower bound: the discounted return-to-go of the trajectory through each
+        # transition; -inf = not known (yet), which leaves the bound off. Unused by plain SAC.
+        self.mc_returns = torch.full((capacity,), -math.inf, device=device)
+
+    @classmethod
+    def from_arrays(cls, data: dict, device: torch.device) -> "ReplayBuffer":
+        n, obs_dim = data["observations"].shape
+        rb = cls(obs_dim, data["actions"].shape[1], n, device)
+        rb.obs[:] = torch.as_tensor(data["observations"])
+        rb.actions[:] = torch.as_tensor(data["actions"])
+        rb.rewards[:] = torch.as_tensor(data["rewards"])
+        rb.next_obs[:] = torch.as_tensor(data["next_observations"])
+        rb.terminals[:] = torch.as_tensor(data["terminals"], dtype=torch.float32)
+        rb.ends[:] = torch.as_tensor(data["terminals"] | data["timeouts"])
+        if "mc_returns" in data:
+            rb.mc_returns[:] = torch.as_tensor(data["mc_returns"])
+        rb.size = n
+        return rb
+
+    def add(self, obs, action, reward, next_obs, terminated, ended):
+        i = self.pos
+        self.obs[i] = torch.as_tensor(obs)
+        self.actions[i] = torch.as_tensor(action)
+        self.rewards[i] = reward
+        self.next_obs[i] = torch.as_tensor(next_obs)
+        self.terminals[i] = float(terminated)
+        self.ends[i] = ended
+        self.mc_returns[i] = -math.inf
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, shape: tuple, generator: torch.Generator, skip_newest: int = 0) -> dict:
+        """Uniform over what is stored, but the `skip_newest` transitions added last (Cal-QL
+        online: the unfinished episode, whose returns-to-go are not known yet)."""
+        # our own generator keeps runs reproducible for a seed
+        idx = torch.randint(0, self.size - skip_newest, shape, generator=generator, device="cpu")
+        if skip_newest:  # count back from just before the skipped ones (the buffer is circular)
+            idx = (self.pos - skip_newest - 1 - idx) % self.capacity
+        idx = idx.to(self.device)
+        return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
+                "next_obs": self.next_obs[idx], "terminals": self.terminals[idx], "mc_returns": self.mc_returns[idx]}
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "ends", "mc_returns")
+
+    def state_dict(self) -> dict:
+        """What is stored, for a resume point (a 1M-transition buffer after 20k steps saves 20k)."""
+        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu() for k in self.FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.pos = state["size"], state["pos"]
+        for k in self.FIELDS:
+            getattr(self, k)[: self.size] = state[k].to(self.device)
+
+    def episodes(self) -> list:
+        """The stored transitions cut back into episodes, oldest first (for dataset export)."""
+        order = torch.arange(self.size)
+        if self.size == self.capacity:  # wrapped around: the oldest transition sits at `pos`
+            order = torch.roll(order, -self.pos)
+        episodes, start = [], 0
+        ends = self.ends[order].cpu().numpy()
+        ends[-1] = True  # an unfinished last episode is stored as truncated
+        for stop in np.flatnonzero(ends) + 1:
+            ix = order[start:stop]
+            obs = torch.cat([self.obs[ix], self.next_obs[ix[-1:]]]).cpu().numpy()
+            terminations = self.terminals[ix].cpu().numpy().astype(bool)
+            episodes.append((obs, self.actions[ix].cpu().numpy(), self.rewards[ix].cpu().numpy().astype(np.float64),
+                             terminations, ~terminations & (np.arange(len(ix)) == len(ix) - 1)))
+            start = stop
+        return episodes
+
+
+def offline_per_batch(batch_size: int, offline_ratio: float) -> int:
+    return int(round(batch_size * offline_ratio))
+
+
+def sample_batch(online: ReplayBuffer, offline: Optional[ReplayBuffer], utd: int, batch_size: int,
+                 offline_ratio: float, generator: torch.Generator, skip_newest: int = 0) -> dict:
+    """utd minibatches of batch_size, stacked as (utd * batch_size, ...). With offline data every
+    minibatch holds the same share of it (RLPD's symmetric sampling: 50/50). `skip_newest`: see
+    ReplayBuffer.sample."""
+    n_off = offline_per_batch(batch_size, offline_ratio) if offline is not None else 0
+    # (utd, b_online) and (utd, b_offline) joined along dim 1, so minibatch k (row k) holds
+    # exactly b_offline offline transitions, then flattened to (utd * batch_size, ...). The
+    # official WSRL code concatenates the whole online sample and then the offline one, so at UTD
+    # 4 two of its minibatches are online-only and two offline-only; we keep RLPD's own mix inside
+    # every minibatch, which is what the RLPD paper describes and what keeps each critic step's
+    # data the same.
+    parts = [online.sample((utd, batch_size - n_off), generator, skip_newest)]
+    if n_off > 0:
+        parts.append(offline.sample((utd, n_off), generator))
+    return {k: torch.cat([p[k] for p in parts], dim=1).flatten(0, 1) for k in parts[0]}
+
+
+def autocast(args, device: torch.device):
+    """`--precision bf16`: inside a gradient update, the networks' matmuls (forward and backward)
+    run in bfloat16 (torch.autocast); the weights, their gradients and Adam states stay float32,
+    and so do the output layers (below), hence the Q-values, log-probabilities, losses and TD
+    targets. fp32 (the default): a no-op. No weight cache: autocast would otherwise keep the
+    bf16 copy of each weight for the whole region, and the second of `utd` critic steps would
+    run on the weights from before the first."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False)
+
+
+def backward(loss: torch.Tensor, **kwargs) -> None:
+    """loss.backward() outside the bf16 region: autocast would also cast the backward's own
+    matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
+    included. The trunk's backward still runs in the bf16 of its forward."""
+    with torch.autocast(loss.device.type, enabled=False):
+        loss.backward(**kwargs)
+
+
+def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
+    """layer(x) in float32, also inside a bf16 autocast region: an output layer keeps its outputs
+    exact (a Q-value of 500 in bfloat16 is only known to +-2, more than a TD error)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float(), *rest)
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """opt.load_state_dict(state), keeping THIS run's Adam settings (fused, capturable): loading
+    would put back the saving run's, e.g. a CPU run's non-capturable Adam into a --cuda-graphs
+    run, or a capturable one into a CPU run. Step counts go where these settings keep them."""
+    settings = [{k: group[k] for k in ("fused", "capturable", "foreach") if k in group} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+        for param in group["params"]:
+            if "step" in opt.state.get(param, {}):
+                on_device = kept.get("capturable") or kept.get("fused")
+                opt.state[param]["step"] = opt.state[param]["step"].to(param.device if on_device else "cpu", torch.float32)
+
+
+def adam_options(device: torch.device, args, fused: bool = True) -> dict:
+    """Fused Adam on CPU and GPU; capturable (its step count stays on the GPU) for --cuda-graphs."""
+    options = {"fused": True} if fused and device.type in ("cpu", "cuda") else {}
+    if device.type == "cuda" and args.cuda_graphs:
+        options["capturable"] = True
+    return options
+
+
+def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
+    """runs/{env}__{exp_name}__{seed}__{unix time}, created here and unique: runs started in the
+    same second (seeds launched side by side) get a suffix instead of sharing one log folder."""
+    base = os.path.join("runs", f"{env_id}__{exp_name}__{seed}__{int(time.time())}")
+    run_dir, n = base, 1
+    while True:
+        try:
+            os.makedirs(run_dir)  # fails if it exists, even when another process made it a moment ago
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = f"{base}_{n}"
+
+
+def save_curve(path: str, evals: list, title: str, marks: Optional[dict] = None) -> None:
+    """Evaluation return against environment steps, as a PNG next to the tensorboard logs;
+    `marks` {label: step} draws the phase boundaries (e.g. where updates start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([e[0] for e in evals], [e[1] for e in evals], marker="o")
+    for label, step in (marks or {}).items():
+        ax.axvline(step, color="gray", linestyle="--", linewidth=1)
+        ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), fontsize=8, color="gray",
+                    rotation=90, ha="right", va="top")
+    ax.set(xlabel="environment steps", ylabel="evaluation return", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def heldout_split(data: dict, size: int, seed: int) -> tuple[dict, dict]:
+    """Split the flat offline arrays into (training, held-out): `size` random transitions (at most
+    a tenth) are set aside for evaluation only, so Q on offline data can still be measured once
+    the dataset has been discarded."""
+    n = len(data["rewards"])
+    held = np.random.default_rng(seed).permutation(n)[: min(size, n // 10)]
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return {k: v[~mask] for k, v in data.items()}, {k: v[mask] for k, v in data.items()}
+
+
+def to_batch(data: dict, device: torch.device) -> dict:
+    """Flat offline arrays -> the dict of tensors that ReplayBuffer.sample returns."""
+    names = {"obs": "observations", "actions": "actions", "rewards": "rewards", "next_obs": "next_observations",
+             "terminals": "terminals", "mc_returns": "mc_returns"}
+    return {k: torch.as_tensor(data[v], dtype=torch.float32, device=device) for k, v in names.items() if v in data}
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving an SAC agent (every script but td3c.py), read back by checkpoint-load
+# ---------------------------------------------------------------------------------------------
+# Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
+# checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
+                    args, step: int, **extra) -> None:
+    """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
+    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
+    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
+                "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
+                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a checkpoint written by save_checkpoint (any script of this repository)
+# ---------------------------------------------------------------------------------------------
+NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale",
+                "state_dependent_std")
+
+
+def read_checkpoint(path: str, device: torch.device) -> dict:
+    if not os.path.isfile(path):
+        raise SystemExit(
+            f"error: no checkpoint at {path!r}. Pre-train one with `python calql_offline.py --dataset-id ID` "
+            "(it writes runs/<run>/calql_offline_pretrained.pt), or save one with any script's --save-model."
+        )
+    try:  # weights_only: a checkpoint holds tensors, numbers and strings, never code to run
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(f"error: {path!r} is not a checkpoint these scripts can read (torch.load: {first[:200]}). "
+                         "Pass a *_pretrained.pt or --save-model file.")
+    if isinstance(ckpt, dict) and "log_alpha" in ckpt and "format" not in ckpt:
+        raise SystemExit(
+            f"error: {path!r} was written by an older version of these scripts (checkpoint format 1: no "
+            "LayerNorm in the actor, exp-parameterised temperature), which this version cannot load without "
+            "changing the networks. Pre-train it again, e.g. `python calql_offline.py --dataset-id ID`."
+        )
+    missing = [k for k in ("actor", "critic", "critic_target", "alpha_param", "actor_opt", "critic_opt",
+                           "alpha_opt", "args", "format") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise SystemExit(f"error: {path!r} is not a checkpoint of these scripts (it lacks {', '.join(missing)}).")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise SystemExit(f"error: {path!r} has checkpoint format {ckpt['format']}; this version reads format "
+                         f"{CHECKPOINT_FORMAT} only. Use the version of these scripts that wrote it, or pre-train again.")
+    if ckpt.get("complete") is False:  # saved on Ctrl-C: fewer steps than its run asked for
+        print(f"WARNING: {path} was saved by a run cut short (Ctrl-C) at step {ckpt['step']:,} of "
+              f"{ckpt['planned_steps']:,}; it is used as it is.")
+    if "cql_alpha_opt" in ckpt:  # the Lagrange multiplier's optimizer, under its name before December 2026
+        ckpt["cql_lagrange_opt"] = ckpt.pop("cql_alpha_opt")
+    return ckpt
+
+
+def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -> None:
+    """Before anything is built: the checkpoint's networks must take this environment's sizes."""
+    trained_obs = ckpt["actor"]["trunk.0.weight"].shape[1]  # the first Dense: (hidden, obs)
+    trained_act = ckpt["actor"]["mean.weight"].shape[0]  # the mean head: (actions, hidden)
+    if (trained_obs, trained_act) != (obs_dim, act_dim):
+        trained_on = ckpt.get("env_id") or ckpt["args"].get("env_id") or ckpt["args"].get("dataset_id")
+        raise SystemExit(f"error: the checkpoint was trained on {trained_on} ({trained_obs}-dim observations, "
+                         f"{trained_act}-dim actions); {env_id} has {obs_dim} and {act_dim}. Pass --env-id {trained_on} "
+                         "or a checkpoint of this environment.")
+
+
+def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
+    """The networks must be built with the checkpoint's sizes: they override the flags (said aloud)."""
+    for key in NETWORK_ARGS:
+        # (the std's kind is read from the weights: checkpoints older than that flag name it nowhere else)
+        value = "log_std.weight" in ckpt["actor"] if key == "state_dependent_std" else ckpt["args"][key]
+        if getattr(args, key) not in (None, value):
+            print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
+        setattr(args, key, value)
+
+
+def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt) -> None:
+    """Weights, temperature and Adam states, exactly as saved."""
+    try:
+        actor.load_state_dict(ckpt["actor"])
+        critic.load_state_dict(ckpt["critic"])
+        critic_target.load_state_dict(ckpt["critic_target"])
+    except RuntimeError as e:
+        raise SystemExit(f"error: the checkpoint (trained on {ckpt['args'].get('env_id') or ckpt['args'].get('dataset_id')}) "
+                         f"does not fit this environment's observation/action sizes:\n{e}")
+    with torch.no_grad():
+        alpha_param.copy_(ckpt["alpha_param"])
+    for opt, key in ((actor_opt, "actor_opt"), (critic_opt, "critic_opt"), (alpha_opt, "alpha_opt")):
+        lrs = [group["lr"] for group in opt.param_groups]
+        load_optimizer_state(opt, ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
+        for group, lr in zip(opt.param_groups, lrs):
+            group["lr"] = lr  # ... but the learning rates are this run's flags, not the checkpoint's
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings that would run but mean nothing are refused before anything is built or written
+# ---------------------------------------------------------------------------------------------
+def check_args(args, budgets: dict) -> None:
+    """Stop, before any run folder, network or dataset is made, on settings that would train but
+    mean nothing (a negative budget, a minimum over more critics than exist, a learning rate that
+    cannot learn). `budgets` maps each step-count flag to (its value, the smallest that makes
+    sense). Every problem is one line with the flag to change."""
+    problems = [f"{flag} is {value:,}; it must be at least {low:,}" for flag, (value, low) in budgets.items()
+                if value < low]
+    if getattr(args, "num_qs", None) is not None and not 1 <= args.num_min_qs <= args.num_qs:
+        problems.append(f"--num-min-qs is {args.num_min_qs}; the target is a minimum over that many of the "
+                        f"--num-qs {args.num_qs} critics, so it must be between 1 and {args.num_qs}")
+    for flag, value in (("--batch-size", args.batch_size), ("--utd", args.utd), ("--eval-episodes", args.eval_episodes),
+                        ("--eval-interval", args.eval_interval)):
+        if value < 1:
+            problems.append(f"{flag} is {value}; it must be at least 1")
+    for name in ("actor_lr", "critic_lr", "temp_lr"):
+        lr = getattr(args, name)
+        if not 0.0 < lr < 1.0:  # Adam at a rate of 1 or more diverges within steps (the defaults are 1e-4, 3e-4)
+            problems.append(f"--{name.replace('_', '-')} is {lr:g}; it must be in (0, 1)")
+    if problems:
+        raise SystemExit("error: " + "\n       ".join(problems) + ".")
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume points (--resume RUN_DIR): everything a run needs to continue exactly where it stopped
+# ---------------------------------------------------------------------------------------------
+RESUME_FILE = "resume.pt"
+
+
+def interrupt_on_sigterm():
+    """A cluster's preemption (SIGTERM) stops the run the way Ctrl-C does: results are saved.
+    Returns the handler it replaced (None where signals cannot be set: not the main thread)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+def rng_states(gen: torch.Generator) -> dict:
+    """Every random stream a run draws from: Python's, numpy's, torch's (CUDA's) and the replay
+    sampler's."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [], "replay": gen.get_state()}
+
+
+def set_rng_states(states: dict, gen: torch.Generator) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    gen.set_state(states["replay"])
+
+
+def env_snapshot(env: gym.Env, simulator: bool = True) -> dict:
+    """What the next steps of an env depend on, taken right after a reset (an episode boundary,
+    where no time limit or episode statistic is running): its simulator state and its random
+    streams. `simulator=False`: the random streams only (an env that is reset before each use)."""
+    u = env.unwrapped
+    snap = {"np_random": u.np_random.bit_generator.state, "action_space": env.action_space.np_random.bit_generator.state}
+    if simulator and hasattr(u, "set_state"):  # MuJoCo: positions and velocities are the whole state
+        snap.update(qpos=u.data.qpos.copy(), qvel=u.data.qvel.copy())
+    elif simulator:  # another simulator: its state cannot be saved here, so a resume starts a new episode
+        snap["inexact"] = True
+    return snap
+
+
+def restore_env(env: gym.Env, snap: dict, obs=None):
+    """Put an env back where env_snapshot found it: a fresh episode, then its state and streams.
+    Returns the observation to act from: the saved `obs`, or the fresh one if the state was not saved."""
+    fresh, _ = env.reset()  # the wrappers (time limit, episode statistics) start an episode...
+    u = env.unwrapped
+    if snap.get("inexact"):
+        print("note: this environment's simulator state is not saved (not MuJoCo): the resumed run starts a "
+              "fresh episode and will not repeat the interrupted run exactly")
+    if "qpos" in snap:
+        u.set_state(snap["qpos"], snap["qvel"])  # ...in the saved simulator state...
+    u.np_random.bit_generator.state = snap["np_random"]  # ...with the saved random streams
+    env.action_space.np_random.bit_generator.state = snap["action_space"]
+    return fresh if snap.get("inexact") or obs is None else obs
+
+
+def save_resume_point(run_dir: str, **parts) -> None:
+    """Write runs/<run>/resume.pt: networks, optimizers and buffers (anything with a state_dict) as
+    their state dicts, tensors on the CPU, the rest (counters, env snapshots, random states) as is.
+    Atomically: a write cut short by a kill never replaces the last whole point."""
+    state = {k: v.state_dict() if hasattr(v, "state_dict") else v.detach().cpu() if torch.is_tensor(v) else v
+             for k, v in parts.items()}
+    path = os.path.join(run_dir, RESUME_FILE)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def restore_from(point: dict, **parts) -> None:
+    """The inverse for what save_resume_point stored by these names: state dicts loaded, tensors copied."""
+    for name, part in parts.items():
+        if torch.is_tensor(part):
+            with torch.no_grad():
+                part.copy_(point[name])
+        elif isinstance(part, torch.optim.Optimizer):
+            load_optimizer_state(part, point[name])
+        else:
+            part.load_state_dict(point[name])
+
+
+def load_resume_point(run_dir: str) -> dict:
+    path = os.path.join(run_dir, RESUME_FILE)
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no resume point in {run_dir!r} ({RESUME_FILE} is written every "
+                         "--checkpoint-interval steps, at the next episode end). Is it a run folder of this script?")
+    # not weights_only: a resume point holds random-generator states (numpy arrays, tuples) too.
+    # It is a file this script wrote for you; do not resume from a folder you did not make.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
+# ---------------------------------------------------------------------------------------------
+def use_cuda_graphs(args, device: torch.device) -> bool:
+    if args.cuda_graphs and device.type != "cuda":
+        print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
+    return args.cuda_graphs and device.type == "cuda"
+
+
+class CudaGraphs:
+    """On a GPU, small networks leave it idle between the hundreds of tiny kernels of one update
+    (utd critic steps, the actor and temperature step, target updates, random draws), each
+    launched from Python. A CUDA graph records the kernels of one call once and replays them with
+    one launch (PyTorch's "whole-network capture": forward, backward and capturable Adam).
+
+    `run(key, fn, batch)` runs fn(batch): the first WARMUP calls of a key eagerly on a side
+    stream (they are real updates; PyTorch's recipe before capture), then it records fn on
+    fixed input buffers, and from then on copies each batch into those buffers and replays.
+    A graph replays what was recorded: the networks, optimizers and every Python value fn reads
+    must stay the same for a key (a different value needs a different key). The outputs are
+    copied out, since the next replay overwrites them. Disabled (CPU, or --cuda-graphs off): a
+    plain call. `emulate=True` runs the same bookkeeping on any device with the recorded fn
+    called in place of a replay, so that a CPU test can check it against plain calls."""
+
+    WARMUP = 3
+
+    def __init__(self, enabled: bool, emulate: bool = False):
+        self.enabled, self.emulate = enabled or emulate, emulate
+        self.graphs, self.calls = {}, {}
+
+    def run(self, key, fn, batch: dict) -> dict:
+        if not self.enabled:
+            return fn(batch)
+        if key not in self.graphs:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            if self.calls[key] <= self.WARMUP:
+                return self._warmup(fn, batch)
+            self.graphs[key] = self._record(fn, batch)
+        graph, static_in, static_out = self.graphs[key]
+        if {k: v.shape for k, v in batch.items()} != {k: v.shape for k, v in static_in.items()}:
+            # copy_ would broadcast a wrong shape silently and replay on the wrong data
+            raise ValueError(f"--cuda-graphs: the batch for {key!r} has other keys or shapes than the one recorded")
+        for name, value in batch.items():
+            static_in[name].copy_(value)
+        if self.emulate:  # the recorded function, on the fixed buffers
+            static_out = graph(static_in)
+        else:
+            graph.replay()
+        return {name: value.clone() for name, value in static_out.items()}
+
+    def _warmup(self, fn, batch: dict) -> dict:
+        if self.emulate:
+            return fn(batch)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn(batch)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def _record(self, fn, batch: dict):
+        static_in = {name: value.clone() for name, value in batch.items()}
+        if self.emulate:  # the "graph" is the recorded function itself
+            return fn, static_in, None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
+            static_out = fn(static_in)
+        return graph, static_in, static_out
+
+
+def keep_freed_memory() -> None:
+    """CPU speed: glibc hands every block above 128 KiB straight back to the OS, so each
+    (ensemble, batch, hidden) activation is page-faulted anew at every update (seen as high
+    `sys` time). Keeping freed blocks up to 32 MiB for reuse makes updates faster on small CPUs
+    (docs/speed.md has the measurement; `python tools/speed.py --no-malloc-tuning` compares on
+    yours). Harmless elsewhere: it only changes when memory is returned to the OS."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MiB from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap memory back at once
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
+
+
+def stop_if_diverged(info: dict, step: int, phase: str, writer) -> None:
+    """A loss or Q-value that is NaN or infinite ends the run at once: every later number would be
+    NaN too, and nothing is saved that could pass for a result (the logs so far are flushed)."""
+    bad = [k for k, v in info.items() if not math.isfinite(float(v))]
+    if bad:
+        writer.close()
+        raise SystemExit(f"error: the run diverged at {phase} step {step:,}: {', '.join(bad)} not finite. Nothing "
+                         f"was saved; the logs up to here are in {writer.log_dir}. Try lower learning rates "
+                         "(--critic-lr, --actor-lr) and check the data's rewards.")
+
+
+def print_progress(step, total, start_time, updates_start, last_return, evals, info, phase: str = "step") -> float:
+    """One status line: progress, speed of the update phase, time left, latest returns.
+    Returns the speed in steps per second (since updates began, once they have)."""
+    now = time.time()
+    if updates_start is not None and step > updates_start[1]:
+        sps = (step - updates_start[1]) / (now - updates_start[0])  # speed with gradient updates
+    else:
+        sps = step / max(now - start_time, 1e-9)
+    # before the first update the speed says nothing about what is left: updates cost far more
+    eta = f"ETA {(total - step) / max(sps, 1e-9) / 60:5.1f} min" if updates_start is not None else "warmup, no updates"
+    threads = torch.get_num_threads()
+    line = f"{phase} {step:>8,}/{total:,} | {sps:6.1f} steps/s ({threads} thread{'s' if threads > 1 else ''}) | {eta}"
+    if not math.isnan(last_return):  # nan: no episode finished yet (or none at all, offline)
+        line += f" | episode return {last_return:8.1f}"
+    if evals:
+        s, ret, score = evals[-1]
+        line += f" | eval {ret:8.1f}" + (f" ({score:5.1f})" if score is not None else "")
+    if info:
+        line += f" | qf_loss {float(info['qf_loss']):.3g}"
+        if "alpha" in info:  # not while the actor and temperature are frozen (WSRL's App. F ablation)
+            line += f" | alpha {float(info['alpha']):.3g}"
+    print(line, flush=True)
+    return sps
+
+
+def print_summary(summary: dict, step: int, start_time: float) -> None:
+    minutes = (time.time() - start_time) / 60
+    print(f"\n===== SUMMARY: {step:,} steps in {minutes:.1f} min =====")
+    for phase in ("offline", "online"):  # scripts with an offline phase keep its evals apart
+        evals = summary["evals"] if phase == "online" else summary.get("offline_evals", [])
+        if evals and "offline_evals" in summary:
+            print(f"  {phase} phase ({'gradient' if phase == 'offline' else 'environment'} steps):")
+        for s, ret, score in evals:
+            print(f"  step {s:>9,}: eval return {ret:9.1f}" + (f"   normalized score {score:6.1f}" if score is not None else ""))
+    print(f"  tensorboard --logdir {os.path.dirname(summary['run_dir'])}   (curve: {summary['run_dir']}/eval_curve.png)")
+    for key in ("pretrained_checkpoint", "checkpoint", "dataset", "actor"):
+        if key in summary:
+            print(f"  {key}: {summary[key]}")
