@@ -18,20 +18,18 @@ baseline) or discarding it (`--offline-ratio 0`, "no retention", where it collap
 
 import math
 import os
-import random
-import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
-# Support code (datasets, environments, checkpoints, resume points, progress): not the algorithm.
-# Imported before torch, as it sets how idle OpenMP threads wait (wsrl_utils.py).
-from wsrl_utils import (CudaGraphs, REWARD_TRANSFORMS, ReplayBuffer, adam_options, apply_domain_preset, autocast,
-    backward, check_args, check_checkpoint_fits, domain_of, env_id_for, env_snapshot, env_step, full_precision,
-    heldout_split, interrupt_on_sigterm, keep_freed_memory, load_offline_data, load_optimizer_state,
-    load_resume_point, make_env, make_run_dir, offline_per_batch, print_progress, print_summary, read_checkpoint,
-    reference_scores, restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve,
-    save_resume_point, set_rng_states, stop_if_diverged, to_batch, use_checkpoint_network_sizes, use_cuda_graphs)
+# SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
+# skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
+from wsrl_utils import (
+    ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, env_snapshot, env_step,
+    full_precision, heldout_split, load_pretrained, load_task, make_envs, offline_per_batch, reference_scores,
+    restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states,
+    to_batch,
+)
 
 import gymnasium as gym
 import numpy as np
@@ -39,11 +37,110 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
 class Args:
+    # ---- phases -----------------------------------------------------------------------------
+    pretrained_checkpoint: Optional[str] = None
+    """start from this checkpoint (a *_pretrained.pt of calql_offline.py or a WSRL script, or any
+    script's --save-model) and skip phase 1"""
+    offline_steps: int = 5_000
+    """phase 1: Cal-QL gradient steps (CPU default; paper: 250k locomotion and kitchen, 1M
+    antmaze, 20k adroit)"""
+    online_steps: int = 15_000
+    """environment steps online, warmup included (CPU default)"""
+    warmup_steps: int = 0
+    """online steps acting with the pre-trained policy before the first update (Cal-QL: 0;
+    WSRL's warmup is the idea of the next script). Updates also wait, as in the official code,
+    for the online part of one batch and, for Cal-QL, one full episode length"""
+    offline_eval_interval: int = 1_000
+    """evaluate every this many offline gradient steps"""
+    eval_interval: int = 2_500
+    """evaluate the deterministic policy every this many online environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation (paper: 20)"""
+    analysis_interval: int = 250
+    """log analysis/ (on held-out offline data and on online data; docs/metrics.md) every this many
+    online steps"""
+
+    # ---- environment and data -------------------------------------------------------------
+    env_id: Optional[str] = None
+    """gymnasium environment id; None: the dataset's environment"""
+    dataset_id: Optional[str] = None
+    """Minari dataset id: a local one (made with `tools/export_dataset.py`) or one to
+    download; None: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
+    domain: Literal["auto", "locomotion", "antmaze", "pointmaze", "kitchen", "adroit"] = "auto"
+    """benchmark domain; sets the reward transform and the presets below (auto: from the dataset id)"""
+    offline_ratio: float = 0.0
+    """share of every ONLINE batch drawn from the offline data: 0 = no retention (the dataset
+    is discarded after pre-training), 0.5 = the standard Cal-QL recipe (0.25 on kitchen)"""
+    heldout_size: int = 1000
+    """offline transitions kept apart, never trained on, for the diagnostics on offline states
+    (analysis/); at most a tenth of the dataset"""
+
+    # ---- algorithm --------------------------------------------------------------------------
+    buffer_size: int = 1_000_000
+    """online replay buffer capacity"""
+    batch_size: int = 256
+    """transitions per critic update"""
+    utd: int = 1
+    """update-to-data ratio online: critic updates per environment step (Cal-QL: 1)"""
+    num_qs: int = 10
+    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
+    num_min_qs: int = 2
+    """critics drawn (without replacement) for the target min and for the CQL term (paper: 2)"""
+    critic_hidden: Optional[int] = None
+    """width of the critics' hidden layers (None: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
+    critic_layers: Optional[int] = None
+    """hidden layers of each critic (None: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
+    a checkpoint's own replaces it)"""
+    actor_hidden: Optional[int] = None
+    """width of the actor's hidden layers (None: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
+    actor_layers: Optional[int] = None
+    """hidden layers of the actor (None: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
+    last_hidden_init_scale: Optional[float] = None
+    """orthogonal-init gain of the last hidden layer of actor and critics (None: domain preset,
+    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
+    state_dependent_std: Optional[bool] = None
+    """the policy's std is a head on the state (True) or one learned number per action dimension
+    (False) (None: domain preset, as the official code: False on antmaze, True elsewhere; a
+    checkpoint's own replaces it)"""
+    actor_lr: float = 1e-4
+    """actor learning rate"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    temp_lr: float = 1e-4
+    """temperature learning rate"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """target smoothing coefficient (after every critic update)"""
+    init_temperature: float = 1.0
+    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
+    target_entropy: Optional[float] = None
+    """entropy the temperature aims for; default -|A|"""
+    backup_entropy: bool = False
+    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
+    calql: bool = True
+    """Cal-QL's lower bound on the policy actions' Q-values; `--no-calql` gives plain CQL"""
+    cql_alpha: Optional[float] = None
+    """weight of the CQL term (None: domain preset: locomotion 5, kitchen 5, adroit 1; unused with
+    --cql-lagrange, where the learned multiplier is the weight)"""
+    cql_n_actions: int = 10
+    """actions per state of each kind (random, pi(s), pi(s')) in the CQL logsumexp"""
+    cql_importance_sample: Optional[bool] = None
+    """divide each sampled action's exp(Q) by its density (None: domain preset: off on kitchen)"""
+    cql_lagrange: Optional[bool] = None
+    """learn the CQL weight as a Lagrange multiplier that holds the gap at --cql-target-gap
+    (None: domain preset: on for antmaze)"""
+    cql_target_gap: float = 0.8
+    """with --cql-lagrange: the CQL gap the multiplier aims for (antmaze: 0.8)"""
+    cql_lagrange_lr: float = 3e-4
+    """learning rate of the Lagrange multiplier"""
+
     # ---- generic --------------------------------------------------------------------------
     exp_name: str = "calql_offline"
     """name of this experiment (used in the run folder name)"""
@@ -70,115 +167,15 @@ class Args:
     runs/{run_name}/resume.pt every this many offline steps, and online at the first episode end
     after every this many steps; 0: never"""
 
-    # ---- environment and data -------------------------------------------------------------
-    env_id: Optional[str] = None
-    """gymnasium environment id; default: the dataset's environment"""
-    dataset_id: Optional[str] = None
-    """Minari dataset id: a local one (made with `tools/export_dataset.py`) or one to
-    download; default: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
-    domain: Literal["auto", "locomotion", "antmaze", "pointmaze", "kitchen", "adroit"] = "auto"
-    """benchmark domain; sets the reward transform and the presets below (auto: from the dataset id)"""
-    offline_ratio: float = 0.0
-    """share of every ONLINE batch drawn from the offline data: 0 = no retention (the dataset
-    is discarded after pre-training), 0.5 = the standard Cal-QL recipe (0.25 on kitchen)"""
-    heldout_size: int = 1000
-    """offline transitions kept apart, never trained on, for the diagnostics on offline states
-    (analysis/); at most a tenth of the dataset"""
-
-    # ---- phases -----------------------------------------------------------------------------
-    offline_steps: int = 5_000
-    """phase 1: Cal-QL gradient steps (CPU default; paper: 250k locomotion and kitchen, 1M
-    antmaze, 20k adroit)"""
-    online_steps: int = 15_000
-    """environment steps online, warmup included (CPU default)"""
-    pretrained_checkpoint: Optional[str] = None
-    """start from this checkpoint (a *_pretrained.pt of calql_offline.py or a WSRL script, or any
-    script's --save-model) and skip phase 1"""
-    warmup_steps: int = 0
-    """online steps acting with the pre-trained policy before the first update (Cal-QL: 0;
-    WSRL's warmup is the idea of the next script). Updates also wait, as in the official code,
-    for the online part of one batch and, for Cal-QL, one full episode length"""
-    offline_eval_interval: int = 1_000
-    """evaluate every this many offline gradient steps"""
-    eval_interval: int = 2_500
-    """evaluate the deterministic policy every this many online environment steps"""
-    eval_episodes: int = 5
-    """episodes per evaluation (paper: 20)"""
-    analysis_interval: int = 250
-    """log analysis/ (on held-out offline data and on online data; docs/metrics.md) every this many
-    online steps"""
-
-    # ---- algorithm --------------------------------------------------------------------------
-    buffer_size: int = 1_000_000
-    """online replay buffer capacity"""
-    batch_size: int = 256
-    """transitions per critic update"""
-    utd: int = 1
-    """update-to-data ratio online: critic updates per environment step (Cal-QL: 1)"""
-    num_qs: int = 10
-    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
-    num_min_qs: int = 2
-    """critics drawn (without replacement) for the target min and for the CQL term (paper: 2)"""
-    critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
-    critic_layers: Optional[int] = None
-    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
-    a checkpoint's own replaces it)"""
-    actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
-    actor_layers: Optional[int] = None
-    """hidden layers of the actor (default: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
-    last_hidden_init_scale: Optional[float] = None
-    """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
-    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
-    state_dependent_std: Optional[bool] = None
-    """the policy's std is a head on the state (True) or one learned number per action dimension
-    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere; a
-    checkpoint's own replaces it)"""
-    actor_lr: float = 1e-4
-    """actor learning rate"""
-    critic_lr: float = 3e-4
-    """critic learning rate"""
-    temp_lr: float = 1e-4
-    """temperature learning rate"""
-    gamma: float = 0.99
-    """discount factor"""
-    tau: float = 0.005
-    """target smoothing coefficient (after every critic update)"""
-    init_temperature: float = 1.0
-    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
-    target_entropy: Optional[float] = None
-    """entropy the temperature aims for; default -|A|"""
-    backup_entropy: bool = False
-    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
-    calql: bool = True
-    """Cal-QL's lower bound on the policy actions' Q-values; `--no-calql` gives plain CQL"""
-    cql_alpha: Optional[float] = None
-    """weight of the CQL term (default: domain preset: locomotion 5, kitchen 5, adroit 1; unused with
-    --cql-lagrange, where the learned multiplier is the weight)"""
-    cql_n_actions: int = 10
-    """actions per state of each kind (random, pi(s), pi(s')) in the CQL logsumexp"""
-    cql_importance_sample: Optional[bool] = None
-    """divide each sampled action's exp(Q) by its density (default: domain preset: off on kitchen)"""
-    cql_lagrange: Optional[bool] = None
-    """learn the CQL weight as a Lagrange multiplier that holds the gap at --cql-target-gap
-    (default: domain preset: on for antmaze)"""
-    cql_target_gap: float = 0.8
-    """with --cql-lagrange: the CQL gap the multiplier aims for (antmaze: 0.8)"""
-    cql_lagrange_lr: float = 3e-4
-    """learning rate of the Lagrange multiplier"""
-
 
 # =================================================================================================
-# THE ALGORITHM: the paper's numbers per domain, the networks, the updates, then `main`, which runs
-# them in the order of the paper. Read these with the paper open.
+# THE ALGORITHM: the networks, the losses and updates, evaluation and diagnostics, then `main`,
+# which runs them in the order of the paper. Read these with the paper open. (The paper's settings
+# per domain are DOMAIN_PRESETS in wsrl_utils.py, applied before anything is built.)
 # =================================================================================================
 
 
 # [copy: networks]
-
 # ---------------------------------------------------------------------------------------------
 # Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +316,6 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 # [copy: sac-core]
-
 # ---------------------------------------------------------------------------------------------
 # SAC pieces every script shares: target, actor + temperature step, optimizers
 # (shapes: E ensemble members, B batch, A action dims)
@@ -395,6 +391,19 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
     alpha_opt.step()
     return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
             "alpha": F.softplus(alpha_param.detach())}
+
+
+def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tuple:
+    """The SAC learner: the tanh-Gaussian actor, the critic ensemble, its target (an exact copy
+    at the start), the temperature alpha = softplus(alpha_param) (so that it stays positive), and
+    their Adam optimizers."""
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target.load_state_dict(critic.state_dict())
+    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
+    return (actor, critic, critic_target, alpha_param, *make_optimizers(actor, critic, alpha_param, args))
 
 
 def make_optimizers(actor, critic, alpha_param, args):
@@ -498,6 +507,14 @@ def update_critic_calql(critic, critic_target, actor, alpha_param, cql_lagrange_
             "qf_mean": q.detach().mean(), "cql_alpha_prime": F.softplus(cql_lagrange_param.detach())}
 
 
+def make_cql_lagrange(args, device: torch.device) -> tuple:
+    """The Lagrange multiplier alpha' = softplus(param) of the CQL term (--cql-lagrange), 1.0 at the
+    start, and its Adam (plain, not fused, as it has always been: fused Adam rounds differently)."""
+    cql_lagrange_param = torch.tensor(inverse_softplus(1.0), device=device, requires_grad=True)
+    return cql_lagrange_param, torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr,
+                                                **adam_options(device, args, fused=False))
+
+
 def calql_update(actor, critic, critic_target, alpha_param, cql_lagrange_param, actor_opt, critic_opt, alpha_opt,
                  cql_lagrange_opt, batch: dict, args, target_entropy: float) -> dict:
     """As sac_update, with the Cal-QL critic step: one critic step per minibatch of the sample
@@ -563,278 +580,6 @@ def label_last_episode(rb, length: int, gamma: float, negative_reward: Optional[
 # [end copy]
 
 
-def main(args: Args) -> dict:
-    # ===== SETUP =================================================================================
-    resume = None
-    if args.resume:  # the run's own settings, its state at its last resume point
-        resume = load_resume_point(args.resume)
-        args = Args(**{**resume["args"], "resume": args.resume})
-        print(f"resuming {args.resume} after {resume['phase']} step {resume['step']:,}")
-    if not 0.0 <= args.offline_ratio < 1.0:
-        raise SystemExit("error: --offline-ratio must be in [0, 1).")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
-    ckpt = None
-    if args.pretrained_checkpoint:
-        ckpt = read_checkpoint(args.pretrained_checkpoint, device)
-        use_checkpoint_network_sizes(args, ckpt)
-        args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
-    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
-                      "--warmup-steps": (args.warmup_steps, 0), "--offline-eval-interval": (args.offline_eval_interval, 1),
-                      "--analysis-interval": (args.analysis_interval, 1)})
-    args.dataset_id = args.dataset_id or "mujoco/hopper/medium-v0"
-    domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
-    preset = apply_domain_preset(args, domain)
-    data, metadata = load_offline_data(args.dataset_id, domain)
-    env_id = env_id_for(args.dataset_id, metadata, args.env_id)
-    reward_transform = REWARD_TRANSFORMS[domain]
-    ref_scores = reference_scores(env_id, metadata)
-    negative_reward = SPARSE_NEGATIVE_REWARD.get(domain)
-    # Cal-QL's bound, on the transformed rewards, before any transition is set aside
-    data["mc_returns"] = returns_to_go(data["rewards"], data["terminals"], data["timeouts"], args.gamma, negative_reward)
-    # the held-out sample is the pre-training's: a checkpoint shared by several online seeds must
-    # not find its own training data in their held-out sets
-    heldout_seed = ckpt["args"]["seed"] if ckpt is not None else args.seed
-    train_data, heldout_data = heldout_split(data, args.heldout_size, heldout_seed)
-    del data
-
-    keep_freed_memory()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
-
-    env, eval_env = make_env(env_id, args.seed, metadata.get("spec")), make_env(env_id, args.seed + 10_000, metadata.get("spec"))
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if ckpt is not None:  # before anything is built or written
-        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
-    if train_data["observations"].shape[1] != obs_dim:
-        raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
-                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
-    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
-
-    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
-    # Resumed offline: the logs continue the same curves (what came after the resume point goes).
-    # Online, nothing is purged (purging is by step, across all tags: it would cut the offline
-    # curves); the steps redone log again the very same values.
-    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume and resume["phase"] == "offline" else None)
-    if not resume:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                  args.state_dependent_std).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
-    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
-    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
-    # the Lagrange multiplier alpha' = softplus(param) of the CQL term (--cql-lagrange), 1.0 at the start
-    cql_lagrange_param = torch.tensor(inverse_softplus(1.0), device=device, requires_grad=True)
-    # (plain, not fused, Adam, as this optimizer has always been: fused Adam rounds differently,
-    # and earlier runs' numbers would move; capturable all the same under --cuda-graphs)
-    cql_lagrange_opt = torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr,
-                                     **adam_options(device, args, fused=False))
-    if ckpt is not None:
-        restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
-        if "cql_lagrange_param" in ckpt:
-            with torch.no_grad():
-                cql_lagrange_param.copy_(ckpt["cql_lagrange_param"])
-            load_optimizer_state(cql_lagrange_opt, ckpt["cql_lagrange_opt"])
-
-    offline_rb = ReplayBuffer.from_arrays(train_data, device)
-    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
-    del train_data, heldout_data  # from here on the offline data lives in offline_rb alone
-
-    def calql_step(batch: dict) -> dict:  # one Cal-QL step (both phases share every weight and state)
-        return calql_update(actor, critic, critic_target, alpha_param, cql_lagrange_param, actor_opt, critic_opt,
-                            alpha_opt, cql_lagrange_opt, batch, args, target_entropy)
-
-    def evaluate_and_log(prefix: str, step: int, evals: list) -> None:
-        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-        evals.append((step, ret, score))
-        writer.add_scalar(f"{prefix}eval/return", ret, step)
-        if score is not None:
-            writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
-        if success is not None:  # sparse domains
-            writer.add_scalar(f"{prefix}eval/success_rate", success, step)
-
-    def log_diagnostics(prefix: str, step: int, batches: dict) -> None:
-        for name, batch in batches.items():
-            for key, value in q_diagnostics(critic, critic_target, actor, alpha_param, batch, args, max_backup=True).items():
-                writer.add_scalar(f"{prefix}{key}_{name}", value, step)
-
-    algo = "Cal-QL" if args.calql else "CQL"
-    print(f"{algo} on {env_id} | {device}, {args.precision} | data {args.dataset_id}: {offline_rb.size:,} transitions "
-          f"(+{len(heldout['rewards']):,} held out) | domain {domain}"
-          + (f" (preset: {', '.join(f'{k}={v}' for k, v in preset.items())})" if preset else "")
-          + f" | logs: {run_dir}")
-    summary = {"run_dir": run_dir, "evals": [], "offline_evals": [], "first_losses": None}
-    start_time, info, interrupted = time.time(), {}, False
-    eval_env.reset(seed=args.seed + 10_000)
-    # what a resume point holds besides the phase's own parts (online: buffer, env, last return)
-    learner = dict(actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
-                   cql_lagrange_param=cql_lagrange_param, actor_opt=actor_opt, critic_opt=critic_opt,
-                   alpha_opt=alpha_opt, cql_lagrange_opt=cql_lagrange_opt)
-    step, resume_step = 0, None
-    if resume:  # every weight, moment, counter and random stream as it was (online: buffer and env too)
-        restore_from(resume, **learner)
-        summary, step, resume_step = resume["summary"], resume["step"], resume["step"]
-        restore_env(eval_env, resume["eval_env"])
-    previous_sigterm = interrupt_on_sigterm()
-
-    # ===== PHASE 1: OFFLINE PRE-TRAINING =========================================================
-    if ckpt is None and not (resume and resume["phase"] == "online"):
-        print(f"===== PHASE 1: offline pre-training, {args.offline_steps:,} gradient steps =====")
-        if resume:
-            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
-        try:
-            for step in range(step + 1, args.offline_steps + 1):
-                info = graphs.run("calql offline", calql_step, offline_rb.sample((args.batch_size,), gen))
-                if summary["first_losses"] is None:
-                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
-                if step % 100 == 0 or step == args.offline_steps:
-                    for k, v in info.items():
-                        writer.add_scalar(f"offline/losses/{k}", float(v), step)
-                    stop_if_diverged(info, step, "offline", writer)
-                if step % args.offline_eval_interval == 0 or step == args.offline_steps:
-                    evaluate_and_log("offline/", step, summary["offline_evals"])
-                    log_diagnostics("offline/analysis/", step, {"heldout": heldout})
-                if step % 250 == 0 or step == args.offline_steps:  # a Cal-QL step is slow on CPU: report often
-                    sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
-                                         summary["offline_evals"], info, phase="offline")
-                    writer.add_scalar("offline/SPS", sps, step)
-                if args.checkpoint_interval and step % args.checkpoint_interval == 0 and step < args.offline_steps:
-                    save_resume_point(run_dir, args=asdict(args), phase="offline", step=step, summary=summary, **learner,
-                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
-                    resume_step = step
-        except KeyboardInterrupt:
-            print(f"\ninterrupted at offline step {step:,}; saving the checkpoint so far")
-            if resume_step is not None:
-                print(f"to continue from offline step {resume_step:,}: python calql_offline.py --resume {run_dir}")
-            interrupted = True
-        # The hand-over to fine-tuning, and to the WSRL scripts and jsrl.py (--pretrained-checkpoint)
-        path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
-                        args, step, cql_lagrange_param=cql_lagrange_param.detach().cpu(),
-                        cql_lagrange_opt=cql_lagrange_opt.state_dict(), env_id=env_id, complete=not interrupted,
-                        planned_steps=args.offline_steps)
-        summary["pretrained_checkpoint"] = path
-        print(f"pre-trained checkpoint: {path}")
-    elif resume and resume["phase"] == "online":
-        print(f"===== PHASE 1 done before the resume point: {summary.get('pretrained_checkpoint')} =====")
-    else:
-        print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
-
-    # ===== THE SWITCH: keep the offline data, or discard it ======================================
-    if args.offline_ratio > 0:
-        retained = offline_rb  # the standard recipe: every online batch is part offline data
-        print(f"offline data RETAINED: {args.offline_ratio:.0%} of every online batch comes from it")
-    else:
-        retained = None  # no retention (docs/algorithms.md §1)
-        print("offline data DISCARDED: online batches come from the online buffer only")
-    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
-    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # online data, empty at first
-
-    # ===== PHASE 2: ONLINE FINE-TUNING ===========================================================
-    # The official online start: no update until the buffer holds the online part of a batch,
-    # batch * (1 - offline ratio) transitions, and for Cal-QL one full episode length as well,
-    # since Cal-QL trains only on FINISHED episodes (those whose returns-to-go are known).
-    online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
-    episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
-    updates_after = max(args.warmup_steps, online_per_batch, episode_limit if args.calql else 0)
-    step, last_return, episode_length = 0, float("nan"), 0
-    if not interrupted:
-        print(f"===== PHASE 2: online fine-tuning, {args.online_steps:,} environment steps "
-              f"(first update after step {updates_after:,}) =====")
-        if resume and resume["phase"] == "online":  # at an episode end: no episode in progress
-            restore_from(resume, buffer=rb)
-            step, last_return, obs = resume["step"], resume["last_return"], resume["obs"]
-            obs = restore_env(env, resume["env"], obs)
-            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
-        else:
-            resume_step = None  # the online phase counts its own steps
-            # step 0 = the pre-trained agent, so every online curve starts at the offline result
-            evaluate_and_log("", 0, summary["evals"])
-            log_diagnostics("analysis/", 0, {"heldout": heldout})
-            obs, _ = env.reset(seed=args.seed)
-        online_start, updates_start = time.time(), None
-        try:
-            for step in range(step + 1, args.online_steps + 1):
-                action = actor.act(obs, deterministic=False)  # the (pre-)trained policy acts from step 1
-                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
-                rb.add(o, a, reward_transform(r), next_o, terminated, ended)
-                episode_length += 1
-                if ended:  # the episode's returns-to-go are known now: Cal-QL's bound for online data
-                    label_last_episode(rb, episode_length, args.gamma, negative_reward)
-                    episode_length = 0
-                if episode is not None:
-                    last_return = float(episode["r"])
-                    writer.add_scalar("charts/episodic_return", last_return, step)
-                    writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
-
-                if step > updates_after:
-                    if updates_start is None:
-                        updates_start = (time.time(), step)
-                    # Cal-QL skips the episode in progress: its transitions have no return-to-go yet
-                    unfinished = episode_length if args.calql else 0
-                    info = graphs.run("calql online", calql_step,
-                                      sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen, unfinished))
-                    if step % 100 == 0 or step == args.online_steps:
-                        for k, v in info.items():
-                            writer.add_scalar(f"losses/{k}", float(v), step)
-                        stop_if_diverged(info, step, "online", writer)
-                if step % args.analysis_interval == 0:
-                    log_diagnostics("analysis/", step, {"heldout": heldout, "online": rb.sample((args.batch_size,), gen)})
-                if step % args.eval_interval == 0 or step == args.online_steps:
-                    evaluate_and_log("", step, summary["evals"])
-                if step % 250 == 0 or step == args.online_steps:
-                    summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
-                                                    last_return, summary["evals"], info, phase="online")
-                    writer.add_scalar("charts/SPS", summary["sps"], step)
-                # online resume points at an episode end (the env just reset: a few numbers to save)
-                if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
-                    save_resume_point(run_dir, args=asdict(args), phase="online", step=step, summary=summary, **learner,
-                                      buffer=rb, last_return=last_return, obs=obs, env=env_snapshot(env),
-                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
-                    resume_step = step
-        except KeyboardInterrupt:
-            print(f"\ninterrupted at online step {step:,}; saving what there is")
-            if resume_step is not None:
-                print(f"to continue from online step {resume_step:,}: python calql_offline.py --resume {run_dir}")
-
-    # ===== SAVE =================================================================================
-    if args.save_model and not interrupted:  # a cut-short pre-training has no fine-tuned agent to save
-        path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        cql_lagrange_param=cql_lagrange_param.detach().cpu(), cql_lagrange_opt=cql_lagrange_opt.state_dict(),
-                        env_id=env_id, complete=step == args.online_steps,
-                        planned_steps=args.online_steps)
-        summary["checkpoint"] = path
-    title = f"{algo} on {env_id} ({'retention' if args.offline_ratio > 0 else 'no retention'})"
-    if summary["offline_evals"]:
-        save_curve(os.path.join(run_dir, "offline_eval_curve.png"), summary["offline_evals"],
-                   f"{algo} offline on {args.dataset_id}")
-    if summary["evals"]:
-        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], title,
-                   {"updates start": updates_after} if updates_after else None)
-    env.close()
-    eval_env.close()
-    writer.close()
-    if previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    print_summary(summary, step, start_time)
-    return summary
-
-
-# =================================================================================================
-# SUPPORT CODE: datasets, domains, environments, the replay buffer, evaluation and diagnostics,
-# checkpoints, resume points, speed and progress. None of it is part of the algorithm: skip it on
-# a first read (CleanRL marks such code "TRY NOT TO MODIFY").
-# =================================================================================================
-
-
 # [copy: q-diagnostics]
 # ---------------------------------------------------------------------------------------------
 # The paper's evidence (docs/algorithms.md §7): Q and TD error on data the critic never trains on
@@ -854,9 +599,8 @@ def q_diagnostics(critic, critic_target, actor, alpha_param, batch: dict, args, 
 
 
 # [copy: evaluate]
-
 # ---------------------------------------------------------------------------------------------
-# Evaluation, checkpoints, curves
+# Evaluation: the deterministic policy, on its own environment
 # ---------------------------------------------------------------------------------------------
 def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
     """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
@@ -884,6 +628,185 @@ def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple
 
 
 # [end copy]
+
+
+def log_analysis(run: Run, learner: dict, prefix: str, step: int, batches: dict, max_backup: bool) -> None:
+    """Q and TD error on each batch (held-out offline data; online data too, after the switch): a
+    falling Q on held-out data is the "downward spiral" of fine-tuning without the data (Fig. 4)."""
+    for name, batch in batches.items():
+        run.log(prefix, {f"{k}_{name}": v for k, v in q_diagnostics(
+            learner["critic"], learner["critic_target"], learner["actor"], learner["alpha_param"], batch, run.args,
+            max_backup).items()}, step)
+
+
+# [copy: pretrain]
+def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, heldout: dict, gen: torch.Generator,
+             eval_env: gym.Env, ref_scores, env_id: str, algo: str, max_backup: bool) -> int:
+    """PHASE 1 (Alg. 1, line 1): the offline method `algo` (Cal-QL, CQL or IQL; one gradient step is
+    `update_step`) on the offline data for --offline-steps steps, then the pre-trained checkpoint
+    (the hand-over to fine-tuning, and to the WSRL scripts and jsrl.py). `max_backup`: as the
+    learner's td_target, for the diagnostics. Returns the last step done (fewer after Ctrl-C)."""
+    args, summary, step = run.args, run.summary, 0
+    print(f"===== PHASE 1: offline pre-training ({algo}), {args.offline_steps:,} gradient steps =====")
+    if run.resume:  # every weight, moment, counter and random stream as it was
+        step = run.resume["step"]
+        restore_from(run.resume, **learner)
+        set_rng_states(run.resume["rng"], gen)  # last: nothing may draw from them after this
+    with run.stoppable("offline", saving="the checkpoint so far"):
+        for step in run.steps(step + 1, args.offline_steps):
+            info = update_step(offline_rb.sample((args.batch_size,), gen))  # one gradient step
+            last = step == args.offline_steps
+            if summary["first_losses"] is None:
+                summary["first_losses"] = {k: float(v) for k, v in info.items()}
+            if step % 100 == 0 or last:
+                run.log_losses("offline/losses/", info, step, "offline")
+            if step % args.offline_eval_interval == 0 or last:
+                run.log_eval("offline/", step, evaluate(learner["actor"], eval_env, args.eval_episodes, ref_scores),
+                             summary["offline_evals"])
+                log_analysis(run, learner, "offline/analysis/", step, {"heldout": heldout}, max_backup)
+            if step % 250 == 0 or last:  # an offline step is slow on CPU: report often
+                run.progress(step, args.offline_steps, run.start_time, (run.start_time, 0), float("nan"),
+                             summary["offline_evals"], info, phase="offline", tag="offline/SPS")
+            if args.checkpoint_interval and step % args.checkpoint_interval == 0 and not last:
+                run.save_resume_point(step, phase="offline", **learner, eval_env=env_snapshot(eval_env, simulator=False),
+                                      rng=rng_states(gen))
+    path = summary["pretrained_checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}_pretrained.pt")
+    save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=not run.interrupted,
+                    planned_steps=args.offline_steps)
+    print(f"pre-trained checkpoint: {path}")
+    return step
+
+
+# [end copy]
+
+
+def main(args: Args) -> dict:
+    # Cal-QL (or CQL) as its paper runs it: PHASE 1 pre-trains offline, then the switch KEEPS part
+    # of every batch offline (--offline-ratio 0.5, the standard recipe) or DISCARDS the data
+    # (--offline-ratio 0: the collapse that WSRL's warmup prevents), and PHASE 2 fine-tunes online.
+
+    # ===== SETUP: flags, data, environments, logs (support code in wsrl_utils.py: skim it) =========
+    run = Run(args, "calql_offline.py")  # --resume: the run's own settings and state
+    args, device = run.args, run.device
+    ckpt = load_pretrained(args, device)  # --pretrained-checkpoint: PHASE 1 is skipped
+    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
+                      "--warmup-steps": (args.warmup_steps, 0), "--offline-eval-interval": (args.offline_eval_interval, 1),
+                      "--analysis-interval": (args.analysis_interval, 1)})
+    data, metadata, domain, env_id, preset = load_task(args)
+    reward_transform, negative_reward = REWARD_TRANSFORMS[domain], SPARSE_NEGATIVE_REWARD.get(domain)
+    # Cal-QL's bound on the transformed rewards; held-out transitions (the pre-training's) that no update sees
+    data["mc_returns"] = returns_to_go(data["rewards"], data["terminals"], data["timeouts"], args.gamma, negative_reward)
+    train_data, heldout_data = heldout_split(data, args.heldout_size, ckpt["args"]["seed"] if ckpt else args.seed)
+    gen = run.seed()  # the replay sampler's random stream
+    env, eval_env, obs_dim, act_dim = make_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
+    run.open_logs(env_id, purge=bool(run.resume) and run.resume["phase"] == "offline")
+    ref_scores, summary, algo = reference_scores(env_id, metadata), run.summary, "Cal-QL" if args.calql else "CQL"
+
+    # ===== THE AGENT: actor, critic ensemble and target, temperature, the Lagrange multiplier =======
+    actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt = make_sac_agent(obs_dim, act_dim, args, device)
+    cql_lagrange_param, cql_lagrange_opt = make_cql_lagrange(args, device)
+    learner = dict(actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
+                   critic_opt=critic_opt, alpha_opt=alpha_opt, cql_lagrange_param=cql_lagrange_param,
+                   cql_lagrange_opt=cql_lagrange_opt)  # (what checkpoints and resume points hold)
+    if ckpt is not None:  # the pre-trained agent, with its Adam states
+        restore(ckpt, **learner)
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+
+    def calql_step(batch: dict) -> dict:  # one Cal-QL step (both phases share every weight and state)
+        return calql_update(**learner, batch=batch, args=args, target_entropy=target_entropy)
+
+    # --cuda-graphs: each update recorded once as a CUDA graph, then replayed (a plain call otherwise)
+    offline_step, online_step = run.graphs.wrap(calql_step), run.graphs.wrap(calql_step)
+    offline_rb = ReplayBuffer.from_arrays(train_data, device)
+    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
+    del data, train_data, heldout_data  # from here on the offline data lives in offline_rb alone
+    print(f"{algo} on {env_id} | {device}, {args.precision} | data {args.dataset_id}: {offline_rb.size:,} transitions "
+          f"(+{len(heldout['rewards']):,} held out) | domain {domain}"
+          + (f" (preset: {', '.join(f'{k}={v}' for k, v in preset.items())})" if preset else "") + f" | logs: {run.run_dir}")
+    resumed_online = run.start(eval_env, offline_evals=True) == "online"  # eval env seeded; resumed: as it was
+
+    # ===== PHASE 1: OFFLINE PRE-TRAINING =========================================================
+    if ckpt is None and not resumed_online:
+        pretrain(run, learner, offline_step, offline_rb, heldout, gen, eval_env, ref_scores, env_id, algo, max_backup=True)
+    else:
+        print("===== PHASE 1 " + (f"done before the resume point: {summary.get('pretrained_checkpoint')}" if resumed_online
+                                   else f"skipped: starting from {args.pretrained_checkpoint}") + " =====")
+
+    # ===== THE SWITCH: keep the offline data, or discard it ======================================
+    retained = offline_rb if args.offline_ratio > 0 else None  # no retention: docs/algorithms.md §1
+    print(f"offline data RETAINED: {args.offline_ratio:.0%} of every online batch comes from it" if retained
+          else "offline data DISCARDED: online batches come from the online buffer only")
+    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # online data, empty at first
+
+    # ===== PHASE 2: ONLINE FINE-TUNING ===========================================================
+    # The official online start: no update until the buffer holds the online part of a batch,
+    # batch * (1 - offline ratio) transitions, and for Cal-QL one full episode length as well,
+    # since Cal-QL trains only on FINISHED episodes (those whose returns-to-go are known).
+    online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
+    episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
+    updates_after = max(args.warmup_steps, online_per_batch, episode_limit if args.calql else 0)
+    pretrain_interrupted, step, last_return, episode_length, info = run.interrupted, 0, float("nan"), 0, {}
+    if not pretrain_interrupted:
+        print(f"===== PHASE 2: online fine-tuning, {args.online_steps:,} environment steps "
+              f"(first update after step {updates_after:,}) =====")
+        if resumed_online:  # at an episode end: no episode in progress
+            restore_from(run.resume, **learner, buffer=rb)
+            step, last_return, obs = run.resume["step"], run.resume["last_return"], run.resume["obs"]
+            obs = restore_env(env, run.resume["env"], obs)
+            set_rng_states(run.resume["rng"], gen)  # last: nothing may draw from them after this
+        else:
+            run.resume_step = None  # the online phase counts its own steps
+            # step 0 = the pre-trained agent, so every online curve starts at the offline result
+            run.log_eval("", 0, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
+            log_analysis(run, learner, "analysis/", 0, {"heldout": heldout}, max_backup=True)
+            obs, _ = env.reset(seed=args.seed)
+        online_start, updates_start = time.time(), None
+        with run.stoppable("online"):
+            for step in run.steps(step + 1, args.online_steps):
+                action = actor.act(obs, deterministic=False)  # the (pre-)trained policy acts from step 1
+                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+                rb.add(o, a, reward_transform(r), next_o, terminated, ended)
+                episode_length += 1
+                if ended:  # the episode's returns-to-go are known now: Cal-QL's bound for online data
+                    label_last_episode(rb, episode_length, args.gamma, negative_reward)
+                    episode_length = 0
+                last_return = run.log_episode(episode, step, last_return)
+
+                if step > updates_after:
+                    updates_start = updates_start or (time.time(), step)
+                    # Cal-QL skips the episode in progress: its transitions have no return-to-go yet
+                    unfinished = episode_length if args.calql else 0
+                    info = online_step(sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen,
+                                                    unfinished))
+                    if step % 100 == 0 or step == args.online_steps:
+                        run.log_losses("losses/", info, step, "online")
+                if step % args.analysis_interval == 0:
+                    log_analysis(run, learner, "analysis/", step, {"heldout": heldout, "online": rb.sample(
+                        (args.batch_size,), gen)}, max_backup=True)
+                if step % args.eval_interval == 0 or step == args.online_steps:
+                    run.log_eval("", step, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
+                if step % 250 == 0 or step == args.online_steps:
+                    summary["sps"] = run.progress(step, args.online_steps, online_start, updates_start, last_return,
+                                                  summary["evals"], info, phase="online")
+                if run.resume_point_due(step, ended):
+                    run.save_resume_point(step, phase="online", **learner, buffer=rb, last_return=last_return, obs=obs,
+                                          env=env_snapshot(env), eval_env=env_snapshot(eval_env, simulator=False),
+                                          rng=rng_states(gen))
+
+    # ===== SAVE =================================================================================
+    if args.save_model and not pretrain_interrupted:  # a cut-short pre-training has no fine-tuned agent to save
+        path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
+        save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=step == args.online_steps,
+                        planned_steps=args.online_steps)
+    if summary["offline_evals"]:
+        save_curve(os.path.join(run.run_dir, "offline_eval_curve.png"), summary["offline_evals"],
+                   f"{algo} offline on {args.dataset_id}")
+    if summary["evals"]:
+        save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"],
+                   f"{algo} on {env_id} ({'retention' if args.offline_ratio > 0 else 'no retention'})",
+                   {"updates start": updates_after} if updates_after else None)
+    return run.finish(step, env, eval_env)
 
 
 if __name__ == "__main__":

@@ -29,19 +29,17 @@ and the roll-in in the training loop.
 import copy
 import math
 import os
-import random
-import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
-# Support code (datasets, environments, checkpoints, resume points, progress): not the algorithm.
-# Imported before torch, as it sets how idle OpenMP threads wait (wsrl_utils.py).
-from wsrl_utils import (CudaGraphs, REWARD_TRANSFORMS, ReplayBuffer, adam_options, autocast, backward, check_args,
-    check_checkpoint_fits, dataset_env_spec, domain_of, env_snapshot, env_step, full_precision, interrupt_on_sigterm,
-    keep_freed_memory, load_minari, load_resume_point, make_env, make_run_dir, print_progress, print_summary,
-    read_checkpoint, reference_scores, restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint,
-    save_curve, save_resume_point, set_rng_states, stop_if_diverged, use_checkpoint_network_sizes, use_cuda_graphs)
+# SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
+# skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
+from wsrl_utils import (
+    ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, dataset_env_spec, domain_of,
+    env_snapshot, env_step, full_precision, load_minari, load_pretrained, make_envs, reference_scores, restore,
+    restore_env, restore_from, rng_states, save_checkpoint, save_curve, set_rng_states,
+)
 
 import gymnasium as gym
 import numpy as np
@@ -49,11 +47,85 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
 class Args:
+    # ---- guide ----------------------------------------------------------------------------
+    pretrained_checkpoint: Optional[str] = None
+    """REQUIRED: the pre-trained agent (calql_offline.py's runs/RUN/calql_offline_pretrained.pt,
+    a WSRL script's *_pretrained.pt, or any script's --save-model); it is the guide, and the
+    learning policy starts as a copy of it"""
+    env_id: Optional[str] = None
+    """gymnasium environment id; None: the checkpoint's environment"""
+    init_policy: bool = True
+    """start the learning policy from the guide (the paper's JSRL); `--no-init-policy`: a fresh
+    one, as in the original JSRL"""
+    init_critic: bool = True
+    """start the critics and target from the checkpoint (`--no-init-critic`: fresh ones)"""
+    jsrl_initial_prob: float = 0.5
+    """probability that an episode starts with a guide roll-in, at step 0"""
+    jsrl_decay_steps: int = 100_000
+    """steps over which that probability decays linearly to 0 (paper: 100k)"""
+    jsrl_continue_prob: float = 0.99
+    """after each roll-in step the guide continues with this probability (mean roll-in 1/(1-q) = 100)"""
+
+    # ---- algorithm --------------------------------------------------------------------------
+    online_steps: int = 15_000
+    """environment steps online (CPU default; paper: 1,000,000 with --utd 4)"""
+    buffer_size: int = 1_000_000
+    """online replay buffer capacity"""
+    batch_size: int = 256
+    """transitions per critic update"""
+    utd: int = 1
+    """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
+    num_qs: int = 10
+    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
+    num_min_qs: Optional[int] = None
+    """critics drawn (without replacement) whose min is the target (None: RLPD's settings, as
+    the paper runs RLPD and JSRL: 1 on antmaze, 2 elsewhere)"""
+    critic_hidden: Optional[int] = None
+    """width of the critics' hidden layers (None: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
+    critic_layers: Optional[int] = None
+    """hidden layers of each critic (None: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
+    a checkpoint's own replaces it)"""
+    actor_hidden: Optional[int] = None
+    """width of the actor's hidden layers (None: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
+    actor_layers: Optional[int] = None
+    """hidden layers of the actor (None: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
+    last_hidden_init_scale: Optional[float] = None
+    """orthogonal-init gain of the last hidden layer of actor and critics (None: domain preset,
+    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
+    state_dependent_std: Optional[bool] = None
+    """the policy's std is a head on the state (True) or one learned number per action dimension
+    (False) (None: domain preset, as the official code: False on antmaze, True elsewhere; a
+    checkpoint's own replaces it)"""
+    actor_lr: float = 1e-4
+    """actor learning rate"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    temp_lr: float = 1e-4
+    """temperature learning rate"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """target smoothing coefficient (after every critic update)"""
+    init_temperature: float = 1.0
+    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
+    target_entropy: Optional[float] = None
+    """entropy the temperature aims for; default -|A|"""
+    backup_entropy: bool = False
+    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
+    max_target_backup: Optional[bool] = None
+    """TD target from the best of 10 sampled next actions (None: on for antmaze only, as the
+    paper's SAC and RLPD there)"""
+    eval_interval: int = 2_500
+    """evaluate the deterministic policy every this many online environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation (paper: 20)"""
+
     # ---- generic --------------------------------------------------------------------------
     exp_name: str = "jsrl"
     """name of this experiment (used in the run folder name)"""
@@ -79,90 +151,15 @@ class Args:
     """write a resume point (networks, optimizers, replay buffer, random states, counters) to
     runs/{run_name}/resume.pt at the first episode end after every this many steps; 0: never"""
 
-    # ---- guide ----------------------------------------------------------------------------
-    pretrained_checkpoint: Optional[str] = None
-    """REQUIRED: the pre-trained agent (calql_offline.py's runs/RUN/calql_offline_pretrained.pt,
-    a WSRL script's *_pretrained.pt, or any script's --save-model); it is the guide, and the
-    learning policy starts as a copy of it"""
-    env_id: Optional[str] = None
-    """gymnasium environment id; default: the checkpoint's environment"""
-    init_policy: bool = True
-    """start the learning policy from the guide (the paper's JSRL); `--no-init-policy`: a fresh
-    one, as in the original JSRL"""
-    init_critic: bool = True
-    """start the critics and target from the checkpoint (`--no-init-critic`: fresh ones)"""
-    jsrl_initial_prob: float = 0.5
-    """probability that an episode starts with a guide roll-in, at step 0"""
-    jsrl_decay_steps: int = 100_000
-    """steps over which that probability decays linearly to 0 (paper: 100k)"""
-    jsrl_continue_prob: float = 0.99
-    """after each roll-in step the guide continues with this probability (mean roll-in 1/(1-q) = 100)"""
-
-    # ---- algorithm --------------------------------------------------------------------------
-    online_steps: int = 15_000
-    """environment steps online (CPU default; paper: 1,000,000 with --utd 4)"""
-    buffer_size: int = 1_000_000
-    """online replay buffer capacity"""
-    batch_size: int = 256
-    """transitions per critic update"""
-    utd: int = 1
-    """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
-    num_qs: int = 10
-    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
-    num_min_qs: Optional[int] = None
-    """critics drawn (without replacement) whose min is the target (default: RLPD's settings, as
-    the paper runs RLPD and JSRL: 1 on antmaze, 2 elsewhere)"""
-    critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
-    critic_layers: Optional[int] = None
-    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
-    a checkpoint's own replaces it)"""
-    actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
-    actor_layers: Optional[int] = None
-    """hidden layers of the actor (default: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
-    last_hidden_init_scale: Optional[float] = None
-    """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
-    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
-    state_dependent_std: Optional[bool] = None
-    """the policy's std is a head on the state (True) or one learned number per action dimension
-    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere; a
-    checkpoint's own replaces it)"""
-    actor_lr: float = 1e-4
-    """actor learning rate"""
-    critic_lr: float = 3e-4
-    """critic learning rate"""
-    temp_lr: float = 1e-4
-    """temperature learning rate"""
-    gamma: float = 0.99
-    """discount factor"""
-    tau: float = 0.005
-    """target smoothing coefficient (after every critic update)"""
-    init_temperature: float = 1.0
-    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
-    target_entropy: Optional[float] = None
-    """entropy the temperature aims for; default -|A|"""
-    backup_entropy: bool = False
-    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
-    max_target_backup: Optional[bool] = None
-    """TD target from the best of 10 sampled next actions (default: on for antmaze only, as the
-    paper's SAC and RLPD there)"""
-    eval_interval: int = 2_500
-    """evaluate the deterministic policy every this many online environment steps"""
-    eval_episodes: int = 5
-    """episodes per evaluation (paper: 20)"""
-
 
 # =================================================================================================
-# THE ALGORITHM: the paper's numbers per domain, the networks, the updates, then `main`, which runs
-# them in the order of the paper. Read these with the paper open.
+# THE ALGORITHM: the networks, the losses and updates, evaluation and diagnostics, then `main`,
+# which runs them in the order of the paper. Read these with the paper open. (The networks take
+# the guide's checkpoint's sizes.)
 # =================================================================================================
 
 
 # [copy: networks]
-
 # ---------------------------------------------------------------------------------------------
 # Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +300,6 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 # [copy: sac-core]
-
 # ---------------------------------------------------------------------------------------------
 # SAC pieces every script shares: target, actor + temperature step, optimizers
 # (shapes: E ensemble members, B batch, A action dims)
@@ -379,6 +375,19 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
     alpha_opt.step()
     return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
             "alpha": F.softplus(alpha_param.detach())}
+
+
+def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tuple:
+    """The SAC learner: the tanh-Gaussian actor, the critic ensemble, its target (an exact copy
+    at the start), the temperature alpha = softplus(alpha_param) (so that it stays positive), and
+    their Adam optimizers."""
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target.load_state_dict(critic.state_dict())
+    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
+    return (actor, critic, critic_target, alpha_param, *make_optimizers(actor, critic, alpha_param, args))
 
 
 def make_optimizers(actor, critic, alpha_param, args):
@@ -470,222 +479,9 @@ def draw_rollin_length(rng: np.random.Generator, prob: float, continue_prob: flo
     return int(rng.geometric(1.0 - continue_prob))  # numpy's geometric counts trials to the first success
 
 
-def main(args: Args) -> dict:
-    # ===== SETUP =================================================================================
-    resume = None
-    if args.resume:  # the run's own settings, its state at its last resume point
-        resume = load_resume_point(args.resume)
-        args = Args(**{**resume["args"], "resume": args.resume})
-        print(f"resuming {args.resume} after step {resume['step']:,}")
-    if not args.pretrained_checkpoint:
-        raise SystemExit(
-            "error: JSRL needs a pre-trained guide: pass --pretrained-checkpoint PATH. Make one with\n"
-            "    python calql_offline.py --dataset-id local/hopper/replay-30k-v0 --online-steps 0\n"
-            "(it writes runs/<run>/calql_offline_pretrained.pt); the WSRL scripts' *_pretrained.pt work too."
-        )
-    if not 0.0 <= args.jsrl_initial_prob <= 1.0:
-        raise SystemExit("error: --jsrl-initial-prob must be in [0, 1].")
-    if not 0.0 <= args.jsrl_continue_prob < 1.0:
-        raise SystemExit("error: --jsrl-continue-prob must be in [0, 1) (1 would never hand over to the learner).")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
-    ckpt = read_checkpoint(args.pretrained_checkpoint, device)
-    use_checkpoint_network_sizes(args, ckpt)
-    # the environment and the reward transform of the data the guide was trained on
-    env_id = args.env_id or ckpt.get("env_id") or ckpt["args"].get("env_id") or "Hopper-v5"
-    domain = domain_of(ckpt["args"].get("dataset_id") or env_id)
-    reward_transform = REWARD_TRANSFORMS[domain]
-    ref_scores = reference_scores(env_id)
-    if args.num_min_qs is None:  # the paper runs JSRL with RLPD's settings: one sub-sampled critic on antmaze
-        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
-    if args.max_target_backup is None:  # ... and backs up the best of 10 next actions there
-        args.max_target_backup = domain in ("antmaze", "pointmaze")
-    check_args(args, {"--online-steps": (args.online_steps, 1), "--jsrl-decay-steps": (args.jsrl_decay_steps, 1)})
-
-    keep_freed_memory()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
-    rollin_rng = np.random.default_rng(args.seed)  # roll-in draws, apart from everything else
-
-    spec = None  # outside locomotion, the environment as the guide's dataset names it (AntMaze: its fixed goal)
-    if domain_of(env_id) != "locomotion" and ckpt["args"].get("dataset_id"):
-        spec = dataset_env_spec(dict(load_minari(ckpt["args"]["dataset_id"]).storage.metadata))
-    env, eval_env = make_env(env_id, args.seed, spec), make_env(env_id, args.seed + 10_000, spec)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)  # before anything is built or written
-    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
-
-    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
-    # resumed: the logs continue the same curves (what was logged after the resume point goes)
-    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume else None)
-    if not resume:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                  args.state_dependent_std).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
-    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
-    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
-
-    # ===== THE GUIDE AND THE INITIALISATION ======================================================
-    # Everything (weights, temperature, Adam states) as pre-trained; the GUIDE is a frozen copy of
-    # the pre-trained actor: it only ever acts, no optimizer holds its parameters.
-    restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
-    guide = copy.deepcopy(actor).requires_grad_(False)
-    # (Fresh networks are loaded INTO the existing ones, and an optimizer starts afresh by
-    # forgetting its state: every name keeps meaning the same object for the whole run.)
-    if not args.init_policy:  # the original JSRL: the learner starts from scratch
-        actor.load_state_dict(Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                                    args.state_dependent_std).state_dict())
-        actor_opt.state.clear()  # a fresh Adam: no moments, step 0
-    if not args.init_critic:  # fresh critics (and a target that copies them)
-        critic.load_state_dict(QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs,
-                                         args.last_hidden_init_scale).state_dict())
-        critic_target.load_state_dict(critic.state_dict())
-        critic_opt.state.clear()
-    del ckpt
-
-    # JSRL, like WSRL, keeps no offline data: the buffer starts empty and holds online data only
-    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
-
-    print(f"JSRL on {env_id} | {device}, {args.precision} | guide and start: {args.pretrained_checkpoint} | "
-          f"roll-in prob {args.jsrl_initial_prob} -> 0 over {args.jsrl_decay_steps:,} steps, mean length "
-          f"{1 / (1 - args.jsrl_continue_prob):.0f} | {args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, "
-          f"batch {args.batch_size} | {args.online_steps:,} steps | logs: {run_dir}")
-
-    # ===== TRAINING: guide roll-in then learner roll-out in each episode; one update per step ===
-    summary = {"run_dir": run_dir, "evals": [], "first_losses": None, "rollins": []}
-
-    def evaluate_and_log(step: int, evals: list) -> float:  # the LEARNING policy alone: the guide never acts here
-        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-        evals.append((step, ret, score))
-        writer.add_scalar("eval/return", ret, step)
-        if score is not None:
-            writer.add_scalar("eval/normalized_score", score, step)
-        if success is not None:  # sparse domains
-            writer.add_scalar("eval/success_rate", success, step)
-        return ret
-
-    def start_episode(step: int) -> int:  # draw the new episode's roll-in length, log the curriculum
-        prob = rollin_probability(step, args.jsrl_initial_prob, args.jsrl_decay_steps)
-        writer.add_scalar("jsrl/rollin_prob", prob, step)
-        return draw_rollin_length(rollin_rng, prob, args.jsrl_continue_prob)
-
-    obs, _ = env.reset(seed=args.seed)
-    eval_env.reset(seed=args.seed + 10_000)
-    start_time, updates_start, step = time.time(), None, 0
-    last_return, info = float("nan"), {}
-    if resume:  # at an episode end: every weight, moment, transition, counter and random stream
-        restore_from(resume, actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
-                     actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb)
-        summary, last_return, step, obs = resume["summary"], resume["last_return"], resume["step"], resume["obs"]
-        rollin_left, guide_steps, guide_total = resume["rollin_left"], 0, resume["guide_total"]
-        obs = restore_env(env, resume["env"], obs)
-        restore_env(eval_env, resume["eval_env"])
-        rollin_rng.bit_generator.state = resume["rollin_rng"]
-        set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
-    else:
-        evaluate_and_log(0, summary["evals"])  # step 0 = the pre-trained agent, so the curve starts at the offline result
-        rollin_left, guide_steps, guide_total = start_episode(0), 0, 0
-    first_step, resume_step = step + 1, step if resume else None
-    previous_sigterm = interrupt_on_sigterm()
-    try:
-        for step in range(first_step, args.online_steps + 1):
-            if rollin_left > 0:  # ROLL-IN: the frozen guide acts, sampling as during pre-training
-                action = guide.act(obs, deterministic=False)
-                rollin_left -= 1
-                guide_steps += 1
-            else:  # ROLL-OUT: the learning policy acts to the end of the episode
-                action = actor.act(obs, deterministic=False)
-            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
-            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
-            # episode boundaries. Guide and learner transitions go to the same buffer.
-            rb.add(o, a, reward_transform(r), next_o, terminated, ended)
-            if episode is not None:
-                last_return = float(episode["r"])
-                writer.add_scalar("charts/episodic_return", last_return, step)
-                writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
-                writer.add_scalar("jsrl/rollin_length", guide_steps, step)  # guide steps this episode
-                guide_total += guide_steps
-                writer.add_scalar("jsrl/guide_step_fraction", guide_total / step, step)
-                summary["rollins"].append((step, guide_steps, int(episode["l"])))
-                rollin_left, guide_steps = start_episode(step), 0
-
-            # one high-UTD update per env step, from the first step on (as the paper's JSRL)
-            if updates_start is None:
-                updates_start = (time.time(), step)
-            batch = sample_batch(rb, None, args.utd, args.batch_size, 0.0, gen)
-            info = graphs.run("sac", lambda b: sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
-                                                          alpha_opt, b, args, target_entropy), batch)
-            if summary["first_losses"] is None:
-                summary["first_losses"] = {k: float(v) for k, v in info.items()}
-            if step % 100 == 0:
-                for k, v in info.items():
-                    writer.add_scalar(f"losses/{k}", float(v), step)
-                stop_if_diverged(info, step, "online", writer)
-
-            # evaluation uses its own env, so the training episode in progress is not disturbed
-            if step % args.eval_interval == 0 or step == args.online_steps:
-                evaluate_and_log(step, summary["evals"])
-            if step % 1000 == 0 or step == args.online_steps:
-                summary["sps"] = print_progress(step, args.online_steps, start_time, updates_start, last_return,
-                                                summary["evals"], info)
-                writer.add_scalar("charts/SPS", summary["sps"], step)
-            # a resume point at the first episode end after every --checkpoint-interval steps
-            # (the env just reset, the next roll-in drawn: a few numbers to save)
-            if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
-                save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
-                                  critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
-                                  critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb, summary=summary,
-                                  last_return=last_return, obs=obs, env=env_snapshot(env),
-                                  eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen),
-                                  rollin_left=rollin_left, guide_total=guide_total,
-                                  rollin_rng=rollin_rng.bit_generator.state)
-                resume_step = step
-    except KeyboardInterrupt:  # keep what was learned: the checkpoint is still saved
-        print(f"\ninterrupted at step {step:,}; saving what there is")
-        if resume_step is not None:
-            print(f"to continue from step {resume_step:,}: python jsrl.py --resume {run_dir}")
-
-    # ===== SAVE =================================================================================
-    summary["guide"] = guide  # the frozen guide, for inspection (tests check it never changed)
-    if args.save_model:
-        path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        env_id=env_id, complete=step == args.online_steps,
-                        planned_steps=args.online_steps)
-        summary["checkpoint"] = path
-    if summary["evals"]:
-        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"JSRL on {env_id}")
-    env.close()
-    eval_env.close()
-    writer.close()
-    if previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    print_summary(summary, step, start_time)
-    rollins = [g for _, g, _ in summary["rollins"] if g > 0]
-    print(f"  guide roll-ins: {len(rollins)} of {len(summary['rollins'])} finished episodes"
-          + (f", {np.mean(rollins):.1f} guide steps on average" if rollins else ""))
-    return summary
-
-
-# =================================================================================================
-# SUPPORT CODE: datasets, domains, environments, the replay buffer, evaluation and diagnostics,
-# checkpoints, resume points, speed and progress. None of it is part of the algorithm: skip it on
-# a first read (CleanRL marks such code "TRY NOT TO MODIFY").
-# =================================================================================================
-
-
 # [copy: evaluate]
-
 # ---------------------------------------------------------------------------------------------
-# Evaluation, checkpoints, curves
+# Evaluation: the deterministic policy, on its own environment
 # ---------------------------------------------------------------------------------------------
 def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
     """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
@@ -713,6 +509,147 @@ def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple
 
 
 # [end copy]
+
+
+def main(args: Args) -> dict:
+    # ===== SETUP: flags, the guide's checkpoint, environments, logs (support code: skim it) ========
+    run = Run(args, "jsrl.py")  # --resume: the run's own settings and state
+    args, device = run.args, run.device
+    if not args.pretrained_checkpoint:
+        raise SystemExit(
+            "error: JSRL needs a pre-trained guide: pass --pretrained-checkpoint PATH. Make one with\n"
+            "    python calql_offline.py --dataset-id local/hopper/replay-30k-v0 --online-steps 0\n"
+            "(it writes runs/<run>/calql_offline_pretrained.pt); the WSRL scripts' *_pretrained.pt work too."
+        )
+    if not 0.0 <= args.jsrl_initial_prob <= 1.0:
+        raise SystemExit("error: --jsrl-initial-prob must be in [0, 1].")
+    if not 0.0 <= args.jsrl_continue_prob < 1.0:
+        raise SystemExit("error: --jsrl-continue-prob must be in [0, 1) (1 would never hand over to the learner).")
+    ckpt = load_pretrained(args, device)
+    # the environment and the reward transform of the data the guide was trained on
+    env_id = args.env_id or ckpt.get("env_id") or ckpt["args"].get("env_id") or "Hopper-v5"
+    domain = domain_of(ckpt["args"].get("dataset_id") or env_id)
+    reward_transform, ref_scores = REWARD_TRANSFORMS[domain], reference_scores(env_id)
+    if args.num_min_qs is None:  # the paper runs JSRL with RLPD's settings: one sub-sampled critic on antmaze
+        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
+    if args.max_target_backup is None:  # ... and backs up the best of 10 next actions there
+        args.max_target_backup = domain in ("antmaze", "pointmaze")
+    check_args(args, {"--online-steps": (args.online_steps, 1), "--jsrl-decay-steps": (args.jsrl_decay_steps, 1)})
+    gen = run.seed()  # the replay sampler's random stream
+    rollin_rng = np.random.default_rng(args.seed)  # roll-in draws, apart from everything else
+    # outside locomotion, the environment as the guide's dataset names it (AntMaze: its fixed goal)
+    metadata = {}
+    if domain_of(env_id) != "locomotion" and ckpt["args"].get("dataset_id"):
+        metadata = {"spec": dataset_env_spec(dict(load_minari(ckpt["args"]["dataset_id"]).storage.metadata))}
+    env, eval_env, obs_dim, act_dim = make_envs(env_id, args.seed, metadata, ckpt)
+    run.open_logs(env_id)
+    summary = run.summary
+    summary["rollins"] = []
+
+    # ===== THE GUIDE AND THE LEARNER =============================================================
+    actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt = make_sac_agent(obs_dim, act_dim, args, device)
+    learner = dict(actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
+                   critic_opt=critic_opt, alpha_opt=alpha_opt)  # (what checkpoints and resume points hold)
+    # Everything (weights, temperature, Adam states) as pre-trained; the GUIDE is a frozen copy of
+    # the pre-trained actor: it only ever acts, no optimizer holds its parameters.
+    restore(ckpt, **learner)
+    guide = copy.deepcopy(actor).requires_grad_(False)
+    # (Fresh networks are loaded INTO the existing ones, and an optimizer starts afresh by
+    # forgetting its state: every name keeps meaning the same object for the whole run.)
+    if not args.init_policy:  # the original JSRL: the learner starts from scratch
+        actor.load_state_dict(Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                                    args.state_dependent_std).state_dict())
+        actor_opt.state.clear()  # a fresh Adam: no moments, step 0
+    if not args.init_critic:  # fresh critics (and a target that copies them)
+        critic.load_state_dict(QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs,
+                                         args.last_hidden_init_scale).state_dict())
+        critic_target.load_state_dict(critic.state_dict())
+        critic_opt.state.clear()
+    del ckpt
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+
+    def sac_step(batch: dict) -> dict:  # one high-UTD step: `utd` critic updates, then one actor update
+        return sac_update(**learner, batch=batch, args=args, target_entropy=target_entropy)
+
+    sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs: recorded once as a CUDA graph, then replayed
+    # JSRL, like WSRL, keeps no offline data: the buffer starts empty and holds online data only
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
+    print(f"JSRL on {env_id} | {device}, {args.precision} | guide and start: {args.pretrained_checkpoint} | "
+          f"roll-in prob {args.jsrl_initial_prob} -> 0 over {args.jsrl_decay_steps:,} steps, mean length "
+          f"{1 / (1 - args.jsrl_continue_prob):.0f} | {args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, "
+          f"batch {args.batch_size} | {args.online_steps:,} steps | logs: {run.run_dir}")
+
+    def start_episode(step: int) -> int:  # draw the new episode's roll-in length, log the curriculum
+        prob = rollin_probability(step, args.jsrl_initial_prob, args.jsrl_decay_steps)
+        run.writer.add_scalar("jsrl/rollin_prob", prob, step)
+        return draw_rollin_length(rollin_rng, prob, args.jsrl_continue_prob)
+
+    # ===== TRAINING: guide roll-in then learner roll-out in each episode; one update per step ===
+    obs, _ = env.reset(seed=args.seed)
+    updates_start, step, last_return, info = None, 0, float("nan"), {}
+    if run.start(eval_env) is not None:  # resumed at an episode end: every weight, transition, counter and stream
+        restore_from(run.resume, **learner, buffer=rb)
+        step, last_return, obs = run.resume["step"], run.resume["last_return"], run.resume["obs"]
+        rollin_left, guide_steps, guide_total = run.resume["rollin_left"], 0, run.resume["guide_total"]
+        obs = restore_env(env, run.resume["env"], obs)
+        rollin_rng.bit_generator.state = run.resume["rollin_rng"]
+        set_rng_states(run.resume["rng"], gen)  # last: nothing may draw from them after this
+    else:  # step 0 = the pre-trained agent (the LEARNING policy: the guide never acts in evaluation)
+        run.log_eval("", 0, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
+        rollin_left, guide_steps, guide_total = start_episode(0), 0, 0
+    with run.stoppable():
+        for step in run.steps(step + 1, args.online_steps):
+            if rollin_left > 0:  # ROLL-IN: the frozen guide acts, sampling as during pre-training
+                action = guide.act(obs, deterministic=False)
+                rollin_left -= 1
+                guide_steps += 1
+            else:  # ROLL-OUT: the learning policy acts to the end of the episode
+                action = actor.act(obs, deterministic=False)
+            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
+            # episode boundaries. Guide and learner transitions go to the same buffer.
+            rb.add(o, a, reward_transform(r), next_o, terminated, ended)
+            last_return = run.log_episode(episode, step, last_return)
+            if episode is not None:
+                run.writer.add_scalar("jsrl/rollin_length", guide_steps, step)  # guide steps this episode
+                guide_total += guide_steps
+                run.writer.add_scalar("jsrl/guide_step_fraction", guide_total / step, step)
+                summary["rollins"].append((step, guide_steps, int(episode["l"])))
+                rollin_left, guide_steps = start_episode(step), 0
+
+            # one high-UTD update per env step, from the first step on (as the paper's JSRL)
+            updates_start = updates_start or (time.time(), step)
+            info = sac_step(rb.sample((args.utd * args.batch_size,), gen))  # utd minibatches, stacked
+            if summary["first_losses"] is None:
+                summary["first_losses"] = {k: float(v) for k, v in info.items()}
+            if step % 100 == 0:
+                run.log_losses("losses/", info, step, "online")
+
+            # evaluation uses its own env, so the training episode in progress is not disturbed
+            if step % args.eval_interval == 0 or step == args.online_steps:
+                run.log_eval("", step, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
+            if step % 1000 == 0 or step == args.online_steps:
+                summary["sps"] = run.progress(step, args.online_steps, run.start_time, updates_start, last_return,
+                                              summary["evals"], info)
+            if run.resume_point_due(step, ended):  # (the next roll-in is drawn: a few more numbers to save)
+                run.save_resume_point(step, **learner, buffer=rb, last_return=last_return, obs=obs, env=env_snapshot(env),
+                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen),
+                                      rollin_left=rollin_left, guide_total=guide_total,
+                                      rollin_rng=rollin_rng.bit_generator.state)
+
+    # ===== SAVE =================================================================================
+    summary["guide"] = guide  # the frozen guide, for inspection (tests check it never changed)
+    if args.save_model:
+        path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
+        save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=step == args.online_steps,
+                        planned_steps=args.online_steps)
+    if summary["evals"]:
+        save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"], f"JSRL on {env_id}")
+    run.finish(step, env, eval_env)
+    rollins = [g for _, g, _ in summary["rollins"] if g > 0]
+    print(f"  guide roll-ins: {len(rollins)} of {len(summary['rollins'])} finished episodes"
+          + (f", {np.mean(rollins):.1f} guide steps on average" if rollins else ""))
+    return summary
 
 
 if __name__ == "__main__":

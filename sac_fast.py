@@ -18,19 +18,17 @@ The scripts of this repository share their common blocks as identical copies (ma
 
 import math
 import os
-import random
-import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
-# Support code (datasets, environments, checkpoints, resume points, progress): not the algorithm.
-# Imported before torch, as it sets how idle OpenMP threads wait (wsrl_utils.py).
-from wsrl_utils import (CHECKPOINT_FORMAT, CudaGraphs, REWARD_TRANSFORMS, ReplayBuffer, adam_options,
-    apply_domain_preset, autocast, backward, check_args, domain_of, env_id_for, env_snapshot, env_step,
-    full_precision, interrupt_on_sigterm, keep_freed_memory, load_offline_data, load_resume_point, make_env,
-    make_run_dir, print_progress, print_summary, reference_scores, restore_env, restore_from, rng_states,
-    sample_batch, save_checkpoint, save_curve, save_resume_point, set_rng_states, stop_if_diverged, use_cuda_graphs)
+# SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
+# skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
+from wsrl_utils import (
+    ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, apply_domain_preset, autocast, backward, check_args,
+    domain_of, env_id_for, env_snapshot, env_step, full_precision, load_offline_data, make_envs, reference_scores,
+    restore_env, restore_from, rng_states, sample_batch, save_actor, save_checkpoint, save_curve, set_rng_states,
+)
 
 import gymnasium as gym
 import numpy as np
@@ -38,11 +36,83 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
 class Args:
+    # ---- environment and data -------------------------------------------------------------
+    env_id: Optional[str] = None
+    """gymnasium environment id; None: the dataset's environment, else Hopper-v5"""
+    dataset_id: Optional[str] = None
+    """Minari dataset id, e.g. `mujoco/hopper/medium-v0` (downloaded if a network is there) or a
+    local one made with `tools/export_dataset.py`; needed when `--offline-ratio` > 0"""
+    offline_ratio: float = 0.0
+    """share of every batch drawn from the offline dataset: 0 = SAC (fast), 0.5 = RLPD"""
+
+    # ---- algorithm --------------------------------------------------------------------------
+    online_steps: int = 15_000
+    """environment steps online (CPU default; paper: 1,000,000 with --utd 4)"""
+    learning_starts: int = 5_000
+    """steps of uniformly random actions before the first update (CleanRL's name; paper and RLPD: 5,000)"""
+    buffer_size: int = 1_000_000
+    """online replay buffer capacity"""
+    batch_size: int = 256
+    """transitions per critic update"""
+    utd: int = 1
+    """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
+    num_qs: int = 10
+    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
+    num_min_qs: Optional[int] = None
+    """critics drawn (without replacement) whose min is the target (None: RLPD's settings, as
+    the paper runs RLPD and JSRL: 1 on antmaze, 2 elsewhere)"""
+    critic_hidden: Optional[int] = None
+    """width of the critics' hidden layers (None: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
+    critic_layers: Optional[int] = None
+    """hidden layers of each critic (None: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
+    a checkpoint's own replaces it)"""
+    actor_hidden: Optional[int] = None
+    """width of the actor's hidden layers (None: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
+    actor_layers: Optional[int] = None
+    """hidden layers of the actor (None: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
+    last_hidden_init_scale: Optional[float] = None
+    """orthogonal-init gain of the last hidden layer of actor and critics (None: domain preset,
+    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
+    state_dependent_std: Optional[bool] = None
+    """the policy's std is a head on the state (True) or one learned number per action dimension
+    (False) (None: domain preset, as the official code: False on antmaze, True elsewhere; a
+    checkpoint's own replaces it)"""
+    actor_lr: float = 1e-4
+    """actor learning rate"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    temp_lr: float = 1e-4
+    """temperature learning rate"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """target smoothing coefficient (after every critic update)"""
+    init_temperature: float = 1.0
+    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
+    target_entropy: Optional[float] = None
+    """entropy the temperature aims for; default -|A|"""
+    backup_entropy: bool = False
+    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
+    max_target_backup: Optional[bool] = None
+    """TD target from the best of 10 sampled next actions (None: on for antmaze only, as the
+    paper's SAC and RLPD there)"""
+    eval_interval: int = 2_500
+    """evaluate the deterministic policy every this many online environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation (paper: 20)"""
+    stop_at_return: Optional[float] = None
+    """stop at the first evaluation whose mean return reaches this (how D4RL made its "medium"
+    behaviour policies: training stopped part-way); that evaluation's actor is the one kept"""
+    save_actors: bool = False
+    """save the actor alone at every evaluation to runs/{run_name}/actors/step_{N}.pt (a few
+    hundred KB each): behaviour policies for `tools/make_datasets.py`"""
+
     # ---- generic --------------------------------------------------------------------------
     exp_name: str = "sac_fast"
     """name of this experiment (used in the run folder name)"""
@@ -68,88 +138,15 @@ class Args:
     """write a resume point (networks, optimizers, replay buffer, random states, counters) to
     runs/{run_name}/resume.pt at the first episode end after every this many steps; 0: never"""
 
-    # ---- environment and data -------------------------------------------------------------
-    env_id: Optional[str] = None
-    """gymnasium environment id; default: the dataset's environment, else Hopper-v5"""
-    dataset_id: Optional[str] = None
-    """Minari dataset id, e.g. `mujoco/hopper/medium-v0` (downloaded if a network is there) or a
-    local one made with `tools/export_dataset.py`; needed when `--offline-ratio` > 0"""
-    offline_ratio: float = 0.0
-    """share of every batch drawn from the offline dataset: 0 = SAC (fast), 0.5 = RLPD"""
-
-    # ---- algorithm --------------------------------------------------------------------------
-    online_steps: int = 15_000
-    """environment steps online (CPU default; paper: 1,000,000 with --utd 4)"""
-    learning_starts: int = 5_000
-    """steps of uniformly random actions before the first update (CleanRL's name; paper and RLPD: 5,000)"""
-    buffer_size: int = 1_000_000
-    """online replay buffer capacity"""
-    batch_size: int = 256
-    """transitions per critic update"""
-    utd: int = 1
-    """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
-    num_qs: int = 10
-    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
-    num_min_qs: Optional[int] = None
-    """critics drawn (without replacement) whose min is the target (default: RLPD's settings, as
-    the paper runs RLPD and JSRL: 1 on antmaze, 2 elsewhere)"""
-    critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
-    critic_layers: Optional[int] = None
-    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
-    a checkpoint's own replaces it)"""
-    actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
-    actor_layers: Optional[int] = None
-    """hidden layers of the actor (default: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
-    last_hidden_init_scale: Optional[float] = None
-    """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
-    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
-    state_dependent_std: Optional[bool] = None
-    """the policy's std is a head on the state (True) or one learned number per action dimension
-    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere; a
-    checkpoint's own replaces it)"""
-    actor_lr: float = 1e-4
-    """actor learning rate"""
-    critic_lr: float = 3e-4
-    """critic learning rate"""
-    temp_lr: float = 1e-4
-    """temperature learning rate"""
-    gamma: float = 0.99
-    """discount factor"""
-    tau: float = 0.005
-    """target smoothing coefficient (after every critic update)"""
-    init_temperature: float = 1.0
-    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
-    target_entropy: Optional[float] = None
-    """entropy the temperature aims for; default -|A|"""
-    backup_entropy: bool = False
-    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
-    max_target_backup: Optional[bool] = None
-    """TD target from the best of 10 sampled next actions (default: on for antmaze only, as the
-    paper's SAC and RLPD there)"""
-    eval_interval: int = 2_500
-    """evaluate the deterministic policy every this many online environment steps"""
-    eval_episodes: int = 5
-    """episodes per evaluation (paper: 20)"""
-    stop_at_return: Optional[float] = None
-    """stop at the first evaluation whose mean return reaches this (how D4RL made its "medium"
-    behaviour policies: training stopped part-way); that evaluation's actor is the one kept"""
-    save_actors: bool = False
-    """save the actor alone at every evaluation to runs/{run_name}/actors/step_{N}.pt (a few
-    hundred KB each): behaviour policies for `tools/make_datasets.py`"""
-
 
 # =================================================================================================
-# THE ALGORITHM: the paper's numbers per domain, the networks, the updates, then `main`, which runs
-# them in the order of the paper. Read these with the paper open.
+# THE ALGORITHM: the networks, the losses and updates, evaluation and diagnostics, then `main`,
+# which runs them in the order of the paper. Read these with the paper open. (The paper's settings
+# per domain are DOMAIN_PRESETS in wsrl_utils.py, applied before anything is built.)
 # =================================================================================================
 
 
 # [copy: networks]
-
 # ---------------------------------------------------------------------------------------------
 # Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +287,6 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 # [copy: sac-core]
-
 # ---------------------------------------------------------------------------------------------
 # SAC pieces every script shares: target, actor + temperature step, optimizers
 # (shapes: E ensemble members, B batch, A action dims)
@@ -368,6 +364,19 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
             "alpha": F.softplus(alpha_param.detach())}
 
 
+def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tuple:
+    """The SAC learner: the tanh-Gaussian actor, the critic ensemble, its target (an exact copy
+    at the start), the temperature alpha = softplus(alpha_param) (so that it stays positive), and
+    their Adam optimizers."""
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target.load_state_dict(critic.state_dict())
+    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
+    return (actor, critic, critic_target, alpha_param, *make_optimizers(actor, critic, alpha_param, args))
+
+
 def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
     fused = adam_options(alpha_param.device, args)
@@ -436,198 +445,9 @@ def sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
 # [end copy]
 
 
-def main(args: Args) -> dict:
-    # ===== SETUP =================================================================================
-    resume = None
-    if args.resume:  # the run's own settings, its state at its last resume point
-        resume = load_resume_point(args.resume)
-        args = Args(**{**resume["args"], "resume": args.resume})
-        print(f"resuming {args.resume} after step {resume['step']:,}")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
-    domain = domain_of(args.dataset_id or args.env_id or "")
-    # the network sizes of the domain (the paper's RLPD and SAC run with WSRL's networks there)
-    apply_domain_preset(args, domain)
-    if args.num_min_qs is None:  # the paper's RLPD on antmaze: the min over ONE sub-sampled critic
-        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
-    if args.max_target_backup is None:  # the paper's SAC on antmaze backs up the best of 10 next actions
-        args.max_target_backup = domain in ("antmaze", "pointmaze")
-    check_args(args, {"--online-steps": (args.online_steps, 1), "--learning-starts": (args.learning_starts, 0)})
-    if args.learning_starts >= args.online_steps:
-        raise SystemExit(f"error: --online-steps {args.online_steps:,} is not above --learning-starts "
-                         f"{args.learning_starts:,} (random actions, no update): the agent would never learn. "
-                         "Raise --online-steps or lower --learning-starts.")
-    if args.dataset_id and args.offline_ratio == 0:  # it would only name the environment: say so, not ignore it
-        raise SystemExit(f"error: --dataset-id {args.dataset_id} is sampled only with --offline-ratio > 0 (RLPD: "
-                         "--offline-ratio 0.5). For SAC without offline data, pass --env-id instead.")
-    if args.offline_ratio > 0 and not args.dataset_id:
-        raise SystemExit("error: --offline-ratio > 0 needs --dataset-id (RLPD samples offline data).")
-    if not 0.0 <= args.offline_ratio < 1.0:
-        raise SystemExit("error: --offline-ratio must be in [0, 1).")
-    offline_data, metadata = (None, {})
-    if args.dataset_id:
-        offline_data, metadata = load_offline_data(args.dataset_id, domain_of(args.dataset_id))
-    # the dataset knows which environment produced it; --env-id overrides
-    env_id = env_id_for(args.dataset_id, metadata, args.env_id) if args.dataset_id else (args.env_id or "Hopper-v5")
-    # online rewards get the same transform as the offline data, so both live on one scale
-    domain = domain_of(args.dataset_id or env_id)
-    reward_transform = REWARD_TRANSFORMS[domain]
-    ref_scores = reference_scores(env_id, metadata)
-
-    keep_freed_memory()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
-
-    env, eval_env = make_env(env_id, args.seed, metadata.get("spec")), make_env(env_id, args.seed + 10_000, metadata.get("spec"))
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if offline_data is not None and offline_data["observations"].shape[1] != obs_dim:
-        raise SystemExit(f"error: dataset {args.dataset_id} has {offline_data['observations'].shape[1]}-dim "
-                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
-    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
-
-    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
-    # resumed: the logs continue the same curves (what was logged after the resume point goes)
-    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume else None)
-    if not resume:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                  args.state_dependent_std).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
-    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
-    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
-
-    # SAC (fast) learns from its own buffer alone; RLPD also keeps the offline data in a second
-    # buffer and draws `offline_ratio` of every minibatch from it (symmetric sampling)
-    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
-    offline_rb = ReplayBuffer.from_arrays(offline_data, device) if offline_data is not None and args.offline_ratio > 0 else None
-    del offline_data  # what RLPD needs now lives in offline_rb
-
-    print(f"SAC (fast){' + offline data (RLPD)' if offline_rb else ''} on {env_id} | {device}, {args.precision} | "
-          f"{args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, batch {args.batch_size} | "
-          f"{args.online_steps:,} steps ({args.learning_starts:,} random) | logs: {run_dir}")
-
-    # ===== TRAINING: random actions until --learning-starts, then one env step + `utd` critic updates per step ==========
-    summary = {"run_dir": run_dir, "evals": [], "first_losses": None}
-
-    def evaluate_and_log(step: int, evals: list) -> float:  # the deterministic policy, on its own env
-        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-        evals.append((step, ret, score))
-        writer.add_scalar("eval/return", ret, step)
-        if score is not None:
-            writer.add_scalar("eval/normalized_score", score, step)
-        if success is not None:  # sparse domains
-            writer.add_scalar("eval/success_rate", success, step)
-        return ret
-
-    obs, _ = env.reset(seed=args.seed)
-    eval_env.reset(seed=args.seed + 10_000)
-    start_time, updates_start, step = time.time(), None, 0
-    last_return, info = float("nan"), {}
-    if resume:  # every weight, moment, transition, counter and random stream as it was
-        restore_from(resume, actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
-                     actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb)
-        summary, last_return, step, obs = resume["summary"], resume["last_return"], resume["step"], resume["obs"]
-        obs = restore_env(env, resume["env"], obs)
-        restore_env(eval_env, resume["eval_env"])
-        set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
-    first_step, resume_step = step + 1, step if resume else None
-    previous_sigterm = interrupt_on_sigterm()
-    try:
-        for step in range(first_step, args.online_steps + 1):
-            if step <= args.learning_starts:
-                action = env.action_space.sample()  # uniform random actions fill the buffer first
-            else:
-                action = actor.act(obs, deterministic=False)
-            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
-            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
-            # episode boundaries, so the buffer can be exported as episodes
-            rb.add(o, a, reward_transform(r), next_o, terminated, ended)
-            if episode is not None:
-                last_return = float(episode["r"])
-                writer.add_scalar("charts/episodic_return", last_return, step)
-                writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
-
-            # one high-UTD update per env step once the random actions have filled the buffer
-            if step > args.learning_starts:
-                if updates_start is None:
-                    updates_start = (time.time(), step)
-                batch = sample_batch(rb, offline_rb, args.utd, args.batch_size, args.offline_ratio, gen)
-                info = graphs.run("sac", lambda b: sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt,
-                                                              alpha_opt, b, args, target_entropy), batch)
-                if summary["first_losses"] is None:
-                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
-                if step % 100 == 0:
-                    for k, v in info.items():
-                        writer.add_scalar(f"losses/{k}", float(v), step)
-                    stop_if_diverged(info, step, "online", writer)
-
-            # evaluation uses its own env, so the training episode in progress is not disturbed
-            if step % args.eval_interval == 0 or step == args.online_steps:
-                ret = evaluate_and_log(step, summary["evals"])
-                if args.save_actors:
-                    summary["actor"] = save_actor(run_dir, actor, args, env_id, step, ret)
-                if args.stop_at_return is not None and ret >= args.stop_at_return:
-                    # learning is not monotone: keep the policy of THIS evaluation, not a later one
-                    print(f"eval return {ret:.1f} >= --stop-at-return {args.stop_at_return:g} at step {step:,}: stopping")
-                    summary["stopped_at"] = step
-                    break
-            if step % 1000 == 0 or step == args.online_steps:
-                summary["sps"] = print_progress(step, args.online_steps, start_time, updates_start, last_return,
-                                                summary["evals"], info)
-                writer.add_scalar("charts/SPS", summary["sps"], step)
-            # a resume point at the first episode end after every --checkpoint-interval steps
-            # (the env just reset: a few numbers to save)
-            if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
-                save_resume_point(run_dir, args=asdict(args), step=step, actor=actor, critic=critic,
-                                  critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
-                                  critic_opt=critic_opt, alpha_opt=alpha_opt, buffer=rb, summary=summary,
-                                  last_return=last_return, obs=obs, env=env_snapshot(env),
-                                  eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
-                resume_step = step
-    except KeyboardInterrupt:  # keep what was learned: the checkpoint is still saved
-        print(f"\ninterrupted at step {step:,}; saving what there is")
-        if resume_step is not None:
-            print(f"to continue from step {resume_step:,}: python sac_fast.py --resume {run_dir}")
-
-    # ===== SAVE =================================================================================
-    if args.save_model:
-        path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        env_id=env_id, complete=step == args.online_steps,
-                        planned_steps=args.online_steps)
-        summary["checkpoint"] = path
-    if summary["evals"]:
-        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"{args.exp_name} on {env_id}",
-                   {"updates start": args.learning_starts})
-    env.close()
-    eval_env.close()
-    writer.close()
-    if previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    print_summary(summary, step, start_time)
-    # what tools/export_dataset.py writes as a Minari dataset (the buffer, or the policy's episodes)
-    summary.update(buffer=rb, policy=actor, env_id=env_id, steps=step)
-    return summary
-
-
-# =================================================================================================
-# SUPPORT CODE: datasets, domains, environments, the replay buffer, evaluation and diagnostics,
-# checkpoints, resume points, speed and progress. None of it is part of the algorithm: skip it on
-# a first read (CleanRL marks such code "TRY NOT TO MODIFY").
-# =================================================================================================
-
-
 # [copy: evaluate]
-
 # ---------------------------------------------------------------------------------------------
-# Evaluation, checkpoints, curves
+# Evaluation: the deterministic policy, on its own environment
 # ---------------------------------------------------------------------------------------------
 def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
     """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
@@ -657,15 +477,116 @@ def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple
 # [end copy]
 
 
-def save_actor(run_dir: str, actor: Actor, args, env_id: str, step: int, eval_return: float) -> str:
-    """The actor alone, with what is needed to rebuild it: a behaviour policy to record data with."""
-    os.makedirs(os.path.join(run_dir, "actors"), exist_ok=True)
-    path = os.path.join(run_dir, "actors", f"step_{step:07d}.pt")
-    torch.save({"actor": actor.state_dict(), "env_id": env_id, "step": step, "eval_return": eval_return,
-                "actor_hidden": args.actor_hidden, "actor_layers": args.actor_layers, "args": asdict(args),
-                "format": CHECKPOINT_FORMAT}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # never a half-written file under the final name
-    return path
+
+
+def main(args: Args) -> dict:
+    # ===== SETUP: flags, data, environments, logs (support code in wsrl_utils.py: skim it) =========
+    run = Run(args, "sac_fast.py")  # --resume: the run's own settings and state
+    args, device = run.args, run.device
+    domain = domain_of(args.dataset_id or args.env_id or "")
+    # the network sizes of the domain (the paper's RLPD and SAC run with WSRL's networks there)
+    apply_domain_preset(args, domain)
+    if args.num_min_qs is None:  # the paper's RLPD on antmaze: the min over ONE sub-sampled critic
+        args.num_min_qs = 1 if domain in ("antmaze", "pointmaze") else 2
+    if args.max_target_backup is None:  # the paper's SAC on antmaze backs up the best of 10 next actions
+        args.max_target_backup = domain in ("antmaze", "pointmaze")
+    check_args(args, {"--online-steps": (args.online_steps, 1), "--learning-starts": (args.learning_starts, 0)})
+    if args.learning_starts >= args.online_steps:
+        raise SystemExit(f"error: --online-steps {args.online_steps:,} is not above --learning-starts "
+                         f"{args.learning_starts:,} (random actions, no update): the agent would never learn. "
+                         "Raise --online-steps or lower --learning-starts.")
+    if args.dataset_id and args.offline_ratio == 0:  # it would only name the environment: say so, not ignore it
+        raise SystemExit(f"error: --dataset-id {args.dataset_id} is sampled only with --offline-ratio > 0 (RLPD: "
+                         "--offline-ratio 0.5). For SAC without offline data, pass --env-id instead.")
+    if args.offline_ratio > 0 and not args.dataset_id:
+        raise SystemExit("error: --offline-ratio > 0 needs --dataset-id (RLPD samples offline data).")
+    offline_data, metadata = load_offline_data(args.dataset_id, domain) if args.dataset_id else (None, {})
+    # the dataset knows which environment produced it; --env-id overrides
+    env_id = env_id_for(args.dataset_id, metadata, args.env_id) if args.dataset_id else (args.env_id or "Hopper-v5")
+    # online rewards get the same transform as the offline data, so both live on one scale
+    reward_transform = REWARD_TRANSFORMS[domain_of(args.dataset_id or env_id)]
+    gen = run.seed()  # the replay sampler's random stream
+    env, eval_env, obs_dim, act_dim = make_envs(env_id, args.seed, metadata, data=offline_data, dataset_id=args.dataset_id)
+    run.open_logs(env_id)
+    ref_scores, summary = reference_scores(env_id, metadata), run.summary
+
+    # ===== THE AGENT: actor, critic ensemble and its target, temperature ===========================
+    actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt = make_sac_agent(obs_dim, act_dim, args, device)
+    learner = dict(actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
+                   critic_opt=critic_opt, alpha_opt=alpha_opt)  # (what checkpoints and resume points hold)
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+
+    def sac_step(batch: dict) -> dict:  # one high-UTD step: `utd` critic updates, then one actor update
+        return sac_update(**learner, batch=batch, args=args, target_entropy=target_entropy)
+
+    sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs: recorded once as a CUDA graph, then replayed
+    # SAC (fast) learns from its own buffer alone; RLPD also keeps the offline data in a second
+    # buffer and draws `offline_ratio` of every minibatch from it (symmetric sampling)
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
+    offline_rb = ReplayBuffer.from_arrays(offline_data, device) if offline_data is not None and args.offline_ratio > 0 else None
+    del offline_data  # what RLPD needs now lives in offline_rb
+    print(f"SAC (fast){' + offline data (RLPD)' if offline_rb else ''} on {env_id} | {device}, {args.precision} | "
+          f"{args.num_qs} critics, min of {args.num_min_qs}, UTD {args.utd}, batch {args.batch_size} | "
+          f"{args.online_steps:,} steps ({args.learning_starts:,} random) | logs: {run.run_dir}")
+
+    # ===== TRAINING: random actions until --learning-starts, then one env step + `utd` critic updates per step ==========
+    obs, _ = env.reset(seed=args.seed)
+    updates_start, step, last_return, info = None, 0, float("nan"), {}
+    if run.start(eval_env) is not None:  # resumed: every weight, moment, transition, counter and random stream
+        restore_from(run.resume, **learner, buffer=rb)
+        step, last_return, obs = run.resume["step"], run.resume["last_return"], run.resume["obs"]
+        obs = restore_env(env, run.resume["env"], obs)
+        set_rng_states(run.resume["rng"], gen)  # last: nothing may draw from them after this
+    with run.stoppable():
+        for step in run.steps(step + 1, args.online_steps):
+            if step <= args.learning_starts:
+                action = env.action_space.sample()  # uniform random actions fill the buffer first
+            else:
+                action = actor.act(obs, deterministic=False)
+            (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+            # `terminated` decides bootstrapping; `ended` (terminated or truncated) only marks
+            # episode boundaries, so the buffer can be exported as episodes
+            rb.add(o, a, reward_transform(r), next_o, terminated, ended)
+            last_return = run.log_episode(episode, step, last_return)
+
+            # one high-UTD update per env step once the random actions have filled the buffer
+            if step > args.learning_starts:
+                updates_start = updates_start or (time.time(), step)
+                info = sac_step(sample_batch(rb, offline_rb, args.utd, args.batch_size, args.offline_ratio, gen))
+                if summary["first_losses"] is None:
+                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                if step % 100 == 0:
+                    run.log_losses("losses/", info, step, "online")
+
+            # evaluation uses its own env, so the training episode in progress is not disturbed
+            if step % args.eval_interval == 0 or step == args.online_steps:
+                ret = run.log_eval("", step, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
+                if args.save_actors:
+                    summary["actor"] = save_actor(run.run_dir, actor, args, env_id, step, ret)
+                if args.stop_at_return is not None and ret >= args.stop_at_return:
+                    # learning is not monotone: keep the policy of THIS evaluation, not a later one
+                    print(f"eval return {ret:.1f} >= --stop-at-return {args.stop_at_return:g} at step {step:,}: stopping")
+                    summary["stopped_at"] = step
+                    break
+            if step % 1000 == 0 or step == args.online_steps:
+                summary["sps"] = run.progress(step, args.online_steps, run.start_time, updates_start, last_return,
+                                              summary["evals"], info)
+            if run.resume_point_due(step, ended):
+                run.save_resume_point(step, **learner, buffer=rb, last_return=last_return, obs=obs, env=env_snapshot(env),
+                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
+
+    # ===== SAVE =================================================================================
+    if args.save_model:
+        path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
+        save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=step == args.online_steps,
+                        planned_steps=args.online_steps)
+    if summary["evals"]:
+        save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"], f"{args.exp_name} on {env_id}",
+                   {"updates start": args.learning_starts})
+    run.finish(step, env, eval_env)
+    # what tools/export_dataset.py writes as a Minari dataset (the buffer, or the policy's episodes)
+    summary.update(buffer=rb, policy=actor, env_id=env_id, steps=step)
+    return summary
 
 
 if __name__ == "__main__":

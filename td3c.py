@@ -41,18 +41,18 @@ switch, and the CPU-sized defaults (5,000 offline and 15,000 online steps).
 import copy
 import math
 import os
-import random
-import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
-# Support code (datasets, environments, checkpoints, resume points, progress): not the algorithm.
-# Imported before torch, as it sets how idle OpenMP threads wait (wsrl_utils.py).
-from wsrl_utils import (CudaGraphs, REWARD_TRANSFORMS, ReplayBuffer, adam_options, autocast, backward, domain_of,
-    env_id_for, env_step, full_precision, keep_freed_memory, load_offline_data, load_optimizer_state, make_env,
-    make_run_dir, print_progress, print_summary, reference_scores, sample_batch, save_curve, stop_if_diverged,
-    use_cuda_graphs)
+# SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
+# skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
+from wsrl_utils import (
+    NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args,
+    check_td3_checkpoint_fits, domain_of, env_id_for, env_step, full_precision, heldout_split, load_offline_data,
+    make_env, read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
+    save_td3_checkpoint, stop_if_diverged, to_batch, use_td3_checkpoint_settings,
+)
 
 import gymnasium as gym
 import numpy as np
@@ -60,36 +60,34 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
 class Args:
-    # ---- generic --------------------------------------------------------------------------
-    exp_name: str = "td3c"
-    """name of this experiment (used in the run folder name)"""
-    seed: int = 1
-    """seed of the experiment (python, numpy, torch, environment)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda_graphs: bool = False
-    """on a GPU, record each update once as a CUDA graph and replay it (one launch instead of
-    hundreds); off by default: this project has not measured it on a GPU yet"""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
-    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
-    cuda: bool = True
-    """use CUDA when it is available (the CPU is used otherwise)"""
-    save_model: bool = False
-    """also save the FINE-TUNED checkpoint at the end to runs/{run_name}/{exp_name}.pt (the
-    pre-trained one, runs/{run_name}/{exp_name}_pretrained.pt, is always saved)"""
+    # ---- phases -----------------------------------------------------------------------------
+    pretrained_checkpoint: Optional[str] = None
+    """start from this checkpoint (a td3c_pretrained.pt, or a --save-model file, of td3c.py) and
+    skip phase 1"""
+    offline_steps: int = 5_000
+    """phase 1: TD3+BC gradient steps (CPU default; paper: 500k)"""
+    online_steps: int = 15_000
+    """environment steps online (CPU default; paper: 200k)"""
+    offline_eval_interval: int = 1_000
+    """evaluate every this many offline gradient steps"""
+    eval_interval: int = 2_500
+    """evaluate the deterministic policy every this many online environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation (the paper does not say how many)"""
+    analysis_interval: int = 250
+    """log analysis/ (on held-out offline data and on online data; docs/metrics.md) every this many
+    online steps"""
 
     # ---- environment and data -------------------------------------------------------------
     env_id: Optional[str] = None
-    """gymnasium environment id; default: the dataset's environment"""
+    """gymnasium environment id; None: the dataset's environment"""
     dataset_id: Optional[str] = None
     """Minari dataset id: a local one (made with `tools/export_dataset.py`) or one to
-    download; default: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
+    download; None: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
     domain: Literal["auto", "locomotion", "antmaze", "pointmaze", "kitchen", "adroit"] = "auto"
     """benchmark domain; sets the reward transform (auto: from the dataset id)"""
     offline_ratio: float = 0.0
@@ -107,24 +105,6 @@ class Args:
     (s - mean) / (std + 1e-3) with the dataset's statistics, saved in the checkpoint (the TD3-C paper
     turned it off, App. B: --no-normalize-states); a checkpoint's own setting replaces it"""
 
-    # ---- phases -----------------------------------------------------------------------------
-    offline_steps: int = 5_000
-    """phase 1: TD3+BC gradient steps (CPU default; paper: 500k)"""
-    online_steps: int = 15_000
-    """environment steps online (CPU default; paper: 200k)"""
-    pretrained_checkpoint: Optional[str] = None
-    """start from this checkpoint (a td3c_pretrained.pt, or a --save-model file, of td3c.py) and
-    skip phase 1"""
-    offline_eval_interval: int = 1_000
-    """evaluate every this many offline gradient steps"""
-    eval_interval: int = 2_500
-    """evaluate the deterministic policy every this many online environment steps"""
-    eval_episodes: int = 5
-    """episodes per evaluation (the paper does not say how many)"""
-    analysis_interval: int = 250
-    """log analysis/ (on held-out offline data and on online data; docs/metrics.md) every this many
-    online steps"""
-
     # ---- algorithm --------------------------------------------------------------------------
     online_algo: Literal["td3c", "td3", "td3bc"] = "td3c"
     """phase 2 learner: TD3-C (the paper's proposal, Sec. 4), plain TD3 (which may collapse, Sec.
@@ -139,16 +119,16 @@ class Args:
     utd: int = 1
     """update-to-data ratio online: critic updates per environment step (paper: 1)"""
     critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (default: 256, the paper's, in every domain; a
+    """width of the critics' hidden layers (None: 256, the paper's, in every domain; a
     checkpoint's own replaces it)"""
     critic_layers: Optional[int] = None
-    """hidden layers of each critic (default: 2, the paper's; a checkpoint's own replaces it)"""
+    """hidden layers of each critic (None: 2, the paper's; a checkpoint's own replaces it)"""
     actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (default: 256, the paper's; a checkpoint's own replaces it)"""
+    """width of the actor's hidden layers (None: 256, the paper's; a checkpoint's own replaces it)"""
     actor_layers: Optional[int] = None
-    """hidden layers of the actor (default: 2, the paper's; a checkpoint's own replaces it)"""
+    """hidden layers of the actor (None: 2, the paper's; a checkpoint's own replaces it)"""
     last_hidden_init_scale: Optional[float] = None
-    """orthogonal-init gain of the last hidden layer of actor and critics (default: 1e-2, as the
+    """orthogonal-init gain of the last hidden layer of actor and critics (None: 1e-2, as the
     other scripts use in locomotion; a checkpoint's own replaces it)"""
     actor_lr: float = 3e-4
     """actor learning rate (TD3 and the paper: 3e-4)"""
@@ -177,17 +157,36 @@ class Args:
     """learning rate of the Lagrange multiplier (not in the paper; MPO's dual variables use 1e-2)"""
     dqda_clip: Optional[float] = None
     """clip each component of dQ_1/da to [-clip, clip] in the online actor step; 0: no clipping
-    (default: 1.0 with --online-algo td3c, paper Table B2 "clipping: yes"; 0 with td3 and td3bc)"""
+    (None: 1.0 with --online-algo td3c, paper Table B2 "clipping: yes"; 0 with td3 and td3bc)"""
+
+    # ---- generic --------------------------------------------------------------------------
+    exp_name: str = "td3c"
+    """name of this experiment (used in the run folder name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch, environment)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda_graphs: bool = False
+    """on a GPU, record each update once as a CUDA graph and replay it (one launch instead of
+    hundreds); off by default: this project has not measured it on a GPU yet"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
+    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
+    cuda: bool = True
+    """use CUDA when it is available (the CPU is used otherwise)"""
+    save_model: bool = False
+    """also save the FINE-TUNED checkpoint at the end to runs/{run_name}/{exp_name}.pt (the
+    pre-trained one, runs/{run_name}/{exp_name}_pretrained.pt, is always saved)"""
 
 
 # =================================================================================================
-# THE ALGORITHM: the paper's numbers per domain, the networks, the updates, then `main`, which runs
-# them in the order of the paper. Read these with the paper open.
+# THE ALGORITHM: the networks, the losses and updates, evaluation and diagnostics, then `main`,
+# which runs them in the order of the paper. Read these with the paper open. (The paper's networks
+# are PAPER_NETWORKS below.)
 # =================================================================================================
 
 
 # [copy: networks]
-
 # ---------------------------------------------------------------------------------------------
 # Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
 # ---------------------------------------------------------------------------------------------
@@ -465,302 +464,10 @@ def td3_update(actor, actor_target, critic, critic_target, lagrange_param, actor
     return info
 
 
-def main(args: Args) -> dict:
-    # ===== SETUP =================================================================================
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
-    ckpt = None
-    if args.pretrained_checkpoint:
-        ckpt = read_td3_checkpoint(args.pretrained_checkpoint, device)
-        use_checkpoint_settings(args, ckpt)
-        args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
-    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
-                      "--offline-eval-interval": (args.offline_eval_interval, 1),
-                      "--analysis-interval": (args.analysis_interval, 1), "--min-replay-size": (args.min_replay_size, 1)})
-    for key, value in PAPER_NETWORKS.items():  # the paper's networks unless a flag or a checkpoint says otherwise
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.dqda_clip is None:  # App. B: dQ/da clipping is TD3-C's ("clipping: yes", Table B2), not TD3's
-        args.dqda_clip = 1.0 if args.online_algo == "td3c" else 0.0
-    args.dataset_id = args.dataset_id or "mujoco/hopper/medium-v0"
-    domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
-    data, metadata = load_offline_data(args.dataset_id, domain)
-    env_id = env_id_for(args.dataset_id, metadata, args.env_id)
-    reward_transform = REWARD_TRANSFORMS[domain]
-    ref_scores = reference_scores(env_id, metadata)
-    # TD3+BC's state normalisation: the dataset's statistics, or the checkpoint's (the statistics
-    # its networks were trained with), applied to the data here and to the environments below
-    if ckpt is not None:
-        obs_mean, obs_std = ckpt["obs_mean"].cpu().numpy(), ckpt["obs_std"].cpu().numpy()
-    else:
-        obs_mean, obs_std = state_statistics(data["observations"], args.normalize_states)
-    if data["observations"].shape[1] != len(obs_mean):
-        raise SystemExit(f"error: dataset {args.dataset_id} has {data['observations'].shape[1]}-dim observations, "
-                         f"the checkpoint's state statistics {len(obs_mean)}: pass the checkpoint's --dataset-id.")
-    for key in ("observations", "next_observations"):
-        data[key] = ((data[key] - obs_mean) / obs_std).astype(np.float32)
-    # the held-out sample is the pre-training's: a checkpoint shared by several online seeds must
-    # not find its own training data in their held-out sets
-    heldout_seed = ckpt["args"]["seed"] if ckpt is not None else args.seed
-    train_data, heldout_data = heldout_split(data, args.heldout_size, heldout_seed)
-    del data
-    if args.offline_data_in_buffer and len(train_data["rewards"]) > args.buffer_size:
-        raise SystemExit(f"error: --offline-data-in-buffer: the dataset's {len(train_data['rewards']):,} transitions do "
-                         f"not fit the replay buffer (--buffer-size {args.buffer_size:,}); raise --buffer-size.")
-
-    keep_freed_memory()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
-
-    env = NormalizedStates(make_env(env_id, args.seed, metadata.get("spec")), obs_mean, obs_std)
-    eval_env = NormalizedStates(make_env(env_id, args.seed + 10_000, metadata.get("spec")), obs_mean, obs_std)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if ckpt is not None:  # before anything is built or written
-        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
-    if train_data["observations"].shape[1] != obs_dim:
-        raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
-                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
-
-    run_dir = make_run_dir(env_id, args.exp_name, args.seed)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-
-    actor = DeterministicActor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                               args.exploration_noise).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, TWIN_CRITICS,
-                       args.last_hidden_init_scale).to(device)
-    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)  # the targets start as exact copies
-    fused = adam_options(device, args)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused)
-    # TD3-C's multiplier lambda = softplus(p) >= 0 (as the other scripts' temperature and CQL
-    # multiplier). The paper gives neither its start nor its learning rate. Ours: Adam at 1e-2, the
-    # rate of MPO's dual variables (Sec. 4: the constraint resembles MPO's), and a start of 100, the
-    # scale the constraint needs: the actor's step balances when 2 lambda (pi - pi') = dQ_1/da, so
-    # D ~ ||dQ_1/da||^2 / (4 lambda^2) and D = 1e-5 takes lambda ~ 160 ||dQ_1/da||, a few hundred
-    # with the slope clipped to 1. From 1.0, Adam's steps of about 0.01 would need ~10^4 actor steps
-    # to get there, while the collapse comes in the first ones (Sec. 3.2). It starts afresh at the
-    # switch (it has no meaning offline).
-    lagrange_param = torch.tensor(inverse_softplus(args.lagrange_init), device=device, requires_grad=True)
-    lagrange_opt = torch.optim.Adam([lagrange_param], lr=args.lagrange_lr, **fused)
-    if ckpt is not None:  # weights and Adam states, as the pre-training left them (this run's learning rates)
-        restore_td3(ckpt, actor=actor, actor_target=actor_target, critic=critic, critic_target=critic_target,
-                    actor_opt=actor_opt, critic_opt=critic_opt)
-
-    offline_rb = ReplayBuffer.from_arrays(train_data, device)
-    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
-    del train_data, heldout_data  # from here on the offline data lives in offline_rb alone
-
-    def learn(batch: dict, algo: str, dqda_clip: float, actor_steps: tuple) -> dict:  # both phases share every state
-        return td3_update(actor, actor_target, critic, critic_target, lagrange_param, actor_opt, critic_opt, lagrange_opt,
-                          batch, args, algo, dqda_clip, actor_steps)
-
-    def evaluate_and_log(prefix: str, step: int, evals: list) -> None:
-        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-        evals.append((step, ret, score))
-        writer.add_scalar(f"{prefix}eval/return", ret, step)
-        if score is not None:
-            writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
-        if success is not None:  # sparse domains
-            writer.add_scalar(f"{prefix}eval/success_rate", success, step)
-
-    def log_diagnostics(prefix: str, step: int, batches: dict) -> None:
-        for name, batch in batches.items():
-            for key, value in td3_diagnostics(critic, critic_target, actor_target, batch, args).items():
-                writer.add_scalar(f"{prefix}{key}_{name}", value, step)
-
-    def log_policy_distance(step: int, batches: dict, actor_pre) -> None:  # online only: pi against pi_pre
-        for name, batch in batches.items():
-            writer.add_scalar(f"analysis/policy_distance_{name}", policy_distance(actor, actor_pre, batch["obs"]), step)
-
-    print(f"TD3+BC, then {ALGO_NAMES[args.online_algo]} on {env_id} | {device}, {args.precision} | data {args.dataset_id}: "
-          f"{offline_rb.size:,} transitions (+{len(heldout['rewards']):,} held out) | states "
-          f"{'normalised' if args.normalize_states else 'as they are'} | logs: {run_dir}")
-    summary = {"run_dir": run_dir, "evals": [], "offline_evals": [], "first_losses": None}
-    start_time, info, interrupted, step = time.time(), {}, False, 0
-    eval_env.reset(seed=args.seed + 10_000)
-    previous_sigterm = interrupt_on_sigterm()
-
-    # ===== PHASE 1: OFFLINE PRE-TRAINING WITH TD3+BC =============================================
-    if ckpt is None:
-        print(f"===== PHASE 1: TD3+BC offline, {args.offline_steps:,} gradient steps =====")
-        try:
-            for step in range(1, args.offline_steps + 1):
-                # one critic step per gradient step, the actor every `policy_delay`-th; no dQ/da
-                # clipping offline (TD3+BC as published)
-                pattern = actor_step_pattern(step - 1, 1, args.policy_delay)
-                info.update(graphs.run(f"offline {pattern}", lambda b: learn(b, "td3bc", 0.0, pattern),
-                                       offline_rb.sample((args.batch_size,), gen)))
-                if summary["first_losses"] is None:
-                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
-                if step % 100 == 0 or step == args.offline_steps:
-                    for k, v in info.items():
-                        writer.add_scalar(f"offline/losses/{k}", float(v), step)
-                    stop_if_diverged(info, step, "offline", writer)
-                if step % args.offline_eval_interval == 0 or step == args.offline_steps:
-                    evaluate_and_log("offline/", step, summary["offline_evals"])
-                    log_diagnostics("offline/analysis/", step, {"heldout": heldout})
-                if step % 1000 == 0 or step == args.offline_steps:
-                    sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
-                                         summary["offline_evals"], info, phase="offline")
-                    writer.add_scalar("offline/SPS", sps, step)
-        except KeyboardInterrupt:
-            print(f"\ninterrupted at offline step {step:,}; saving the checkpoint so far")
-            interrupted = True
-        # the hand-over to fine-tuning, here or in another run (--pretrained-checkpoint)
-        path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
-        save_td3_checkpoint(path, args, step, actor=actor, actor_target=actor_target, critic=critic,
-                            critic_target=critic_target, actor_opt=actor_opt, critic_opt=critic_opt,
-                            lagrange_param=lagrange_param, lagrange_opt=lagrange_opt, obs_mean=obs_mean, obs_std=obs_std,
-                            env_id=env_id, complete=not interrupted, planned_steps=args.offline_steps)
-        summary["pretrained_checkpoint"] = path
-        print(f"pre-trained checkpoint: {path}")
-    else:
-        print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
-
-    # ===== THE SWITCH: where the offline data goes ===============================================
-    actor_pre = copy.deepcopy(actor).requires_grad_(False)  # pi_pre, frozen: analysis/policy_distance_*
-    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
-    if args.offline_data_in_buffer:  # Sec. 3.2: the online buffer starts as the dataset, sampled uniformly
-        offline_part = offline_rb.state_dict()
-        offline_part["pos"] = offline_part["size"] % args.buffer_size  # online data goes after it (FIFO once full)
-        rb.load_state_dict(offline_part)
-        print(f"offline data IN THE BUFFER: {rb.size:,} transitions, sampled uniformly with the online ones")
-    retained = offline_rb if args.offline_ratio > 0 else None  # App. C.1: a fixed share of every batch
-    if retained is not None:
-        print(f"offline data RETAINED: {args.offline_ratio:.0%} of every online batch comes from it")
-    elif not args.offline_data_in_buffer:
-        print("offline data DISCARDED: online batches come from the online buffer only")
-    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
-    preloaded = rb.size
-
-    # ===== PHASE 2: ONLINE FINE-TUNING ===========================================================
-    # Acme's "minimum replay size" (Table B1: 1,000): the pre-trained policy, with exploration noise,
-    # acts alone until the buffer holds that many transitions; preloaded data counts.
-    first_update = max(1, args.min_replay_size - preloaded)
-    algo, step, critic_steps, last_return = args.online_algo, 0, 0, float("nan")  # the online phase counts its own steps
-    if not interrupted:
-        print(f"===== PHASE 2: {ALGO_NAMES[algo]} online, {args.online_steps:,} environment steps "
-              f"(first update at step {first_update:,}) =====")
-        info = {}
-        # step 0 = the pre-trained agent, so every online curve starts at the offline result
-        evaluate_and_log("", 0, summary["evals"])
-        log_diagnostics("analysis/", 0, {"heldout": heldout})
-        log_policy_distance(0, {"heldout": heldout}, actor_pre)
-        obs, _ = env.reset(seed=args.seed)
-        online_start, updates_start = time.time(), None
-        try:
-            for step in range(1, args.online_steps + 1):
-                action = actor.act(obs, deterministic=False)  # pi(s) + N(0, 0.1^2), from step 1
-                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
-                rb.add(o, a, reward_transform(r), next_o, terminated, ended)
-                if episode is not None:
-                    last_return = float(episode["r"])
-                    writer.add_scalar("charts/episodic_return", last_return, step)
-                    writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
-
-                if step >= first_update:  # one gradient step per environment step (Sec. 3.1), `utd` critic steps
-                    if updates_start is None:
-                        updates_start = (time.time(), step)
-                    pattern = actor_step_pattern(critic_steps, args.utd, args.policy_delay)
-                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen)
-                    info.update(graphs.run(f"online {pattern}", lambda b: learn(b, algo, args.dqda_clip, pattern), batch))
-                    critic_steps += args.utd
-                    if summary["first_losses"] is None:
-                        summary["first_losses"] = {k: float(v) for k, v in info.items()}
-                    if step % 100 == 0 or step == args.online_steps:
-                        for k, v in info.items():
-                            writer.add_scalar(f"losses/{k}", float(v), step)
-                        if algo == "td3c":
-                            writer.add_scalar("losses/lagrange_multiplier", float(F.softplus(lagrange_param.detach())), step)
-                        stop_if_diverged(info, step, "online", writer)
-                if step % args.analysis_interval == 0:
-                    online = sample_newest(rb, min(step, rb.size), args.batch_size, gen)  # the online transitions only
-                    log_diagnostics("analysis/", step, {"heldout": heldout, "online": online})
-                    log_policy_distance(step, {"heldout": heldout, "online": online}, actor_pre)
-                if step % args.eval_interval == 0 or step == args.online_steps:
-                    evaluate_and_log("", step, summary["evals"])
-                if step % 1000 == 0 or step == args.online_steps:
-                    summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
-                                                    last_return, summary["evals"], info, phase="online")
-                    writer.add_scalar("charts/SPS", summary["sps"], step)
-        except KeyboardInterrupt:
-            print(f"\ninterrupted at online step {step:,}; saving what there is")
-
-    # ===== SAVE =================================================================================
-    if args.save_model and not interrupted:  # a cut-short pre-training has no fine-tuned agent to save
-        path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_td3_checkpoint(path, args, step, actor=actor, actor_target=actor_target, critic=critic,
-                            critic_target=critic_target, actor_opt=actor_opt, critic_opt=critic_opt,
-                            lagrange_param=lagrange_param, lagrange_opt=lagrange_opt, obs_mean=obs_mean, obs_std=obs_std,
-                            env_id=env_id, complete=step == args.online_steps, planned_steps=args.online_steps)
-        summary["checkpoint"] = path
-    if summary["offline_evals"]:
-        save_curve(os.path.join(run_dir, "offline_eval_curve.png"), summary["offline_evals"],
-                   f"TD3+BC offline on {args.dataset_id}")
-    if summary["evals"]:
-        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"{ALGO_NAMES[algo]} on {env_id}",
-                   {"updates start": first_update})
-    env.close()
-    eval_env.close()
-    writer.close()
-    if previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    print_summary(summary, step, start_time)
-    return summary
-
-
-# =================================================================================================
-# SUPPORT CODE: datasets, domains, environments, the replay buffer, evaluation and diagnostics,
-# checkpoints, resume points, speed and progress. None of it is part of the algorithm: skip it on
-# a first read (CleanRL marks such code "TRY NOT TO MODIFY").
-# =================================================================================================
-
-
-class NormalizedStates(gym.ObservationWrapper):
-    """TD3+BC's normalisation at the environment's edge: every observation the agent sees, in
-    training and in evaluation, is (s - mean) / std with fixed statistics (mean 0, std 1: unchanged)."""
-
-    def __init__(self, env: gym.Env, mean: np.ndarray, std: np.ndarray):
-        super().__init__(env)
-        self.mean, self.std = mean, std
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, env.observation_space.shape, np.float64)
-
-    def observation(self, obs):
-        return (obs - self.mean) / self.std
-
-
-def sample_newest(rb: ReplayBuffer, count: int, size: int, generator: torch.Generator) -> dict:
-    """`size` transitions drawn uniformly from the `count` added last: the online ones, also in a
-    buffer that started with the offline data (--offline-data-in-buffer)."""
-    idx = ((rb.pos - 1 - torch.randint(0, count, (size,), generator=generator)) % rb.capacity).to(rb.device)
-    return {"obs": rb.obs[idx], "actions": rb.actions[idx], "rewards": rb.rewards[idx], "next_obs": rb.next_obs[idx],
-            "terminals": rb.terminals[idx]}
-
-
 # ---------------------------------------------------------------------------------------------
 # The diagnostics (analysis/): Q and TD error on data the critic never trains on, the policy's
 # distance from the pre-trained one
 # ---------------------------------------------------------------------------------------------
-def heldout_split(data: dict, size: int, seed: int) -> tuple[dict, dict]:
-    """Split the flat offline arrays into (training, held-out): `size` random transitions (at most
-    a tenth) are set aside for evaluation only, so Q on offline data can still be measured once
-    the dataset has been discarded."""
-    n = len(data["rewards"])
-    held = np.random.default_rng(seed).permutation(n)[: min(size, n // 10)]
-    mask = np.zeros(n, dtype=bool)
-    mask[held] = True
-    return {k: v[~mask] for k, v in data.items()}, {k: v[mask] for k, v in data.items()}
-
-
-def to_batch(data: dict, device: torch.device) -> dict:
-    """Flat offline arrays -> the dict of tensors that ReplayBuffer.sample returns."""
-    names = {"obs": "observations", "actions": "actions", "rewards": "rewards", "next_obs": "next_observations",
-             "terminals": "terminals", "mc_returns": "mc_returns"}
-    return {k: torch.as_tensor(data[v], dtype=torch.float32, device=device) for k, v in names.items() if v in data}
 
 
 @torch.no_grad()
@@ -781,9 +488,8 @@ def policy_distance(actor, actor_pre, obs: torch.Tensor) -> float:
 
 
 # [copy: evaluate]
-
 # ---------------------------------------------------------------------------------------------
-# Evaluation, checkpoints, curves
+# Evaluation: the deterministic policy, on its own environment
 # ---------------------------------------------------------------------------------------------
 def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
     """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
@@ -813,125 +519,206 @@ def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple
 # [end copy]
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints of td3c.py: a TD3 agent (deterministic actor, twin critics, their targets), which
-# the SAC scripts' checkpoints are not
-# ---------------------------------------------------------------------------------------------
-TD3_CHECKPOINT_FORMAT = "td3c-1"  # a string: the SAC scripts' integer formats cannot pass for it
-TD3_CHECKPOINT_KEYS = ("actor", "actor_target", "critic", "critic_target", "actor_opt", "critic_opt", "obs_mean",
-                       "obs_std", "args", "step", "format")
-CHECKPOINT_ARGS = ("critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale",
-                   "normalize_states")
+def main(args: Args) -> dict:
+    # TD3+BC pre-trains offline (PHASE 1); at the switch the data is discarded, kept in the buffer
+    # or retained in every batch; PHASE 2 fine-tunes online with plain TD3 (the collapse, Sec. 3),
+    # TD3-C (TD3 with its policy-change constraint, Sec. 4) or TD3+BC.
 
+    # ===== SETUP: flags, data, environments, logs (support code in wsrl_utils.py: skim it) =========
+    run = Run(args, "td3c.py")
+    device = run.device
+    ckpt = None
+    if args.pretrained_checkpoint:
+        ckpt = read_td3_checkpoint(args.pretrained_checkpoint, device)
+        use_td3_checkpoint_settings(args, ckpt)
+        args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
+    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
+                      "--offline-eval-interval": (args.offline_eval_interval, 1),
+                      "--analysis-interval": (args.analysis_interval, 1), "--min-replay-size": (args.min_replay_size, 1)})
+    for key, value in PAPER_NETWORKS.items():  # the paper's networks unless a flag or a checkpoint says otherwise
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.dqda_clip is None:  # App. B: dQ/da clipping is TD3-C's ("clipping: yes", Table B2), not TD3's
+        args.dqda_clip = 1.0 if args.online_algo == "td3c" else 0.0
+    args.dataset_id = args.dataset_id or "mujoco/hopper/medium-v0"
+    domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
+    data, metadata = load_offline_data(args.dataset_id, domain)
+    env_id = env_id_for(args.dataset_id, metadata, args.env_id)
+    reward_transform, ref_scores = REWARD_TRANSFORMS[domain], reference_scores(env_id, metadata)
+    # TD3+BC's state normalisation: the dataset's statistics, or the checkpoint's (the statistics
+    # its networks were trained with), applied to the data here and to the environments below
+    if ckpt is not None:
+        obs_mean, obs_std = ckpt["obs_mean"].cpu().numpy(), ckpt["obs_std"].cpu().numpy()
+    else:
+        obs_mean, obs_std = state_statistics(data["observations"], args.normalize_states)
+    if data["observations"].shape[1] != len(obs_mean):
+        raise SystemExit(f"error: dataset {args.dataset_id} has {data['observations'].shape[1]}-dim observations, "
+                         f"the checkpoint's state statistics {len(obs_mean)}: pass the checkpoint's --dataset-id.")
+    for key in ("observations", "next_observations"):
+        data[key] = ((data[key] - obs_mean) / obs_std).astype(np.float32)
+    # held-out transitions (the pre-training's) that no update sees
+    train_data, heldout_data = heldout_split(data, args.heldout_size, ckpt["args"]["seed"] if ckpt else args.seed)
+    if args.offline_data_in_buffer and len(train_data["rewards"]) > args.buffer_size:
+        raise SystemExit(f"error: --offline-data-in-buffer: the dataset's {len(train_data['rewards']):,} transitions do "
+                         f"not fit the replay buffer (--buffer-size {args.buffer_size:,}); raise --buffer-size.")
+    gen = run.seed()  # the replay sampler's random stream
+    env = NormalizedStates(make_env(env_id, args.seed, metadata.get("spec")), obs_mean, obs_std)
+    eval_env = NormalizedStates(make_env(env_id, args.seed + 10_000, metadata.get("spec")), obs_mean, obs_std)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if ckpt is not None:  # before anything is built or written
+        check_td3_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
+    if train_data["observations"].shape[1] != obs_dim:
+        raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
+                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
+    run.open_logs(env_id)
+    summary = run.summary
 
-def save_td3_checkpoint(path: str, args, step: int, **parts) -> None:
-    """Networks and optimizers as state dicts, the multiplier and the state statistics as tensors,
-    the rest (env_id, complete, ...) as is. Atomically: a cut-short write leaves no file."""
-    state = {k: v.state_dict() if hasattr(v, "state_dict") else torch.as_tensor(v).detach().cpu()
-             if isinstance(v, (torch.Tensor, np.ndarray)) else v for k, v in parts.items()}
-    torch.save({**state, "args": asdict(args), "step": step, "format": TD3_CHECKPOINT_FORMAT}, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    # ===== THE AGENT: deterministic actor, twin critics, their targets, TD3-C's multiplier ==========
+    actor = DeterministicActor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                               args.exploration_noise).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, TWIN_CRITICS,
+                       args.last_hidden_init_scale).to(device)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)  # the targets start as exact copies
+    fused = adam_options(device, args)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused)
+    # TD3-C's multiplier lambda = softplus(p) >= 0. The paper gives neither its start nor its rate;
+    # ours (docs/algorithms.md §10): 100, the scale D = 1e-5 needs (2 lambda (pi - pi') = dQ_1/da at
+    # balance), and Adam at 1e-2, MPO's dual rate. It starts afresh at the switch (no meaning offline).
+    lagrange_param = torch.tensor(inverse_softplus(args.lagrange_init), device=device, requires_grad=True)
+    lagrange_opt = torch.optim.Adam([lagrange_param], lr=args.lagrange_lr, **fused)
+    learner = dict(actor=actor, actor_target=actor_target, critic=critic, critic_target=critic_target, actor_opt=actor_opt,
+                   critic_opt=critic_opt)  # (what a checkpoint restores)
+    if ckpt is not None:  # weights and Adam states, as the pre-training left them (this run's learning rates)
+        restore_td3(ckpt, **learner)
 
+    def learn(batch: dict, algo: str, dqda_clip: float, actor_steps: tuple) -> dict:  # both phases share every state
+        return td3_update(actor, actor_target, critic, critic_target, lagrange_param, actor_opt, critic_opt, lagrange_opt,
+                          batch, args, algo, dqda_clip, actor_steps)
 
-def read_td3_checkpoint(path: str, device: torch.device) -> dict:
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: no checkpoint at {path!r}. Pre-train one with `python td3c.py --dataset-id ID` "
-                         "(it writes runs/<run>/td3c_pretrained.pt).")
-    try:  # weights_only: a checkpoint holds tensors, numbers and strings, never code to run
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SystemExit(f"error: {path!r} is not a checkpoint td3c.py can read (torch.load: {first[:200]}).")
-    if isinstance(ckpt, dict) and ("alpha_param" in ckpt or "log_alpha" in ckpt):
-        raise SystemExit(f"error: {path!r} is an SAC agent (a tanh-Gaussian actor and a critic ensemble) of the other "
-                         "scripts (calql_offline.py, the WSRL scripts, --save-model); td3c.py fine-tunes a TD3 agent (a deterministic actor, 2 critics) and cannot start "
-                         "from it. Pre-train one with `python td3c.py --dataset-id ID` (runs/<run>/td3c_pretrained.pt).")
-    missing = [k for k in TD3_CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise SystemExit(f"error: {path!r} is not a checkpoint of td3c.py (it lacks {', '.join(missing)}).")
-    if ckpt["format"] != TD3_CHECKPOINT_FORMAT:
-        raise SystemExit(f"error: {path!r} has checkpoint format {ckpt['format']!r}; this version reads "
-                         f"{TD3_CHECKPOINT_FORMAT!r} only.")
-    if ckpt.get("complete") is False:  # saved on Ctrl-C: fewer steps than its run asked for
-        print(f"WARNING: {path} was saved by a run cut short (Ctrl-C) at step {ckpt['step']:,} of "
-              f"{ckpt['planned_steps']:,}; it is used as it is.")
-    return ckpt
+    # --cuda-graphs: recorded once per flag set (algorithm, clip, which critic steps end with an actor step)
+    offline_learn, online_learn = run.graphs.wrap(learn), run.graphs.wrap(learn)
+    offline_rb = ReplayBuffer.from_arrays(train_data, device)
+    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
+    del data, train_data, heldout_data  # from here on the offline data lives in offline_rb alone
 
+    def log_analysis(prefix: str, step: int, batches: dict, actor_pre=None) -> None:
+        # Q and TD error on held-out (and online) data; online, the distance from pi_pre
+        for name, batch in batches.items():
+            run.log(prefix, {f"{k}_{name}": v for k, v in td3_diagnostics(critic, critic_target, actor_target, batch,
+                                                                           args).items()}, step)
+        if actor_pre is not None:
+            for name, batch in batches.items():
+                run.writer.add_scalar(f"analysis/policy_distance_{name}", policy_distance(actor, actor_pre, batch["obs"]), step)
 
-def use_checkpoint_settings(args, ckpt: dict) -> None:
-    """The networks and the state statistics are the checkpoint's: they override the flags (said aloud)."""
-    for key in CHECKPOINT_ARGS:
-        value = ckpt["args"][key]
-        if getattr(args, key) not in (None, value):
-            print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
-        setattr(args, key, value)
+    print(f"TD3+BC, then {ALGO_NAMES[args.online_algo]} on {env_id} | {device}, {args.precision} | data {args.dataset_id}: "
+          f"{offline_rb.size:,} transitions (+{len(heldout['rewards']):,} held out) | states "
+          f"{'normalised' if args.normalize_states else 'as they are'} | logs: {run.run_dir}")
+    run.start(eval_env, offline_evals=True)
+    info, step = {}, 0
 
+    # ===== PHASE 1: OFFLINE PRE-TRAINING WITH TD3+BC =============================================
+    if ckpt is None:
+        print(f"===== PHASE 1: TD3+BC offline, {args.offline_steps:,} gradient steps =====")
+        with run.stoppable("offline", saving="the checkpoint so far"):
+            for step in run.steps(1, args.offline_steps):
+                # one critic step per gradient step, the actor every `policy_delay`-th; no dQ/da
+                # clipping offline (TD3+BC as published)
+                pattern = actor_step_pattern(step - 1, 1, args.policy_delay)
+                info.update(offline_learn(offline_rb.sample((args.batch_size,), gen), algo="td3bc", dqda_clip=0.0,
+                                          actor_steps=pattern))
+                if summary["first_losses"] is None:
+                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                if step % 100 == 0 or step == args.offline_steps:
+                    run.log_losses("offline/losses/", info, step, "offline")
+                if step % args.offline_eval_interval == 0 or step == args.offline_steps:
+                    run.log_eval("offline/", step, evaluate(actor, eval_env, args.eval_episodes, ref_scores),
+                                 summary["offline_evals"])
+                    log_analysis("offline/analysis/", step, {"heldout": heldout})
+                if step % 1000 == 0 or step == args.offline_steps:
+                    run.progress(step, args.offline_steps, run.start_time, (run.start_time, 0), float("nan"),
+                                 summary["offline_evals"], info, phase="offline", tag="offline/SPS")
+        # the hand-over to fine-tuning, here or in another run (--pretrained-checkpoint)
+        path = summary["pretrained_checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}_pretrained.pt")
+        save_td3_checkpoint(path, args, step, **learner, lagrange_param=lagrange_param, lagrange_opt=lagrange_opt,
+                            obs_mean=obs_mean, obs_std=obs_std, env_id=env_id, complete=not run.interrupted,
+                            planned_steps=args.offline_steps)
+        print(f"pre-trained checkpoint: {path}")
+    else:
+        print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
 
-def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -> None:
-    """Before anything is built: the checkpoint's networks must take this environment's sizes."""
-    trained_obs = ckpt["actor"]["trunk.0.weight"].shape[1]  # the first Dense: (hidden, obs)
-    trained_act = ckpt["actor"]["head.weight"].shape[0]  # the output layer: (actions, hidden)
-    if (trained_obs, trained_act) != (obs_dim, act_dim):
-        trained_on = ckpt.get("env_id") or ckpt["args"].get("env_id") or ckpt["args"].get("dataset_id")
-        raise SystemExit(f"error: the checkpoint was trained on {trained_on} ({trained_obs}-dim observations, "
-                         f"{trained_act}-dim actions); {env_id} has {obs_dim} and {act_dim}. Pass --env-id {trained_on} "
-                         "or a checkpoint of this environment.")
+    # ===== THE SWITCH: where the offline data goes ===============================================
+    actor_pre = copy.deepcopy(actor).requires_grad_(False)  # pi_pre, frozen: analysis/policy_distance_*
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
+    if args.offline_data_in_buffer:  # Sec. 3.2: the online buffer starts as the dataset, sampled uniformly
+        offline_part = offline_rb.state_dict()
+        offline_part["pos"] = offline_part["size"] % args.buffer_size  # online data goes after it (FIFO once full)
+        rb.load_state_dict(offline_part)
+        print(f"offline data IN THE BUFFER: {rb.size:,} transitions, sampled uniformly with the online ones")
+    retained = offline_rb if args.offline_ratio > 0 else None  # App. C.1: a fixed share of every batch
+    if retained is not None:
+        print(f"offline data RETAINED: {args.offline_ratio:.0%} of every online batch comes from it")
+    elif not args.offline_data_in_buffer:
+        print("offline data DISCARDED: online batches come from the online buffer only")
+    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
 
+    # ===== PHASE 2: ONLINE FINE-TUNING ===========================================================
+    # Acme's "minimum replay size" (Table B1: 1,000): the pre-trained policy, with exploration noise,
+    # acts alone until the buffer holds that many transitions; preloaded data counts.
+    first_update = max(1, args.min_replay_size - rb.size)
+    algo, pretrain_interrupted = args.online_algo, run.interrupted
+    step, critic_steps, last_return = 0, 0, float("nan")  # the online phase counts its own steps
+    if not pretrain_interrupted:
+        print(f"===== PHASE 2: {ALGO_NAMES[algo]} online, {args.online_steps:,} environment steps "
+              f"(first update at step {first_update:,}) =====")
+        info = {}
+        # step 0 = the pre-trained agent, so every online curve starts at the offline result
+        run.log_eval("", 0, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
+        log_analysis("analysis/", 0, {"heldout": heldout}, actor_pre)
+        obs, _ = env.reset(seed=args.seed)
+        online_start, updates_start = time.time(), None
+        with run.stoppable("online"):
+            for step in run.steps(1, args.online_steps):
+                action = actor.act(obs, deterministic=False)  # pi(s) + N(0, 0.1^2), from step 1
+                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+                rb.add(o, a, reward_transform(r), next_o, terminated, ended)
+                last_return = run.log_episode(episode, step, last_return)
 
-def restore_td3(ckpt: dict, **parts) -> None:
-    """Weights and Adam states exactly as saved (Adam's moments and step counts carry over the
-    switch, as the other scripts keep them), but this run's learning rates."""
-    for name, part in parts.items():
-        if isinstance(part, torch.optim.Optimizer):
-            lrs = [group["lr"] for group in part.param_groups]
-            load_optimizer_state(part, ckpt[name])
-            for group, lr in zip(part.param_groups, lrs):
-                group["lr"] = lr
-        else:
-            part.load_state_dict(ckpt[name])
+                if step >= first_update:  # one gradient step per environment step (Sec. 3.1), `utd` critic steps
+                    updates_start = updates_start or (time.time(), step)
+                    pattern = actor_step_pattern(critic_steps, args.utd, args.policy_delay)
+                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen)
+                    info.update(online_learn(batch, algo=algo, dqda_clip=args.dqda_clip, actor_steps=pattern))
+                    critic_steps += args.utd
+                    if summary["first_losses"] is None:
+                        summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                    if step % 100 == 0 or step == args.online_steps:
+                        run.log("losses/", info, step)
+                        if algo == "td3c":
+                            run.writer.add_scalar("losses/lagrange_multiplier", float(F.softplus(lagrange_param.detach())), step)
+                        stop_if_diverged(info, step, "online", run.writer)
+                if step % args.analysis_interval == 0:
+                    online = sample_newest(rb, min(step, rb.size), args.batch_size, gen)  # the online transitions only
+                    log_analysis("analysis/", step, {"heldout": heldout, "online": online}, actor_pre)
+                if step % args.eval_interval == 0 or step == args.online_steps:
+                    run.log_eval("", step, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
+                if step % 1000 == 0 or step == args.online_steps:
+                    summary["sps"] = run.progress(step, args.online_steps, online_start, updates_start, last_return,
+                                                  summary["evals"], info, phase="online")
 
-
-# ---------------------------------------------------------------------------------------------
-# Settings that would run but mean nothing are refused before anything is built or written
-# ---------------------------------------------------------------------------------------------
-def check_args(args, budgets: dict) -> None:
-    """Stop, before any run folder, network or dataset is made, on settings that would train but
-    mean nothing. `budgets` maps each step-count flag to (its value, the smallest that makes sense).
-    Every problem is one line with the flag to change."""
-    problems = [f"{flag} is {value:,}; it must be at least {low:,}" for flag, (value, low) in budgets.items()
-                if value < low]
-    for flag, value in (("--batch-size", args.batch_size), ("--utd", args.utd), ("--eval-episodes", args.eval_episodes),
-                        ("--eval-interval", args.eval_interval), ("--policy-delay", args.policy_delay)):
-        if value < 1:
-            problems.append(f"{flag} is {value}; it must be at least 1")
-    for name in ("actor_lr", "critic_lr", "lagrange_lr"):
-        if not 0.0 < getattr(args, name) < 1.0:  # Adam at a rate of 1 or more diverges within steps
-            problems.append(f"--{name.replace('_', '-')} is {getattr(args, name):g}; it must be in (0, 1)")
-    for name in ("exploration_noise", "target_noise", "target_noise_clip", "dqda_clip"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            problems.append(f"--{name.replace('_', '-')} is {getattr(args, name):g}; it must be at least 0")
-    for name in ("bc_alpha", "td3c_epsilon", "lagrange_init"):
-        if getattr(args, name) <= 0:
-            problems.append(f"--{name.replace('_', '-')} is {getattr(args, name):g}; it must be above 0")
-    if not 0.0 <= args.offline_ratio < 1.0:
-        problems.append(f"--offline-ratio is {args.offline_ratio:g}; it must be in [0, 1)")
-    if args.offline_ratio > 0 and args.offline_data_in_buffer:
-        problems.append("--offline-ratio and --offline-data-in-buffer are two ways of replaying the offline data "
-                        "(App. C.1, Sec. 3.2); choose one")
-    if problems:
-        raise SystemExit("error: " + "\n       ".join(problems) + ".")
-
-
-def interrupt_on_sigterm():
-    """A cluster's preemption (SIGTERM) stops the run the way Ctrl-C does: results are saved.
-    Returns the handler it replaced (None where signals cannot be set: not the main thread)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return None
+    # ===== SAVE =================================================================================
+    if args.save_model and not pretrain_interrupted:  # a cut-short pre-training has no fine-tuned agent to save
+        path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
+        save_td3_checkpoint(path, args, step, **learner, lagrange_param=lagrange_param, lagrange_opt=lagrange_opt,
+                            obs_mean=obs_mean, obs_std=obs_std, env_id=env_id, complete=step == args.online_steps,
+                            planned_steps=args.online_steps)
+    if summary["offline_evals"]:
+        save_curve(os.path.join(run.run_dir, "offline_eval_curve.png"), summary["offline_evals"],
+                   f"TD3+BC offline on {args.dataset_id}")
+    if summary["evals"]:
+        save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"], f"{ALGO_NAMES[algo]} on {env_id}",
+                   {"updates start": first_update})
+    return run.finish(step, env, eval_env)
 
 
 if __name__ == "__main__":

@@ -21,20 +21,18 @@ shows why warmup matters (Fig. 4, 8, 11).
 import copy
 import math
 import os
-import random
-import signal
 import time
-from dataclasses import asdict, dataclass
-from typing import Literal, Optional
+from dataclasses import dataclass
+from typing import Annotated, Literal, Optional
 
-# Support code (datasets, environments, checkpoints, resume points, progress): not the algorithm.
-# Imported before torch, as it sets how idle OpenMP threads wait (wsrl_utils.py).
-from wsrl_utils import (CudaGraphs, REWARD_TRANSFORMS, ReplayBuffer, adam_options, apply_domain_preset, autocast,
-    backward, check_args, check_checkpoint_fits, domain_of, env_id_for, env_snapshot, env_step, full_precision,
-    heldout_split, interrupt_on_sigterm, keep_freed_memory, load_offline_data, load_optimizer_state,
-    load_resume_point, make_env, make_run_dir, offline_per_batch, print_progress, print_summary, read_checkpoint,
-    reference_scores, restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve,
-    save_resume_point, set_rng_states, stop_if_diverged, to_batch, use_checkpoint_network_sizes, use_cuda_graphs)
+# SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
+# skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
+from wsrl_utils import (
+    ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, env_snapshot, env_step,
+    full_precision, heldout_split, load_pretrained, load_task, make_envs, offline_per_batch, reference_scores,
+    restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states,
+    to_batch,
+)
 
 import gymnasium as gym
 import numpy as np
@@ -42,11 +40,131 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
 class Args:
+    # ---- phases -----------------------------------------------------------------------------
+    pretrained_checkpoint: Optional[str] = None
+    """start from this checkpoint (a *_pretrained.pt of calql_offline.py or a WSRL script, or any
+    script's --save-model) and skip phase 1"""
+    offline_steps: int = 5_000
+    """phase 1: Cal-QL gradient steps (CPU default; paper: 250k locomotion and kitchen, 1M
+    antmaze, 20k adroit)"""
+    online_steps: int = 15_000
+    """environment steps online, warmup included (CPU default)"""
+    warmup_steps: int = 5_000
+    """phase 2: steps acting with the frozen pre-trained policy before the first update (paper:
+    5,000; 0 = the no-warmup ablation)"""
+    warmup_policy: Literal["pretrained", "random", "dataset"] = "pretrained"
+    """who fills the buffer during warmup: the frozen pre-trained policy (WSRL), uniform random
+    actions, or `dataset`: no warmup steps, the buffer starts with --warmup-steps offline
+    transitions (App. K)"""
+    init_policy: bool = True
+    """fine-tune the pre-trained actor (`--no-init-policy`: a fresh one, App. H, Fig. 13)"""
+    init_critic: bool = True
+    """fine-tune the pre-trained critics and target (`--no-init-critic`: fresh ones, Fig. 12)"""
+    policy_freeze_steps: int = 0
+    """after warmup, train only the critic for this many steps (App. F; SAC only)"""
+    online_algo: Literal["sac", "calql", "so2"] = "sac"
+    """phase 3 learner: SAC (WSRL), Cal-QL with its CQL term (Fig. 12, right), or SO2's SAC with
+    perturbed value updates (the paper's SO2 baseline, with --warmup-steps 0)"""
+    so2_noise_std: Annotated[float, tyro.conf.arg(help_behavior_hint="(default: sqrt 0.3 = 0.548)")] = math.sqrt(0.3)
+    """--online-algo so2: std of the Gaussian noise on the target's next action (paper: variance 0.3)"""
+    so2_noise_clip: float = 0.6
+    """--online-algo so2: the noise is clipped to [-clip, clip] (paper: 0.6)"""
+    offline_eval_interval: int = 1_000
+    """evaluate every this many offline gradient steps"""
+    eval_interval: int = 2_500
+    """evaluate the deterministic policy every this many online environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation (paper: 20)"""
+    analysis_interval: int = 250
+    """log analysis/ (on held-out offline data and on online data; docs/metrics.md) every this many
+    online steps"""
+    analysis_actions: int = 20
+    """actions per state for the KL between softmax(Q_pre) and softmax(Q): half from pi_pre, half from pi"""
+
+    # ---- environment and data -------------------------------------------------------------
+    env_id: Optional[str] = None
+    """gymnasium environment id; None: the dataset's environment"""
+    dataset_id: Optional[str] = None
+    """Minari dataset id: a local one (made with `tools/export_dataset.py`) or one to
+    download; None: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
+    domain: Literal["auto", "locomotion", "antmaze", "pointmaze", "kitchen", "adroit"] = "auto"
+    """benchmark domain; sets the reward transform and the presets below (auto: from the dataset id)"""
+    offline_ratio: float = 0.0
+    """share of every online batch drawn from the offline data: 0 = WSRL (the data is
+    discarded); > 0 keeps it (ablation, App. L)"""
+    heldout_size: int = 1000
+    """offline transitions kept apart, never trained on, for the diagnostics on offline states
+    (analysis/); at most a tenth of the dataset"""
+
+    # ---- algorithm --------------------------------------------------------------------------
+    buffer_size: int = 1_000_000
+    """online replay buffer capacity"""
+    batch_size: int = 256
+    """transitions per critic update"""
+    utd: int = 1
+    """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
+    num_qs: int = 10
+    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
+    num_min_qs: int = 2
+    """critics drawn (without replacement) for the target min and for the CQL term (paper: 2)"""
+    critic_hidden: Optional[int] = None
+    """width of the critics' hidden layers (None: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
+    critic_layers: Optional[int] = None
+    """hidden layers of each critic (None: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
+    a checkpoint's own replaces it)"""
+    actor_hidden: Optional[int] = None
+    """width of the actor's hidden layers (None: domain preset: 256; adroit, kitchen 512; a
+    checkpoint's own replaces it)"""
+    actor_layers: Optional[int] = None
+    """hidden layers of the actor (None: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
+    last_hidden_init_scale: Optional[float] = None
+    """orthogonal-init gain of the last hidden layer of actor and critics (None: domain preset,
+    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
+    state_dependent_std: Optional[bool] = None
+    """the policy's std is a head on the state (True) or one learned number per action dimension
+    (False) (None: domain preset, as the official code: False on antmaze, True elsewhere; a
+    checkpoint's own replaces it)"""
+    actor_lr: float = 1e-4
+    """actor learning rate"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    temp_lr: float = 1e-4
+    """temperature learning rate"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """target smoothing coefficient (after every critic update)"""
+    init_temperature: float = 1.0
+    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
+    target_entropy: Optional[float] = None
+    """entropy the temperature aims for; default -|A|"""
+    backup_entropy: bool = False
+    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
+    max_target_backup: Optional[bool] = None
+    """online SAC's TD target from the best of 10 sampled next actions (None: on for antmaze
+    only, App. I); Cal-QL always uses it"""
+    calql: bool = True
+    """Cal-QL's lower bound on the policy actions' Q-values; `--no-calql` gives plain CQL"""
+    cql_alpha: Optional[float] = None
+    """weight of the CQL term (None: domain preset: locomotion 5, kitchen 5, adroit 1; unused with
+    --cql-lagrange, where the learned multiplier is the weight)"""
+    cql_n_actions: int = 10
+    """actions per state of each kind (random, pi(s), pi(s')) in the CQL logsumexp"""
+    cql_importance_sample: Optional[bool] = None
+    """divide each sampled action's exp(Q) by its density (None: domain preset: off on kitchen)"""
+    cql_lagrange: Optional[bool] = None
+    """learn the CQL weight as a Lagrange multiplier that holds the gap at --cql-target-gap
+    (None: domain preset: on for antmaze)"""
+    cql_target_gap: float = 0.8
+    """with --cql-lagrange: the CQL gap the multiplier aims for (antmaze: 0.8)"""
+    cql_lagrange_lr: float = 3e-4
+    """learning rate of the Lagrange multiplier"""
+
     # ---- generic --------------------------------------------------------------------------
     exp_name: str = "wsrl_calql_sac"
     """name of this experiment (used in the run folder name)"""
@@ -73,136 +191,15 @@ class Args:
     runs/{run_name}/resume.pt every this many offline steps, and online at the first episode end
     after every this many steps; 0: never"""
 
-    # ---- environment and data -------------------------------------------------------------
-    env_id: Optional[str] = None
-    """gymnasium environment id; default: the dataset's environment"""
-    dataset_id: Optional[str] = None
-    """Minari dataset id: a local one (made with `tools/export_dataset.py`) or one to
-    download; default: the --pretrained-checkpoint's dataset, else mujoco/hopper/medium-v0"""
-    domain: Literal["auto", "locomotion", "antmaze", "pointmaze", "kitchen", "adroit"] = "auto"
-    """benchmark domain; sets the reward transform and the presets below (auto: from the dataset id)"""
-    offline_ratio: float = 0.0
-    """share of every online batch drawn from the offline data: 0 = WSRL (the data is
-    discarded); > 0 keeps it (ablation, App. L)"""
-    heldout_size: int = 1000
-    """offline transitions kept apart, never trained on, for the diagnostics on offline states
-    (analysis/); at most a tenth of the dataset"""
-
-    # ---- phases -----------------------------------------------------------------------------
-    offline_steps: int = 5_000
-    """phase 1: Cal-QL gradient steps (CPU default; paper: 250k locomotion and kitchen, 1M
-    antmaze, 20k adroit)"""
-    online_steps: int = 15_000
-    """environment steps online, warmup included (CPU default)"""
-    pretrained_checkpoint: Optional[str] = None
-    """start from this checkpoint (a *_pretrained.pt of calql_offline.py or a WSRL script, or any
-    script's --save-model) and skip phase 1"""
-    warmup_steps: int = 5_000
-    """phase 2: steps acting with the frozen pre-trained policy before the first update (paper:
-    5,000; 0 = the no-warmup ablation)"""
-    warmup_policy: Literal["pretrained", "random", "dataset"] = "pretrained"
-    """who fills the buffer during warmup: the frozen pre-trained policy (WSRL), uniform random
-    actions, or `dataset`: no warmup steps, the buffer starts with --warmup-steps offline
-    transitions (App. K)"""
-    init_policy: bool = True
-    """fine-tune the pre-trained actor (`--no-init-policy`: a fresh one, App. H, Fig. 13)"""
-    init_critic: bool = True
-    """fine-tune the pre-trained critics and target (`--no-init-critic`: fresh ones, Fig. 12)"""
-    policy_freeze_steps: int = 0
-    """after warmup, train only the critic for this many steps (App. F; SAC only)"""
-    online_algo: Literal["sac", "calql", "so2"] = "sac"
-    """phase 3 learner: SAC (WSRL), Cal-QL with its CQL term (Fig. 12, right), or SO2's SAC with
-    perturbed value updates (the paper's SO2 baseline, with --warmup-steps 0)"""
-    so2_noise_std: float = math.sqrt(0.3)
-    """--online-algo so2: std of the Gaussian noise on the target's next action (paper: variance 0.3)"""
-    so2_noise_clip: float = 0.6
-    """--online-algo so2: the noise is clipped to [-clip, clip] (paper: 0.6)"""
-    offline_eval_interval: int = 1_000
-    """evaluate every this many offline gradient steps"""
-    eval_interval: int = 2_500
-    """evaluate the deterministic policy every this many online environment steps"""
-    eval_episodes: int = 5
-    """episodes per evaluation (paper: 20)"""
-    analysis_interval: int = 250
-    """log analysis/ (on held-out offline data and on online data; docs/metrics.md) every this many
-    online steps"""
-    analysis_actions: int = 20
-    """actions per state for the KL between softmax(Q_pre) and softmax(Q): half from pi_pre, half from pi"""
-
-    # ---- algorithm --------------------------------------------------------------------------
-    buffer_size: int = 1_000_000
-    """online replay buffer capacity"""
-    batch_size: int = 256
-    """transitions per critic update"""
-    utd: int = 1
-    """update-to-data ratio online: critic updates per environment step (CPU default; paper: 4)"""
-    num_qs: int = 10
-    """critics in the ensemble (paper: 10; a checkpoint's own number replaces it)"""
-    num_min_qs: int = 2
-    """critics drawn (without replacement) for the target min and for the CQL term (paper: 2)"""
-    critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (default: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
-    critic_layers: Optional[int] = None
-    """hidden layers of each critic (default: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
-    a checkpoint's own replaces it)"""
-    actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (default: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
-    actor_layers: Optional[int] = None
-    """hidden layers of the actor (default: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
-    last_hidden_init_scale: Optional[float] = None
-    """orthogonal-init gain of the last hidden layer of actor and critics (default: domain preset,
-    as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
-    state_dependent_std: Optional[bool] = None
-    """the policy's std is a head on the state (True) or one learned number per action dimension
-    (False) (default: domain preset, as the official code: False on antmaze, True elsewhere; a
-    checkpoint's own replaces it)"""
-    actor_lr: float = 1e-4
-    """actor learning rate"""
-    critic_lr: float = 3e-4
-    """critic learning rate"""
-    temp_lr: float = 1e-4
-    """temperature learning rate"""
-    gamma: float = 0.99
-    """discount factor"""
-    tau: float = 0.005
-    """target smoothing coefficient (after every critic update)"""
-    init_temperature: float = 1.0
-    """initial entropy temperature alpha (for fresh networks; a checkpoint brings its own)"""
-    target_entropy: Optional[float] = None
-    """entropy the temperature aims for; default -|A|"""
-    backup_entropy: bool = False
-    """add the entropy bonus -alpha * log pi(a'|s') to the TD target (off in the paper)"""
-    max_target_backup: Optional[bool] = None
-    """online SAC's TD target from the best of 10 sampled next actions (default: on for antmaze
-    only, App. I); Cal-QL always uses it"""
-    calql: bool = True
-    """Cal-QL's lower bound on the policy actions' Q-values; `--no-calql` gives plain CQL"""
-    cql_alpha: Optional[float] = None
-    """weight of the CQL term (default: domain preset: locomotion 5, kitchen 5, adroit 1; unused with
-    --cql-lagrange, where the learned multiplier is the weight)"""
-    cql_n_actions: int = 10
-    """actions per state of each kind (random, pi(s), pi(s')) in the CQL logsumexp"""
-    cql_importance_sample: Optional[bool] = None
-    """divide each sampled action's exp(Q) by its density (default: domain preset: off on kitchen)"""
-    cql_lagrange: Optional[bool] = None
-    """learn the CQL weight as a Lagrange multiplier that holds the gap at --cql-target-gap
-    (default: domain preset: on for antmaze)"""
-    cql_target_gap: float = 0.8
-    """with --cql-lagrange: the CQL gap the multiplier aims for (antmaze: 0.8)"""
-    cql_lagrange_lr: float = 3e-4
-    """learning rate of the Lagrange multiplier"""
-
 
 # =================================================================================================
-# THE ALGORITHM: the paper's numbers per domain, the networks, the updates, then `main`, which runs
-# them in the order of the paper. Read these with the paper open.
+# THE ALGORITHM: the networks, the losses and updates, evaluation and diagnostics, then `main`,
+# which runs them in the order of the paper. Read these with the paper open. (The paper's settings
+# per domain are DOMAIN_PRESETS in wsrl_utils.py, applied before anything is built.)
 # =================================================================================================
 
 
 # [copy: networks]
-
 # ---------------------------------------------------------------------------------------------
 # Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +340,6 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 
 # [copy: sac-core]
-
 # ---------------------------------------------------------------------------------------------
 # SAC pieces every script shares: target, actor + temperature step, optimizers
 # (shapes: E ensemble members, B batch, A action dims)
@@ -419,6 +415,19 @@ def update_actor_and_alpha(actor, critic, alpha_param, actor_opt, alpha_opt, bat
     alpha_opt.step()
     return {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "entropy": entropy,
             "alpha": F.softplus(alpha_param.detach())}
+
+
+def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tuple:
+    """The SAC learner: the tanh-Gaussian actor, the critic ensemble, its target (an exact copy
+    at the start), the temperature alpha = softplus(alpha_param) (so that it stays positive), and
+    their Adam optimizers."""
+    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                  args.state_dependent_std).to(device)
+    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+    critic_target.load_state_dict(critic.state_dict())
+    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
+    return (actor, critic, critic_target, alpha_param, *make_optimizers(actor, critic, alpha_param, args))
 
 
 def make_optimizers(actor, critic, alpha_param, args):
@@ -562,6 +571,14 @@ def update_critic_calql(critic, critic_target, actor, alpha_param, cql_lagrange_
             "qf_mean": q.detach().mean(), "cql_alpha_prime": F.softplus(cql_lagrange_param.detach())}
 
 
+def make_cql_lagrange(args, device: torch.device) -> tuple:
+    """The Lagrange multiplier alpha' = softplus(param) of the CQL term (--cql-lagrange), 1.0 at the
+    start, and its Adam (plain, not fused, as it has always been: fused Adam rounds differently)."""
+    cql_lagrange_param = torch.tensor(inverse_softplus(1.0), device=device, requires_grad=True)
+    return cql_lagrange_param, torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr,
+                                                **adam_options(device, args, fused=False))
+
+
 def calql_update(actor, critic, critic_target, alpha_param, cql_lagrange_param, actor_opt, critic_opt, alpha_opt,
                  cql_lagrange_opt, batch: dict, args, target_entropy: float) -> dict:
     """As sac_update, with the Cal-QL critic step: one critic step per minibatch of the sample
@@ -627,340 +644,6 @@ def label_last_episode(rb, length: int, gamma: float, negative_reward: Optional[
 # [end copy]
 
 
-def main(args: Args) -> dict:
-    # Algorithm 1 of the paper, as this function runs it (each step is a "# =====" banner below):
-    #   PHASE 1   pre-train the actor and the critic ensemble offline with Cal-QL (or load a checkpoint)
-    #   DISCARD   the offline data: the online replay buffer starts EMPTY
-    #   PHASE 2   warmup: K steps of the FROZEN pre-trained policy fill that buffer; no update
-    #   PHASE 3   fine-tune with plain SAC (no pessimism) at a high update-to-data ratio, online data only
-    # SETUP first reads the data and builds what the phases share.
-
-    # ===== SETUP =================================================================================
-    resume = None
-    if args.resume:  # the run's own settings, its state at its last resume point
-        resume = load_resume_point(args.resume)
-        args = Args(**{**resume["args"], "resume": args.resume})
-        print(f"resuming {args.resume} after {resume['phase']} step {resume['step']:,}")
-    if not 0.0 <= args.offline_ratio < 1.0:
-        raise SystemExit("error: --offline-ratio must be in [0, 1).")
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    graphs = CudaGraphs(use_cuda_graphs(args, device))  # --cuda-graphs: each update recorded once, then replayed
-    ckpt = None
-    if args.pretrained_checkpoint:
-        ckpt = read_checkpoint(args.pretrained_checkpoint, device)
-        use_checkpoint_network_sizes(args, ckpt)
-        args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
-    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
-                      "--warmup-steps": (args.warmup_steps, 0), "--policy-freeze-steps": (args.policy_freeze_steps, 0),
-                      "--offline-eval-interval": (args.offline_eval_interval, 1),
-                      "--analysis-interval": (args.analysis_interval, 1)})
-    args.dataset_id = args.dataset_id or "mujoco/hopper/medium-v0"
-    domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
-    preset = apply_domain_preset(args, domain)
-    if args.max_target_backup is None:  # App. I: online SAC backs up the best next action on antmaze only
-        args.max_target_backup = domain in ("antmaze", "pointmaze")
-    data, metadata = load_offline_data(args.dataset_id, domain)
-    env_id = env_id_for(args.dataset_id, metadata, args.env_id)
-    reward_transform = REWARD_TRANSFORMS[domain]
-    ref_scores = reference_scores(env_id, metadata)
-    negative_reward = SPARSE_NEGATIVE_REWARD.get(domain)
-    # Cal-QL's bound, on the transformed rewards, before any transition is set aside
-    data["mc_returns"] = returns_to_go(data["rewards"], data["terminals"], data["timeouts"], args.gamma, negative_reward)
-    # the held-out sample is the pre-training's: a checkpoint shared by several online seeds must
-    # not find its own training data in their held-out sets
-    heldout_seed = ckpt["args"]["seed"] if ckpt is not None else args.seed
-    train_data, heldout_data = heldout_split(data, args.heldout_size, heldout_seed)
-    del data
-
-    keep_freed_memory()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    gen = torch.Generator().manual_seed(args.seed)  # replay sampling
-
-    env, eval_env = make_env(env_id, args.seed, metadata.get("spec")), make_env(env_id, args.seed + 10_000, metadata.get("spec"))
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if ckpt is not None:  # before anything is built or written
-        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
-    if train_data["observations"].shape[1] != obs_dim:
-        raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
-                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
-    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
-    # SO2's perturbed value update (--online-algo so2): clipped Gaussian noise on the target's next action
-    if min(args.so2_noise_std, args.so2_noise_clip) < 0:
-        raise SystemExit("error: --so2-noise-std and --so2-noise-clip must be >= 0.")
-    so2_noise = (args.so2_noise_std, args.so2_noise_clip) if args.online_algo == "so2" else None
-
-    run_dir = args.resume if resume else make_run_dir(env_id, args.exp_name, args.seed)
-    # Resumed offline: the logs continue the same curves (what came after the resume point goes).
-    # Online, nothing is purged (purging is by step, across all tags: it would cut the offline
-    # curves); the steps redone log again the very same values.
-    writer = SummaryWriter(run_dir, purge_step=resume["step"] + 1 if resume and resume["phase"] == "offline" else None)
-    if not resume:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-
-    actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                  args.state_dependent_std).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target.load_state_dict(critic.state_dict())  # the target starts as an exact copy
-    # the temperature is learned through a softplus, so alpha = softplus(alpha_param) stays positive
-    alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
-    actor_opt, critic_opt, alpha_opt = make_optimizers(actor, critic, alpha_param, args)
-    # the Lagrange multiplier alpha' = softplus(param) of the CQL term (--cql-lagrange), 1.0 at the start
-    cql_lagrange_param = torch.tensor(inverse_softplus(1.0), device=device, requires_grad=True)
-    # (plain, not fused, Adam, as this optimizer has always been: fused Adam rounds differently,
-    # and earlier runs' numbers would move; capturable all the same under --cuda-graphs)
-    cql_lagrange_opt = torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr,
-                                     **adam_options(device, args, fused=False))
-    if ckpt is not None:
-        restore(ckpt, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt)
-        if "cql_lagrange_param" in ckpt:
-            with torch.no_grad():
-                cql_lagrange_param.copy_(ckpt["cql_lagrange_param"])
-            load_optimizer_state(cql_lagrange_opt, ckpt["cql_lagrange_opt"])
-
-    offline_rb = ReplayBuffer.from_arrays(train_data, device)
-    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
-    del train_data, heldout_data  # from here on the offline data lives in offline_rb alone
-
-    def calql_step(batch: dict) -> dict:  # one Cal-QL step: phase 1, and phase 3 with --online-algo calql
-        return calql_update(actor, critic, critic_target, alpha_param, cql_lagrange_param, actor_opt, critic_opt,
-                            alpha_opt, cql_lagrange_opt, batch, args, target_entropy)
-
-    def evaluate_and_log(prefix: str, step: int, evals: list) -> None:
-        ret, score, success = evaluate(actor, eval_env, args.eval_episodes, ref_scores)
-        evals.append((step, ret, score))
-        writer.add_scalar(f"{prefix}eval/return", ret, step)
-        if score is not None:
-            writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
-        if success is not None:  # sparse domains
-            writer.add_scalar(f"{prefix}eval/success_rate", success, step)
-
-    def log_diagnostics(prefix: str, step: int, batches: dict, pre: Optional[tuple] = None) -> None:
-        # the TD error of the target being trained: Cal-QL's offline, the online learner's after the switch
-        max_backup = prefix.startswith("offline") or args.online_algo == "calql" or args.max_target_backup
-        noise = so2_noise if not prefix.startswith("offline") else None  # phase 1 has no perturbation
-        for name, batch in batches.items():
-            for key, value in q_diagnostics(critic, critic_target, actor, alpha_param, batch, args, max_backup,
-                                            noise).items():
-                writer.add_scalar(f"{prefix}{key}_{name}", value, step)
-            if pre is not None:  # online: how far fine-tuning has moved from the pre-trained agent (Fig. 8)
-                actor_pre, critic_pre = pre
-                writer.add_scalar(f"analysis/policy_kl_{name}", policy_kl(actor_pre, actor, batch["obs"]), step)
-                writer.add_scalar(f"analysis/q_softmax_kl_{name}", q_softmax_kl(
-                    critic_pre, critic, actor_pre, actor, batch["obs"], args.analysis_actions), step)
-
-    print(f"WSRL on {env_id} | {device}, {args.precision} | data {args.dataset_id}: {offline_rb.size:,} transitions "
-          f"(+{len(heldout['rewards']):,} held out) | domain {domain}"
-          + (f" (preset: {', '.join(f'{k}={v}' for k, v in preset.items())})" if preset else "")
-          + f" | logs: {run_dir}")
-    summary = {"run_dir": run_dir, "evals": [], "offline_evals": [], "first_losses": None}
-    start_time, info, interrupted = time.time(), {}, False
-    eval_env.reset(seed=args.seed + 10_000)
-    # what a resume point holds besides the phase's own parts (online: buffer, env, pi_pre, Q_pre)
-    learner = dict(actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param,
-                   cql_lagrange_param=cql_lagrange_param, actor_opt=actor_opt, critic_opt=critic_opt,
-                   alpha_opt=alpha_opt, cql_lagrange_opt=cql_lagrange_opt)
-    step, resume_step = 0, None
-    resumed_online = resume is not None and resume["phase"] == "online"
-    if resume:
-        summary, step, resume_step = resume["summary"], resume["step"], resume["step"]
-        restore_env(eval_env, resume["eval_env"])
-    previous_sigterm = interrupt_on_sigterm()
-
-    # ===== PHASE 1: OFFLINE PRE-TRAINING WITH CAL-QL (Alg. 1, line 1) ===============================
-    if ckpt is None and not resumed_online:
-        print(f"===== PHASE 1: offline pre-training (Cal-QL), {args.offline_steps:,} gradient steps =====")
-        if resume:  # every weight, moment, counter and random stream as it was
-            restore_from(resume, **learner)
-            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
-        try:
-            for step in range(step + 1, args.offline_steps + 1):
-                info = graphs.run("calql offline", calql_step, offline_rb.sample((args.batch_size,), gen))
-                if summary["first_losses"] is None:
-                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
-                if step % 100 == 0 or step == args.offline_steps:
-                    for k, v in info.items():
-                        writer.add_scalar(f"offline/losses/{k}", float(v), step)
-                    stop_if_diverged(info, step, "offline", writer)
-                if step % args.offline_eval_interval == 0 or step == args.offline_steps:
-                    evaluate_and_log("offline/", step, summary["offline_evals"])
-                    log_diagnostics("offline/analysis/", step, {"heldout": heldout})
-                if step % 250 == 0 or step == args.offline_steps:  # a Cal-QL step is slow on CPU: report often
-                    sps = print_progress(step, args.offline_steps, start_time, (start_time, 0), float("nan"),
-                                         summary["offline_evals"], info, phase="offline")
-                    writer.add_scalar("offline/SPS", sps, step)
-                if args.checkpoint_interval and step % args.checkpoint_interval == 0 and step < args.offline_steps:
-                    save_resume_point(run_dir, args=asdict(args), phase="offline", step=step, summary=summary, **learner,
-                                      eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
-                    resume_step = step
-        except KeyboardInterrupt:
-            print(f"\ninterrupted at offline step {step:,}; saving the checkpoint so far")
-            if resume_step is not None:
-                print(f"to continue from offline step {resume_step:,}: python wsrl_calql_sac.py --resume {run_dir}")
-            interrupted = True
-        # The hand-over to fine-tuning, and to the WSRL scripts and jsrl.py (--pretrained-checkpoint)
-        path = os.path.join(run_dir, f"{args.exp_name}_pretrained.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
-                        args, step, cql_lagrange_param=cql_lagrange_param.detach().cpu(),
-                        cql_lagrange_opt=cql_lagrange_opt.state_dict(), env_id=env_id, complete=not interrupted,
-                        planned_steps=args.offline_steps)
-        summary["pretrained_checkpoint"] = path
-        print(f"pre-trained checkpoint: {path}")
-    elif resumed_online:
-        print(f"===== PHASE 1 done before the resume point: {summary.get('pretrained_checkpoint')} =====")
-    else:
-        print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
-
-    # ===== DISCARD THE OFFLINE DATA (Sec. 4: WSRL fine-tunes without it) ==========================
-    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # Alg. 1, line 2: a fresh, EMPTY buffer
-    warmup_env_steps = args.warmup_steps
-    if args.warmup_policy == "dataset":  # App. K ablation: K offline transitions instead of K warmup steps
-        seed_batch = offline_rb.sample((args.warmup_steps,), gen)
-        for i in range(args.warmup_steps):
-            rb.add(seed_batch["obs"][i], seed_batch["actions"][i], seed_batch["rewards"][i],
-                   seed_batch["next_obs"][i], bool(seed_batch["terminals"][i]), False)
-        warmup_env_steps = 0
-    if args.offline_ratio > 0:
-        retained = offline_rb  # App. L ablation: keep part of every batch offline
-        print(f"offline data RETAINED (ablation): {args.offline_ratio:.0%} of every online batch comes from it")
-    else:
-        retained = None  # WSRL: no retention (docs/algorithms.md §1)
-        print("offline data DISCARDED: online batches come from the online buffer only")
-    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
-
-    # ===== HAND-OVER: SAC starts from the pre-trained agent (Alg. 1, line 3; App. H) ===============
-    # frozen copies: the warmup acts with pi_pre, and the analysis measures the distance to both
-    actor_pre = copy.deepcopy(actor).requires_grad_(False)
-    critic_pre = copy.deepcopy(critic).requires_grad_(False)
-    # The actor, critics, target, temperature AND their Adam states carry over (the paper keeps the
-    # optimizer state), unless an ablation asks for fresh networks.
-    # (Fresh networks are loaded INTO the existing ones, and an optimizer starts afresh by
-    # forgetting its state: every name keeps meaning the same object for the whole run.)
-    if not args.init_policy:  # Fig. 13: fine-tune a randomly initialised policy
-        actor.load_state_dict(Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                                    args.state_dependent_std).state_dict())
-        actor_opt.state.clear()  # a fresh Adam: no moments, step 0
-    if not args.init_critic:  # Fig. 12 (left): fine-tune randomly initialised critics
-        critic.load_state_dict(QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs,
-                                         args.last_hidden_init_scale).state_dict())
-        critic_target.load_state_dict(critic.state_dict())
-        critic_opt.state.clear()
-
-    # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
-    updates_after = warmup_env_steps
-    if args.online_algo == "calql":  # the official Cal-QL online start (as calql_offline.py): the online
-        # part of a batch and one full episode length first; only finished episodes are sampled
-        online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
-        episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
-        updates_after = max(updates_after, online_per_batch, episode_limit if args.calql else 0)
-    step, last_return, episode_length, info = 0, float("nan"), 0, {}  # no update yet: no losses to show
-    if not interrupted:
-        print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
-              f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} "
-              f"(first update after step {updates_after:,}) =====")
-        if resumed_online:  # at an episode end: no episode in progress
-            restore_from(resume, **learner, actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb)
-            step, last_return, obs = resume["step"], resume["last_return"], resume["obs"]
-            obs = restore_env(env, resume["env"], obs)
-            set_rng_states(resume["rng"], gen)  # last: nothing may draw from them after this
-        else:
-            resume_step = None  # the online phase counts its own steps
-            # step 0 = the pre-trained agent, so every online curve starts at the offline result
-            evaluate_and_log("", 0, summary["evals"])
-            log_diagnostics("analysis/", 0, {"heldout": heldout}, pre=(actor_pre, critic_pre))
-            obs, _ = env.reset(seed=args.seed)
-        online_start, updates_start = time.time(), None
-        try:
-            for step in range(step + 1, args.online_steps + 1):  # Alg. 1, line 4
-                if step <= warmup_env_steps:  # PHASE 2, Alg. 1 line 6: the FROZEN pre-trained policy acts,
-                    # sampling (not its mean), so the first online batches look like the offline data (Sec. 4)
-                    if args.warmup_policy == "pretrained":
-                        action = actor_pre.act(obs, deterministic=False)
-                    else:  # ablation: uniform random actions
-                        action = env.action_space.sample()
-                else:  # PHASE 3, Alg. 1 line 8: the policy being fine-tuned acts
-                    action = actor.act(obs, deterministic=False)
-                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
-                rb.add(o, a, reward_transform(r), next_o, terminated, ended)  # Alg. 1, line 10
-                episode_length += 1
-                if ended and args.online_algo == "calql":  # Cal-QL's bound for online data
-                    label_last_episode(rb, episode_length, args.gamma, negative_reward)
-                episode_length = 0 if ended else episode_length
-                if episode is not None:
-                    last_return = float(episode["r"])
-                    writer.add_scalar("charts/episodic_return", last_return, step)
-                    writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
-
-                if step > updates_after:  # Alg. 1, lines 11-14: no gradient step during warmup
-                    if updates_start is None:
-                        updates_start = (time.time(), step)
-                    unfinished = episode_length if args.online_algo == "calql" and args.calql else 0
-                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen, unfinished)
-                    if args.online_algo in ("sac", "so2"):  # plain SAC: no pessimism, no behaviour constraint
-                        update_actor = step - warmup_env_steps > args.policy_freeze_steps  # App. F ablation
-                        info = graphs.run((args.online_algo, update_actor), lambda b: sac_update(
-                            actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, b, args,
-                            target_entropy, update_actor=update_actor, noise=so2_noise), batch)
-                    else:  # Fig. 12 (right) ablation: keep Cal-QL's regulariser online
-                        info = graphs.run("calql online", calql_step, batch)
-                    if step % 100 == 0 or step == args.online_steps:
-                        for k, v in info.items():
-                            writer.add_scalar(f"losses/{k}", float(v), step)
-                        stop_if_diverged(info, step, "online", writer)
-                if step % args.analysis_interval == 0:
-                    log_diagnostics("analysis/", step, {"heldout": heldout, "online": rb.sample((args.batch_size,), gen)},
-                                    pre=(actor_pre, critic_pre))
-                if step % args.eval_interval == 0 or step == args.online_steps:
-                    evaluate_and_log("", step, summary["evals"])
-                if step % 1000 == 0 or step == args.online_steps:
-                    summary["sps"] = print_progress(step, args.online_steps, online_start, updates_start,
-                                                    last_return, summary["evals"], info, phase="online")
-                    writer.add_scalar("charts/SPS", summary["sps"], step)
-                # online resume points at an episode end (the env just reset: a few numbers to save)
-                if args.checkpoint_interval and ended and step >= (resume_step or 0) + args.checkpoint_interval:
-                    save_resume_point(run_dir, args=asdict(args), phase="online", step=step, summary=summary, **learner,
-                                      actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb, last_return=last_return,
-                                      obs=obs, env=env_snapshot(env), eval_env=env_snapshot(eval_env, simulator=False),
-                                      rng=rng_states(gen))
-                    resume_step = step
-        except KeyboardInterrupt:
-            print(f"\ninterrupted at online step {step:,}; saving what there is")
-            if resume_step is not None:
-                print(f"to continue from online step {resume_step:,}: python wsrl_calql_sac.py --resume {run_dir}")
-
-    # ===== SAVE =================================================================================
-    if args.save_model and not interrupted:  # a cut-short pre-training has no fine-tuned agent to save
-        path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        cql_lagrange_param=cql_lagrange_param.detach().cpu(), cql_lagrange_opt=cql_lagrange_opt.state_dict(),
-                        env_id=env_id, complete=step == args.online_steps,
-                        planned_steps=args.online_steps)
-        summary["checkpoint"] = path
-    if summary["offline_evals"]:
-        save_curve(os.path.join(run_dir, "offline_eval_curve.png"), summary["offline_evals"],
-                   f"Cal-QL offline on {args.dataset_id}")
-    if summary["evals"]:
-        save_curve(os.path.join(run_dir, "eval_curve.png"), summary["evals"], f"WSRL on {env_id}",
-                   {"updates start": updates_after} if updates_after else None)
-    env.close()
-    eval_env.close()
-    writer.close()
-    if previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    print_summary(summary, step, start_time)
-    return summary
-
-
-# =================================================================================================
-# SUPPORT CODE: datasets, domains, environments, the replay buffer, evaluation and diagnostics,
-# checkpoints, resume points, speed and progress. None of it is part of the algorithm: skip it on
-# a first read (CleanRL marks such code "TRY NOT TO MODIFY").
-# =================================================================================================
-
-
 # [copy: q-diagnostics]
 # ---------------------------------------------------------------------------------------------
 # The paper's evidence (docs/algorithms.md §7): Q and TD error on data the critic never trains on
@@ -1013,9 +696,8 @@ def q_softmax_kl(critic_pre, critic, actor_pre: Actor, actor: Actor, obs: torch.
 
 
 # [copy: evaluate]
-
 # ---------------------------------------------------------------------------------------------
-# Evaluation, checkpoints, curves
+# Evaluation: the deterministic policy, on its own environment
 # ---------------------------------------------------------------------------------------------
 def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple[float, Optional[float], Optional[float]]:
     """Mean return of the deterministic policy tanh(mean) (untransformed rewards), its normalised
@@ -1043,6 +725,245 @@ def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple
 
 
 # [end copy]
+
+
+# [copy: wsrl-analysis]
+def log_analysis(run: Run, learner: dict, prefix: str, step: int, batches: dict, max_backup: bool,
+                 noise: Optional[tuple] = None, pre: Optional[tuple] = None) -> None:
+    """The paper's evidence, logged: Q and TD error on each batch (held-out offline data, online
+    data); with `pre` = (pi_pre, Q_pre), online, how far fine-tuning has moved from the
+    pre-trained agent (Fig. 8). `max_backup` and `noise`: as the learner's own td_target."""
+    actor, critic = learner["actor"], learner["critic"]
+    for name, batch in batches.items():
+        run.log(prefix, {f"{k}_{name}": v for k, v in q_diagnostics(
+            critic, learner["critic_target"], actor, learner["alpha_param"], batch, run.args, max_backup, noise).items()}, step)
+        if pre is not None:
+            run.log("analysis/", {f"policy_kl_{name}": policy_kl(pre[0], actor, batch["obs"]), f"q_softmax_kl_{name}":
+                                  q_softmax_kl(pre[1], critic, pre[0], actor, batch["obs"], run.args.analysis_actions)}, step)
+
+
+# [end copy]
+
+
+# [copy: pretrain]
+def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, heldout: dict, gen: torch.Generator,
+             eval_env: gym.Env, ref_scores, env_id: str, algo: str, max_backup: bool) -> int:
+    """PHASE 1 (Alg. 1, line 1): the offline method `algo` (Cal-QL, CQL or IQL; one gradient step is
+    `update_step`) on the offline data for --offline-steps steps, then the pre-trained checkpoint
+    (the hand-over to fine-tuning, and to the WSRL scripts and jsrl.py). `max_backup`: as the
+    learner's td_target, for the diagnostics. Returns the last step done (fewer after Ctrl-C)."""
+    args, summary, step = run.args, run.summary, 0
+    print(f"===== PHASE 1: offline pre-training ({algo}), {args.offline_steps:,} gradient steps =====")
+    if run.resume:  # every weight, moment, counter and random stream as it was
+        step = run.resume["step"]
+        restore_from(run.resume, **learner)
+        set_rng_states(run.resume["rng"], gen)  # last: nothing may draw from them after this
+    with run.stoppable("offline", saving="the checkpoint so far"):
+        for step in run.steps(step + 1, args.offline_steps):
+            info = update_step(offline_rb.sample((args.batch_size,), gen))  # one gradient step
+            last = step == args.offline_steps
+            if summary["first_losses"] is None:
+                summary["first_losses"] = {k: float(v) for k, v in info.items()}
+            if step % 100 == 0 or last:
+                run.log_losses("offline/losses/", info, step, "offline")
+            if step % args.offline_eval_interval == 0 or last:
+                run.log_eval("offline/", step, evaluate(learner["actor"], eval_env, args.eval_episodes, ref_scores),
+                             summary["offline_evals"])
+                log_analysis(run, learner, "offline/analysis/", step, {"heldout": heldout}, max_backup)
+            if step % 250 == 0 or last:  # an offline step is slow on CPU: report often
+                run.progress(step, args.offline_steps, run.start_time, (run.start_time, 0), float("nan"),
+                             summary["offline_evals"], info, phase="offline", tag="offline/SPS")
+            if args.checkpoint_interval and step % args.checkpoint_interval == 0 and not last:
+                run.save_resume_point(step, phase="offline", **learner, eval_env=env_snapshot(eval_env, simulator=False),
+                                      rng=rng_states(gen))
+    path = summary["pretrained_checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}_pretrained.pt")
+    save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=not run.interrupted,
+                    planned_steps=args.offline_steps)
+    print(f"pre-trained checkpoint: {path}")
+    return step
+
+
+# [end copy]
+
+
+def main(args: Args) -> dict:
+    # Algorithm 1 of the paper, as this function runs it (each step is a "# =====" banner below):
+    #   PHASE 1   pre-train the actor and the critic ensemble offline with Cal-QL (or load a checkpoint)
+    #   DISCARD   the offline data: the online replay buffer starts EMPTY
+    #   PHASE 2   warmup: K steps of the FROZEN pre-trained policy fill that buffer; no update
+    #   PHASE 3   fine-tune with plain SAC (no pessimism) at a high update-to-data ratio, online data only
+
+    # ===== SETUP: flags, data, environments, logs (support code in wsrl_utils.py: skim it) =========
+    run = Run(args, "wsrl_calql_sac.py")  # --resume: the run's own settings and state
+    args, device = run.args, run.device
+    ckpt = load_pretrained(args, device)  # --pretrained-checkpoint: PHASE 1 is skipped
+    check_args(args, {"--offline-steps": (args.offline_steps, 0 if ckpt else 1), "--online-steps": (args.online_steps, 0),
+                      "--warmup-steps": (args.warmup_steps, 0), "--policy-freeze-steps": (args.policy_freeze_steps, 0),
+                      "--offline-eval-interval": (args.offline_eval_interval, 1), "--analysis-interval": (args.analysis_interval, 1)})
+    data, metadata, domain, env_id, preset = load_task(args)
+    if args.max_target_backup is None:  # App. I: online SAC backs up the best next action on antmaze only
+        args.max_target_backup = domain in ("antmaze", "pointmaze")
+    reward_transform, negative_reward = REWARD_TRANSFORMS[domain], SPARSE_NEGATIVE_REWARD.get(domain)
+    # Cal-QL's bound on the transformed rewards; held-out transitions (the pre-training's) that no update sees
+    data["mc_returns"] = returns_to_go(data["rewards"], data["terminals"], data["timeouts"], args.gamma, negative_reward)
+    train_data, heldout_data = heldout_split(data, args.heldout_size, ckpt["args"]["seed"] if ckpt else args.seed)
+    gen = run.seed()  # the replay sampler's random stream
+    env, eval_env, obs_dim, act_dim = make_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
+    run.open_logs(env_id, purge=bool(run.resume) and run.resume["phase"] == "offline")
+    ref_scores, summary = reference_scores(env_id, metadata), run.summary
+
+    # ===== THE AGENT: actor, critic ensemble and target, temperature, Cal-QL's Lagrange multiplier ==
+    actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt = make_sac_agent(obs_dim, act_dim, args, device)
+    cql_lagrange_param, cql_lagrange_opt = make_cql_lagrange(args, device)
+    learner = dict(actor=actor, critic=critic, critic_target=critic_target, alpha_param=alpha_param, actor_opt=actor_opt,
+                   critic_opt=critic_opt, alpha_opt=alpha_opt, cql_lagrange_param=cql_lagrange_param,
+                   cql_lagrange_opt=cql_lagrange_opt)  # (what checkpoints and resume points hold)
+    if ckpt is not None:  # the pre-trained agent, with its Adam states
+        restore(ckpt, **learner)
+    target_entropy = -float(act_dim) if args.target_entropy is None else args.target_entropy
+
+    def calql_step(batch: dict) -> dict:  # one Cal-QL step: phase 1, and phase 3 with --online-algo calql
+        return calql_update(**learner, batch=batch, args=args, target_entropy=target_entropy)
+
+    # --cuda-graphs: each update recorded once as a CUDA graph, then replayed (a plain call otherwise)
+    offline_step, online_calql_step = run.graphs.wrap(calql_step), run.graphs.wrap(calql_step)
+    offline_rb = ReplayBuffer.from_arrays(train_data, device)
+    heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
+    del data, train_data, heldout_data  # from here on the offline data lives in offline_rb alone
+    print(f"WSRL on {env_id} | {device}, {args.precision} | data {args.dataset_id}: {offline_rb.size:,} transitions "
+          f"(+{len(heldout['rewards']):,} held out) | domain {domain}"
+          + (f" (preset: {', '.join(f'{k}={v}' for k, v in preset.items())})" if preset else "") + f" | logs: {run.run_dir}")
+    resumed_online = run.start(eval_env, offline_evals=True) == "online"  # eval env seeded; resumed: as it was
+
+    # ===== PHASE 1: OFFLINE PRE-TRAINING WITH CAL-QL (Alg. 1, line 1) ===============================
+    if ckpt is None and not resumed_online:
+        pretrain(run, learner, offline_step, offline_rb, heldout, gen, eval_env, ref_scores, env_id,
+                 "Cal-QL" if args.calql else "CQL", max_backup=True)
+    else:
+        print("===== PHASE 1 " + (f"done before the resume point: {summary.get('pretrained_checkpoint')}" if resumed_online
+                                   else f"skipped: starting from {args.pretrained_checkpoint}") + " =====")
+
+    # ===== DISCARD THE OFFLINE DATA (Sec. 4: WSRL fine-tunes without it) ==========================
+    rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # Alg. 1, line 2: a fresh, EMPTY buffer
+    warmup_env_steps = args.warmup_steps
+    if args.warmup_policy == "dataset":  # App. K ablation: K offline transitions instead of K warmup steps
+        seed_batch = offline_rb.sample((args.warmup_steps,), gen)
+        for i in range(args.warmup_steps):
+            rb.add(seed_batch["obs"][i], seed_batch["actions"][i], seed_batch["rewards"][i],
+                   seed_batch["next_obs"][i], bool(seed_batch["terminals"][i]), False)
+        warmup_env_steps = 0
+    retained = offline_rb if args.offline_ratio > 0 else None  # App. L ablation: keep part of every batch offline
+    print(f"offline data RETAINED (ablation): {args.offline_ratio:.0%} of every online batch comes from it" if retained
+          else "offline data DISCARDED: online batches come from the online buffer only")
+    del offline_rb  # without retention nothing refers to the dataset any more: it is gone
+
+    # ===== HAND-OVER: SAC starts from the pre-trained agent (Alg. 1, line 3; App. H) ===============
+    # frozen copies: the warmup acts with pi_pre, and the analysis measures the distance to both
+    actor_pre = copy.deepcopy(actor).requires_grad_(False)
+    critic_pre = copy.deepcopy(critic).requires_grad_(False)
+    pre = (actor_pre, critic_pre)
+    # The actor, critics, target, temperature AND their Adam states carry over (the paper keeps the
+    # optimizer state), unless an ablation asks for fresh networks. (Fresh networks are loaded INTO
+    # the existing ones, and an optimizer starts afresh by forgetting its state: every name keeps
+    # meaning the same object for the whole run.)
+    if not args.init_policy:  # Fig. 13: fine-tune a randomly initialised policy
+        actor.load_state_dict(Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
+                                    args.state_dependent_std).state_dict())
+        actor_opt.state.clear()  # a fresh Adam: no moments, step 0
+    if not args.init_critic:  # Fig. 12 (left): fine-tune randomly initialised critics
+        critic.load_state_dict(QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs,
+                                         args.last_hidden_init_scale).state_dict())
+        critic_target.load_state_dict(critic.state_dict())
+        critic_opt.state.clear()
+
+    # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
+    # SO2's perturbed value update (--online-algo so2): clipped Gaussian noise on the target's next action
+    so2_noise = (args.so2_noise_std, args.so2_noise_clip) if args.online_algo == "so2" else None
+
+    def sac_step(batch: dict, update_actor: bool = True) -> dict:  # one high-UTD SAC (or SO2) step
+        return sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch, args,
+                          target_entropy, update_actor=update_actor, noise=so2_noise)
+
+    sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs, as above
+    updates_after = warmup_env_steps
+    if args.online_algo == "calql":  # the official Cal-QL online start (as calql_offline.py): the online
+        # part of a batch and one full episode length first; only finished episodes are sampled
+        online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
+        episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
+        updates_after = max(updates_after, online_per_batch, episode_limit if args.calql else 0)
+    last_return, episode_length, info = float("nan"), 0, {}  # no update yet: no losses to show
+    online_max_backup = args.online_algo == "calql" or args.max_target_backup  # as the online learner's target
+    pretrain_interrupted, step = run.interrupted, 0
+    if not pretrain_interrupted:
+        print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
+              f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} "
+              f"(first update after step {updates_after:,}) =====")
+        if resumed_online:  # at an episode end: no episode in progress
+            restore_from(run.resume, **learner, actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb)
+            step, last_return, obs = run.resume["step"], run.resume["last_return"], run.resume["obs"]
+            obs = restore_env(env, run.resume["env"], obs)
+            set_rng_states(run.resume["rng"], gen)  # last: nothing may draw from them after this
+        else:
+            run.resume_step = None  # the online phase counts its own steps
+            # step 0 = the pre-trained agent, so every online curve starts at the offline result
+            run.log_eval("", 0, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
+            log_analysis(run, learner, "analysis/", 0, {"heldout": heldout}, online_max_backup, so2_noise, pre)
+            obs, _ = env.reset(seed=args.seed)
+        online_start, updates_start = time.time(), None
+        with run.stoppable("online"):
+            for step in run.steps(step + 1, args.online_steps):  # Alg. 1, line 4
+                if step <= warmup_env_steps:  # PHASE 2, Alg. 1 line 6: the FROZEN pre-trained policy acts,
+                    # sampling (not its mean), so the first online batches look like the offline data (Sec. 4)
+                    if args.warmup_policy == "pretrained":
+                        action = actor_pre.act(obs, deterministic=False)
+                    else:  # ablation: uniform random actions
+                        action = env.action_space.sample()
+                else:  # PHASE 3, Alg. 1 line 8: the policy being fine-tuned acts
+                    action = actor.act(obs, deterministic=False)
+                (o, a, r, next_o, terminated, ended), obs, episode = env_step(env, obs, action)
+                rb.add(o, a, reward_transform(r), next_o, terminated, ended)  # Alg. 1, line 10
+                episode_length += 1
+                if ended and args.online_algo == "calql":  # Cal-QL's bound for online data
+                    label_last_episode(rb, episode_length, args.gamma, negative_reward)
+                episode_length = 0 if ended else episode_length
+                last_return = run.log_episode(episode, step, last_return)
+
+                if step > updates_after:  # Alg. 1, lines 11-14: no gradient step during warmup
+                    updates_start = updates_start or (time.time(), step)
+                    unfinished = episode_length if args.online_algo == "calql" and args.calql else 0
+                    batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen, unfinished)
+                    if args.online_algo in ("sac", "so2"):  # plain SAC: no pessimism, no behaviour constraint
+                        # App. F ablation: the actor (and temperature) frozen for --policy-freeze-steps
+                        info = sac_step(batch, update_actor=step - warmup_env_steps > args.policy_freeze_steps)
+                    else:  # Fig. 12 (right) ablation: keep Cal-QL's regulariser online
+                        info = online_calql_step(batch)
+                    if step % 100 == 0 or step == args.online_steps:
+                        run.log_losses("losses/", info, step, "online")
+                if step % args.analysis_interval == 0:  # Q on held-out and online data; KL to pi_pre and Q_pre
+                    log_analysis(run, learner, "analysis/", step, {"heldout": heldout, "online": rb.sample(
+                        (args.batch_size,), gen)}, online_max_backup, so2_noise, pre)
+                if step % args.eval_interval == 0 or step == args.online_steps:
+                    run.log_eval("", step, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
+                if step % 1000 == 0 or step == args.online_steps:
+                    summary["sps"] = run.progress(step, args.online_steps, online_start, updates_start, last_return,
+                                                  summary["evals"], info, phase="online")
+                if run.resume_point_due(step, ended):
+                    run.save_resume_point(step, phase="online", **learner, actor_pre=actor_pre, critic_pre=critic_pre,
+                                          buffer=rb, last_return=last_return, obs=obs, env=env_snapshot(env),
+                                          eval_env=env_snapshot(eval_env, simulator=False), rng=rng_states(gen))
+
+    # ===== SAVE =================================================================================
+    if args.save_model and not pretrain_interrupted:  # a cut-short pre-training has no fine-tuned agent to save
+        path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
+        save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=step == args.online_steps,
+                        planned_steps=args.online_steps)
+    if summary["offline_evals"]:
+        save_curve(os.path.join(run.run_dir, "offline_eval_curve.png"), summary["offline_evals"],
+                   f"Cal-QL offline on {args.dataset_id}")
+    if summary["evals"]:
+        save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"], f"WSRL on {env_id}",
+                   {"updates start": updates_after} if updates_after else None)
+    return run.finish(step, env, eval_env)
 
 
 if __name__ == "__main__":

@@ -692,13 +692,27 @@ CHECKPOINT_FORMAT = 2
 def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
                     args, step: int, **extra) -> None:
     """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
-    what a script adds (e.g. Cal-QL's Lagrange multiplier)."""
+    what a script adds (e.g. Cal-QL's Lagrange multiplier and its optimizer: a tensor is saved on
+    the CPU, an optimizer or network as its state dict)."""
+    extra = {k: v.state_dict() if hasattr(v, "state_dict") else v.detach().cpu() if torch.is_tensor(v) else v
+             for k, v in extra.items()}
     torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
                 "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
                 "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
                 "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
                 "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
     os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
+
+
+def save_actor(run_dir: str, actor: nn.Module, args, env_id: str, step: int, eval_return: float) -> str:
+    """The actor alone, with what is needed to rebuild it: a behaviour policy to record data with."""
+    os.makedirs(os.path.join(run_dir, "actors"), exist_ok=True)
+    path = os.path.join(run_dir, "actors", f"step_{step:07d}.pt")
+    torch.save({"actor": actor.state_dict(), "env_id": env_id, "step": step, "eval_return": eval_return,
+                "actor_hidden": args.actor_hidden, "actor_layers": args.actor_layers, "args": asdict(args),
+                "format": CHECKPOINT_FORMAT}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never a half-written file under the final name
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -762,8 +776,10 @@ def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
         setattr(args, key, value)
 
 
-def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt) -> None:
-    """Weights, temperature and Adam states, exactly as saved."""
+def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, **extra) -> None:
+    """Weights, temperature and Adam states, exactly as saved. `extra`: what a script added to
+    save_checkpoint by name (a tensor, or an optimizer with its saved settings), when the
+    checkpoint has it (e.g. Cal-QL's Lagrange multiplier: not in an IQL or SAC checkpoint)."""
     try:
         actor.load_state_dict(ckpt["actor"])
         critic.load_state_dict(ckpt["critic"])
@@ -778,6 +794,118 @@ def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, cr
         load_optimizer_state(opt, ckpt[key])  # Adam's moments and step counts, as the paper keeps them ...
         for group, lr in zip(opt.param_groups, lrs):
             group["lr"] = lr  # ... but the learning rates are this run's flags, not the checkpoint's
+    for name, part in extra.items():
+        if name not in ckpt:
+            continue
+        if isinstance(part, torch.optim.Optimizer):
+            load_optimizer_state(part, ckpt[name])
+        elif isinstance(part, nn.Module):
+            part.load_state_dict(ckpt[name])
+        else:
+            with torch.no_grad():
+                part.copy_(ckpt[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# td3c.py's own: TD3+BC's state normalisation, the newest transitions of a buffer, TD3 checkpoints
+# ---------------------------------------------------------------------------------------------
+class NormalizedStates(gym.ObservationWrapper):
+    """TD3+BC's normalisation at the environment's edge: every observation the agent sees, in
+    training and in evaluation, is (s - mean) / std with fixed statistics (mean 0, std 1: unchanged)."""
+
+    def __init__(self, env: gym.Env, mean: np.ndarray, std: np.ndarray):
+        super().__init__(env)
+        self.mean, self.std = mean, std
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, env.observation_space.shape, np.float64)
+
+    def observation(self, obs):
+        return (obs - self.mean) / self.std
+
+
+def sample_newest(rb: ReplayBuffer, count: int, size: int, generator: torch.Generator) -> dict:
+    """`size` transitions drawn uniformly from the `count` added last: the online ones, also in a
+    buffer that started with the offline data (--offline-data-in-buffer)."""
+    idx = ((rb.pos - 1 - torch.randint(0, count, (size,), generator=generator)) % rb.capacity).to(rb.device)
+    return {"obs": rb.obs[idx], "actions": rb.actions[idx], "rewards": rb.rewards[idx], "next_obs": rb.next_obs[idx],
+            "terminals": rb.terminals[idx]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints of td3c.py: a TD3 agent (deterministic actor, twin critics, their targets), which
+# the SAC scripts' checkpoints are not
+# ---------------------------------------------------------------------------------------------
+TD3_CHECKPOINT_FORMAT = "td3c-1"  # a string: the SAC scripts' integer formats cannot pass for it
+TD3_CHECKPOINT_KEYS = ("actor", "actor_target", "critic", "critic_target", "actor_opt", "critic_opt", "obs_mean",
+                       "obs_std", "args", "step", "format")
+TD3_CHECKPOINT_ARGS = ("critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale",
+                   "normalize_states")
+
+
+def save_td3_checkpoint(path: str, args, step: int, **parts) -> None:
+    """Networks and optimizers as state dicts, the multiplier and the state statistics as tensors,
+    the rest (env_id, complete, ...) as is. Atomically: a cut-short write leaves no file."""
+    state = {k: v.state_dict() if hasattr(v, "state_dict") else torch.as_tensor(v).detach().cpu()
+             if isinstance(v, (torch.Tensor, np.ndarray)) else v for k, v in parts.items()}
+    torch.save({**state, "args": asdict(args), "step": step, "format": TD3_CHECKPOINT_FORMAT}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def read_td3_checkpoint(path: str, device: torch.device) -> dict:
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no checkpoint at {path!r}. Pre-train one with `python td3c.py --dataset-id ID` "
+                         "(it writes runs/<run>/td3c_pretrained.pt).")
+    try:  # weights_only: a checkpoint holds tensors, numbers and strings, never code to run
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(f"error: {path!r} is not a checkpoint td3c.py can read (torch.load: {first[:200]}).")
+    if isinstance(ckpt, dict) and ("alpha_param" in ckpt or "log_alpha" in ckpt):
+        raise SystemExit(f"error: {path!r} is an SAC agent (a tanh-Gaussian actor and a critic ensemble) of the other "
+                         "scripts (calql_offline.py, the WSRL scripts, --save-model); td3c.py fine-tunes a TD3 agent (a deterministic actor, 2 critics) and cannot start "
+                         "from it. Pre-train one with `python td3c.py --dataset-id ID` (runs/<run>/td3c_pretrained.pt).")
+    missing = [k for k in TD3_CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise SystemExit(f"error: {path!r} is not a checkpoint of td3c.py (it lacks {', '.join(missing)}).")
+    if ckpt["format"] != TD3_CHECKPOINT_FORMAT:
+        raise SystemExit(f"error: {path!r} has checkpoint format {ckpt['format']!r}; this version reads "
+                         f"{TD3_CHECKPOINT_FORMAT!r} only.")
+    if ckpt.get("complete") is False:  # saved on Ctrl-C: fewer steps than its run asked for
+        print(f"WARNING: {path} was saved by a run cut short (Ctrl-C) at step {ckpt['step']:,} of "
+              f"{ckpt['planned_steps']:,}; it is used as it is.")
+    return ckpt
+
+
+def use_td3_checkpoint_settings(args, ckpt: dict) -> None:
+    """The networks and the state statistics are the checkpoint's: they override the flags (said aloud)."""
+    for key in TD3_CHECKPOINT_ARGS:
+        value = ckpt["args"][key]
+        if getattr(args, key) not in (None, value):
+            print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
+        setattr(args, key, value)
+
+
+def check_td3_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -> None:
+    """Before anything is built: the checkpoint's networks must take this environment's sizes."""
+    trained_obs = ckpt["actor"]["trunk.0.weight"].shape[1]  # the first Dense: (hidden, obs)
+    trained_act = ckpt["actor"]["head.weight"].shape[0]  # the output layer: (actions, hidden)
+    if (trained_obs, trained_act) != (obs_dim, act_dim):
+        trained_on = ckpt.get("env_id") or ckpt["args"].get("env_id") or ckpt["args"].get("dataset_id")
+        raise SystemExit(f"error: the checkpoint was trained on {trained_on} ({trained_obs}-dim observations, "
+                         f"{trained_act}-dim actions); {env_id} has {obs_dim} and {act_dim}. Pass --env-id {trained_on} "
+                         "or a checkpoint of this environment.")
+
+
+def restore_td3(ckpt: dict, **parts) -> None:
+    """Weights and Adam states exactly as saved (Adam's moments and step counts carry over the
+    switch, as the other scripts keep them), but this run's learning rates."""
+    for name, part in parts.items():
+        if isinstance(part, torch.optim.Optimizer):
+            lrs = [group["lr"] for group in part.param_groups]
+            load_optimizer_state(part, ckpt[name])
+            for group, lr in zip(part.param_groups, lrs):
+                group["lr"] = lr
+        else:
+            part.load_state_dict(ckpt[name])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -786,21 +914,38 @@ def restore(ckpt: dict, actor, critic, critic_target, alpha_param, actor_opt, cr
 def check_args(args, budgets: dict) -> None:
     """Stop, before any run folder, network or dataset is made, on settings that would train but
     mean nothing (a negative budget, a minimum over more critics than exist, a learning rate that
-    cannot learn). `budgets` maps each step-count flag to (its value, the smallest that makes
-    sense). Every problem is one line with the flag to change."""
+    cannot learn, a negative noise). `budgets` maps each step-count flag to (its value, the
+    smallest that makes sense); every other check applies to the flags the script has. Every
+    problem is one line with the flag to change."""
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    def present(*names: str) -> list:  # (name, value) of the flags this script has and sets
+        return [(n, getattr(args, n)) for n in names if getattr(args, n, None) is not None]
+
     problems = [f"{flag} is {value:,}; it must be at least {low:,}" for flag, (value, low) in budgets.items()
                 if value < low]
     if getattr(args, "num_qs", None) is not None and not 1 <= args.num_min_qs <= args.num_qs:
         problems.append(f"--num-min-qs is {args.num_min_qs}; the target is a minimum over that many of the "
                         f"--num-qs {args.num_qs} critics, so it must be between 1 and {args.num_qs}")
-    for flag, value in (("--batch-size", args.batch_size), ("--utd", args.utd), ("--eval-episodes", args.eval_episodes),
-                        ("--eval-interval", args.eval_interval)):
+    for name, value in present("batch_size", "utd", "eval_episodes", "eval_interval", "policy_delay"):
         if value < 1:
-            problems.append(f"{flag} is {value}; it must be at least 1")
-    for name in ("actor_lr", "critic_lr", "temp_lr"):
-        lr = getattr(args, name)
+            problems.append(f"{flag(name)} is {value}; it must be at least 1")
+    for name, lr in present("actor_lr", "critic_lr", "temp_lr", "lagrange_lr"):
         if not 0.0 < lr < 1.0:  # Adam at a rate of 1 or more diverges within steps (the defaults are 1e-4, 3e-4)
-            problems.append(f"--{name.replace('_', '-')} is {lr:g}; it must be in (0, 1)")
+            problems.append(f"{flag(name)} is {lr:g}; it must be in (0, 1)")
+    for name, value in present("exploration_noise", "target_noise", "target_noise_clip", "dqda_clip", "so2_noise_std",
+                               "so2_noise_clip"):
+        if value < 0:
+            problems.append(f"{flag(name)} is {value:g}; it must be at least 0")
+    for name, value in present("bc_alpha", "td3c_epsilon", "lagrange_init"):
+        if value <= 0:
+            problems.append(f"{flag(name)} is {value:g}; it must be above 0")
+    if not 0.0 <= getattr(args, "offline_ratio", 0.0) < 1.0:
+        problems.append(f"--offline-ratio is {args.offline_ratio:g}; it must be in [0, 1)")
+    if getattr(args, "offline_ratio", 0.0) > 0 and getattr(args, "offline_data_in_buffer", False):
+        problems.append("--offline-ratio and --offline-data-in-buffer are two ways of replaying the offline data "
+                        "(App. C.1, Sec. 3.2); choose one")
     if problems:
         raise SystemExit("error: " + "\n       ".join(problems) + ".")
 
@@ -930,6 +1075,17 @@ class CudaGraphs:
         self.enabled, self.emulate = enabled or emulate, emulate
         self.graphs, self.calls = {}, {}
 
+    def wrap(self, fn):
+        """`update = graphs.wrap(update)`, once: then `update(batch, **flags)` runs through run(),
+        with one graph per distinct set of keyword flags (e.g. update_actor=False)."""
+        index = self.wrapped = getattr(self, "wrapped", 0) + 1  # each wrap its own graphs
+
+        def wrapped(batch: dict, **flags) -> dict:
+            key = (index, fn.__name__, tuple(sorted(flags.items())))
+            return self.run(key, (lambda b: fn(b, **flags)) if flags else fn, batch)
+
+        return wrapped
+
     def run(self, key, fn, batch: dict) -> dict:
         if not self.enabled:
             return fn(batch)
@@ -1035,3 +1191,195 @@ def print_summary(summary: dict, step: int, start_time: float) -> None:
     for key in ("pretrained_checkpoint", "checkpoint", "dataset", "actor"):
         if key in summary:
             print(f"  {key}: {summary[key]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The task of a run: checkpoint, offline data, domain, environments
+# ---------------------------------------------------------------------------------------------
+def load_pretrained(args, device: torch.device) -> Optional[dict]:
+    """--pretrained-checkpoint, read and checked (None without one): the networks take its sizes,
+    and its dataset is this run's unless --dataset-id says otherwise."""
+    if not args.pretrained_checkpoint:
+        return None
+    ckpt = read_checkpoint(args.pretrained_checkpoint, device)
+    use_checkpoint_network_sizes(args, ckpt)
+    if hasattr(args, "dataset_id"):
+        args.dataset_id = args.dataset_id or ckpt["args"].get("dataset_id")  # the data it was pre-trained on
+    return ckpt
+
+
+def load_task(args, default_dataset: str = "mujoco/hopper/medium-v0") -> tuple:
+    """The offline data of --dataset-id as flat arrays, its metadata, its domain (--domain auto:
+    from the id) with the paper's settings for it applied (returned: the preset), and the
+    environment it was recorded in (--env-id overrides)."""
+    args.dataset_id = args.dataset_id or default_dataset
+    domain = domain_of(args.dataset_id) if args.domain == "auto" else args.domain
+    preset = apply_domain_preset(args, domain)
+    data, metadata = load_offline_data(args.dataset_id, domain)
+    return data, metadata, domain, env_id_for(args.dataset_id, metadata, args.env_id), preset
+
+
+def make_envs(env_id: str, seed: int, metadata: dict, ckpt: Optional[dict] = None, data: Optional[dict] = None,
+              dataset_id: str = "") -> tuple:
+    """The training environment (seed) and the evaluation one (seed + 10,000), checked against the
+    checkpoint's and the data's sizes before anything is built or written. Returns
+    (env, eval_env, obs_dim, act_dim)."""
+    env, eval_env = make_env(env_id, seed, metadata.get("spec")), make_env(env_id, seed + 10_000, metadata.get("spec"))
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if ckpt is not None:
+        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
+    if data is not None and data["observations"].shape[1] != obs_dim:
+        raise SystemExit(f"error: dataset {dataset_id} has {data['observations'].shape[1]}-dim "
+                         f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
+    return env, eval_env, obs_dim, act_dim
+
+
+# ---------------------------------------------------------------------------------------------
+# Run: one run's plumbing behind a few calls, so that `main` shows the algorithm
+# ---------------------------------------------------------------------------------------------
+class Run:
+    """What every script's `main` needs that is not the algorithm: the settings of a resumed run,
+    the device, the run folder and its tensorboard writer, the summary, logging helpers, resume
+    points, Ctrl-C / SIGTERM handling and the final summary.
+
+        run = Run(args, "sac_fast.py")       # --resume: the run's own settings and its last resume point
+        args, device = run.args, run.device
+        gen = run.seed()                     # python, numpy, torch; returns the replay sampler's generator
+        writer = run.open_logs(env_id)       # runs/<run>/ and its tensorboard writer
+        with run.stoppable():                # Ctrl-C (or SIGTERM) ends the loop; the code after saves
+            for step in run.steps(1, total): # run.step follows the loop
+                ...
+        run.finish(step, env, eval_env)      # close everything, print the summary
+    """
+
+    def __init__(self, args, script: str):
+        self.resume = None
+        if getattr(args, "resume", None):  # the run's own settings, its state at its last resume point
+            self.resume = load_resume_point(args.resume)
+            args = type(args)(**{**self.resume["args"], "resume": args.resume})
+            phase = f"{self.resume['phase']} " if "phase" in self.resume else ""
+            print(f"resuming {args.resume} after {phase}step {self.resume['step']:,}")
+        self.args, self.script = args, script
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        # --cuda-graphs: each update function is wrapped once (`run.graphs.wrap(update)`)
+        self.graphs = CudaGraphs(use_cuda_graphs(args, self.device))
+        self.start_time = time.time()
+        self.step, self.resume_step, self.interrupted = 0, None, False
+        self.run_dir = self.writer = self._previous_sigterm = None
+        self.summary = {"run_dir": None, "evals": [], "first_losses": None}
+
+    def start(self, eval_env: gym.Env, offline_evals: bool = False) -> Optional[str]:
+        """Before the first step: the evaluation env seeded (seed + 10,000), or, resumed, the
+        summary so far and the evaluation env as they were at the resume point. `offline_evals`:
+        the summary keeps a pre-training's evaluations apart. Returns the phase of the resume
+        point ("offline", "online"; "" if it has none), None when not resumed."""
+        if offline_evals:
+            self.summary["offline_evals"] = []
+        eval_env.reset(seed=self.args.seed + 10_000)
+        if not self.resume:
+            return None
+        self.summary.update(self.resume["summary"])
+        self.resume_step = self.resume["step"]
+        restore_env(eval_env, self.resume["eval_env"])
+        return self.resume.get("phase", "")
+
+    def seed(self) -> torch.Generator:
+        """Seed python, numpy and torch (CleanRL's block); returns the replay sampler's generator."""
+        keep_freed_memory()
+        random.seed(self.args.seed)
+        np.random.seed(self.args.seed)
+        torch.manual_seed(self.args.seed)
+        torch.backends.cudnn.deterministic = self.args.torch_deterministic
+        return torch.Generator().manual_seed(self.args.seed)
+
+    def open_logs(self, env_id: str, purge: bool = True):
+        """The run folder (runs/<env>__<exp>__<seed>__<time>, or the resumed one) and its writer.
+        Resumed with `purge`: the logs continue the same curves (what came after the resume point
+        goes); without, nothing is purged (the steps redone log the very same values again)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        args = self.args
+        self.run_dir = args.resume if self.resume else make_run_dir(env_id, args.exp_name, args.seed)
+        self.summary["run_dir"] = self.run_dir
+        self.writer = SummaryWriter(self.run_dir, purge_step=self.resume["step"] + 1 if self.resume and purge else None)
+        if not self.resume:
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+                f"|{k}|{v}|" for k, v in vars(args).items()))
+        return self.writer
+
+    def log(self, prefix: str, scalars: dict, step: int) -> None:
+        for k, v in scalars.items():
+            self.writer.add_scalar(f"{prefix}{k}", float(v), step)
+
+    def log_losses(self, prefix: str, info: dict, step: int, phase: str) -> None:
+        """The losses of an update, and a stop if any is NaN or infinite."""
+        self.log(prefix, info, step)
+        stop_if_diverged(info, step, phase, self.writer)
+
+    def log_eval(self, prefix: str, step: int, result: tuple, evals: list) -> float:
+        """Record an evaluation (return, normalised score, success rate or None); returns the return."""
+        ret, score, success = result
+        evals.append((step, ret, score))
+        self.writer.add_scalar(f"{prefix}eval/return", ret, step)
+        if score is not None:
+            self.writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
+        if success is not None:  # sparse domains
+            self.writer.add_scalar(f"{prefix}eval/success_rate", success, step)
+        return ret
+
+    def log_episode(self, episode: Optional[dict], step: int, last_return: float) -> float:
+        """The return and length of an episode that just ended; returns the latest episode return."""
+        if episode is None:
+            return last_return
+        self.writer.add_scalar("charts/episodic_return", float(episode["r"]), step)
+        self.writer.add_scalar("charts/episodic_length", int(episode["l"]), step)
+        return float(episode["r"])
+
+    def progress(self, step: int, total: int, start_time: float, updates_start, last_return: float, evals: list,
+                 info: dict, phase: str = "step", tag: str = "charts/SPS") -> float:
+        """The status line, and the speed logged under `tag`; returns the speed."""
+        sps = print_progress(step, total, start_time, updates_start, last_return, evals, info, phase)
+        self.writer.add_scalar(tag, sps, step)
+        return sps
+
+    def steps(self, first: int, last: int):
+        """range(first, last + 1), with run.step following the loop (for the Ctrl-C message)."""
+        for step in range(first, last + 1):
+            self.step = step
+            yield step
+
+    def resume_point_due(self, step: int, ended: bool) -> bool:
+        """Online resume points: at the first episode end after every --checkpoint-interval steps
+        (the env has just reset: a few numbers to save, no episode in progress)."""
+        interval = self.args.checkpoint_interval
+        return bool(interval) and ended and step >= (self.resume_step or 0) + interval
+
+    def save_resume_point(self, step: int, **parts) -> None:
+        save_resume_point(self.run_dir, args=asdict(self.args), step=step, summary=self.summary, **parts)
+        self.resume_step = step
+
+    @contextlib.contextmanager
+    def stoppable(self, phase: str = "", saving: str = "what there is"):
+        """Ctrl-C, or SIGTERM (a cluster's preemption), inside ends the loop with a message and
+        sets run.interrupted; the code after the block saves what was learned."""
+        if self._previous_sigterm is None:
+            self._previous_sigterm = interrupt_on_sigterm() or signal.SIG_DFL
+        try:
+            yield
+        except KeyboardInterrupt:
+            where = f"{phase} step" if phase else "step"
+            print(f"\ninterrupted at {where} {self.step:,}; saving {saving}")
+            if self.resume_step is not None:
+                print(f"to continue from {where} {self.resume_step:,}: python {self.script} --resume {self.run_dir}")
+            self.interrupted = True
+
+    def finish(self, step: int, *envs) -> dict:
+        """Close the environments and the logs, give SIGTERM its handler back, print the summary."""
+        for env in envs:
+            env.close()
+        self.writer.close()
+        if self._previous_sigterm is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+        print_summary(self.summary, step, self.start_time)
+        return self.summary

@@ -28,12 +28,12 @@ def write_random_dataset(S, dataset_id: str = "test/hopper/random-v0", episodes:
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from export_dataset import save_minari
 
-    env = S.make_env("Hopper-v5", 0)
-    rb = S.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
+    env = U.make_env("Hopper-v5", 0)
+    rb = U.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
     obs, _ = env.reset(seed=0)
     done = 0
     while done < episodes:
-        (o, a, r, next_o, terminated, ended), obs, _ = S.env_step(env, obs, env.action_space.sample())
+        (o, a, r, next_o, terminated, ended), obs, _ = U.env_step(env, obs, env.action_space.sample())
         rb.add(o, a, r, next_o, terminated, ended)
         done += int(ended)
     save_minari(dataset_id, rb.episodes(), "Hopper-v5", U.D4RL_REF_SCORES["hopper"], "random")

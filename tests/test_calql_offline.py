@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 
 import calql_offline as C
+
+import wsrl_utils as U
 from conftest import write_random_dataset
 
 TINY = dict(offline_steps=40, online_steps=40, num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
@@ -208,16 +210,16 @@ def test_max_target_backup_takes_the_best_of_the_sampled_next_actions():
 
 def test_domain_presets_fill_only_what_was_not_given():
     args = C.Args(critic_hidden=64)
-    chosen = C.apply_domain_preset(args, "kitchen")
+    chosen = U.apply_domain_preset(args, "kitchen")
     assert args.critic_hidden == 64 and "critic_hidden" not in chosen  # the flag wins
     assert (args.critic_layers, args.actor_hidden, args.actor_layers) == (3, 512, 3)
     assert args.cql_importance_sample is False and args.cql_alpha == 5.0
     ant = C.Args()
-    C.apply_domain_preset(ant, "antmaze")
+    U.apply_domain_preset(ant, "antmaze")
     assert ant.cql_lagrange and ant.cql_target_gap == 0.8 and ant.critic_layers == 4
     assert ant.state_dependent_std is False and args.state_dependent_std is True  # antmaze: one std per dim
     adroit = C.Args()
-    C.apply_domain_preset(adroit, "adroit")
+    U.apply_domain_preset(adroit, "adroit")
     assert adroit.cql_alpha == 1.0 and adroit.critic_hidden == 512
     assert C.SPARSE_NEGATIVE_REWARD == {"antmaze": -5.0, "pointmaze": -5.0, "adroit": -5.0}
 
@@ -254,7 +256,7 @@ def test_checkpoint_round_trip_restores_weights_and_optimizer_states_exactly(tmp
     path = str(tmp_path / "ckpt.pt")
     C.save_checkpoint(path, *agent, args, 3, cql_lagrange_param=torch.tensor(0.25))
     _, fresh = make_agent(1)  # different initial weights
-    ckpt = C.read_checkpoint(path, torch.device("cpu"))
+    ckpt = U.read_checkpoint(path, torch.device("cpu"))
     C.restore(ckpt, *fresh)
     for old, new in zip(agent[:3], fresh[:3]):
         for (k, a), (_, b) in zip(old.state_dict().items(), new.state_dict().items()):
@@ -278,10 +280,10 @@ def test_checkpoint_round_trip_restores_weights_and_optimizer_states_exactly(tmp
 
 def test_bad_checkpoints_fail_with_a_clear_message(tmp_path):
     with pytest.raises(SystemExit, match="no checkpoint at .*calql_offline.py"):
-        C.read_checkpoint(str(tmp_path / "missing.pt"), torch.device("cpu"))
+        U.read_checkpoint(str(tmp_path / "missing.pt"), torch.device("cpu"))
     torch.save({"actor": {}}, tmp_path / "other.pt")
     with pytest.raises(SystemExit, match="not a checkpoint of these scripts"):
-        C.read_checkpoint(str(tmp_path / "other.pt"), torch.device("cpu"))
+        U.read_checkpoint(str(tmp_path / "other.pt"), torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +329,7 @@ def test_online_start_waits_and_calql_samples_finished_episodes_only(dataset, mo
     batches, original = [], C.calql_update
 
     def calql_update(*a, **kw):
-        batches.append(a[9])  # the batch
+        batches.append(kw["batch"] if "batch" in kw else a[9])  # the batch
         return original(*a, **kw)
 
     monkeypatch.setattr(C, "calql_update", calql_update)
@@ -381,11 +383,11 @@ def test_both_phases_log_the_analysis_and_save_a_loadable_checkpoint(dataset, sh
             "losses/td_loss"} <= tags
     assert [e.step for e in events.Scalars("analysis/q_heldout")] == [0, 20, 40]  # from the switch on
     # the pre-trained checkpoint starts a second run that skips phase 1 and keeps its weights
-    pre = C.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
+    pre = U.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
     again = run(None, pretrained_checkpoint=summary["pretrained_checkpoint"], online_steps=0, save_model=True,
                 critic_hidden=64)  # the checkpoint's sizes win over this flag
     assert again["offline_evals"] == [] and "pretrained_checkpoint" not in again
-    end = C.read_checkpoint(again["checkpoint"], torch.device("cpu"))
+    end = U.read_checkpoint(again["checkpoint"], torch.device("cpu"))
     for key in ("actor", "critic", "critic_target"):
         for name, tensor in pre[key].items():
             assert torch.equal(tensor, end[key][name]), (key, name)
@@ -404,7 +406,7 @@ def test_interrupted_pretraining_still_saves_the_checkpoint(dataset, monkeypatch
 
     monkeypatch.setattr(C, "calql_update", interrupt_on_tenth)
     summary = run(dataset)
-    ckpt = C.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
+    ckpt = U.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
     assert ckpt["step"] == 10 and summary["evals"] == []  # no online phase after Ctrl-C
 
 
@@ -431,10 +433,10 @@ def test_checkpoint_of_the_old_layout_is_refused_with_a_message(tmp_path):
     torch.save({"actor": old_actor, "critic": {}, "critic_target": {}, "log_alpha": torch.tensor(0.0),
                 "actor_opt": {}, "critic_opt": {}, "alpha_opt": {}, "args": {}, "step": 1}, path)
     with pytest.raises(SystemExit, match="older version of these scripts"):
-        C.read_checkpoint(path, torch.device("cpu"))
+        U.read_checkpoint(path, torch.device("cpu"))
     torch.save({"format": 3}, path)
     with pytest.raises(SystemExit, match="lacks actor"):
-        C.read_checkpoint(path, torch.device("cpu"))
+        U.read_checkpoint(path, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("cut_at", [130, 200 + 55], ids=["offline", "online"])

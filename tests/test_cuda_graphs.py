@@ -3,12 +3,13 @@ replays of the recorded function, outputs copied out), checked on the CPU in emu
 plain calls: the same updates, bit for bit. (The recording itself needs a GPU.)"""
 
 import copy
-import functools
 
 import pytest
 import torch
 
 import calql_offline as C
+
+import wsrl_utils as U
 import sac_fast as S
 import wsrl_calql_sac as W
 import wsrl_iql_sac as I
@@ -45,14 +46,14 @@ def sac_run(graphs, steps: int = 7) -> tuple[list, dict]:
 
 
 def test_disabled_is_a_plain_call():
-    graphs = W.CudaGraphs(enabled=False)
+    graphs = U.CudaGraphs(enabled=False)
     assert graphs.run("k", lambda b: {"x": b["x"] * 2}, {"x": torch.ones(2)})["x"].tolist() == [2.0, 2.0]
     assert graphs.graphs == {}
 
 
 def test_replayed_updates_equal_plain_updates_bit_for_bit():
-    plain_infos, plain_weights = sac_run(W.CudaGraphs(enabled=False))
-    graph_infos, graph_weights = sac_run(W.CudaGraphs(enabled=False, emulate=True))
+    plain_infos, plain_weights = sac_run(U.CudaGraphs(enabled=False))
+    graph_infos, graph_weights = sac_run(U.CudaGraphs(enabled=False, emulate=True))
     for a, b in zip(plain_infos, graph_infos):
         assert {k: float(v) for k, v in a.items()} == {k: float(v) for k, v in b.items()}
     for k in plain_weights:
@@ -60,10 +61,10 @@ def test_replayed_updates_equal_plain_updates_bit_for_bit():
 
 
 def test_after_the_warmup_the_recorded_function_replays_on_the_new_batch():
-    graphs = W.CudaGraphs(enabled=False, emulate=True)
+    graphs = U.CudaGraphs(enabled=False, emulate=True)
     seen = []
     recorded = lambda b: seen.append(b["x"].clone()) or {"y": b["x"] + 1}  # noqa: E731
-    for i in range(W.CudaGraphs.WARMUP + 1):  # warm-up calls, then the recording
+    for i in range(U.CudaGraphs.WARMUP + 1):  # warm-up calls, then the recording
         graphs.run("k", recorded, {"x": torch.tensor([float(i)])})
     # a graph replays what it recorded: a new function for the same key is never called
     out = graphs.run("k", lambda b: pytest.fail("a recorded key must replay, not call"), {"x": torch.tensor([9.0])})
@@ -77,7 +78,7 @@ def test_calql_and_iql_updates_replay_bit_for_bit(which):
     def run(graphs):
         if which == "calql":
             args, actor, critic, target, alpha_param, opts = learner(max_target_backup=True, cql_n_actions=3)
-            W.apply_domain_preset(args, "locomotion")
+            U.apply_domain_preset(args, "locomotion")
             lagrange = torch.tensor(0.5, requires_grad=True)
             lagrange_opt = torch.optim.Adam([lagrange], lr=3e-4)
             fn = lambda b: W.calql_update(actor, critic, target, alpha_param, lagrange, *opts, lagrange_opt, b, args, -2.0)  # noqa: E731
@@ -89,20 +90,43 @@ def test_calql_and_iql_updates_replay_bit_for_bit(which):
         torch.manual_seed(1)
         return [{k: float(v) for k, v in graphs.run(which, fn, make_batch(step, BATCH)).items()} for step in range(6)]
 
-    assert run(W.CudaGraphs(enabled=False)) == run(W.CudaGraphs(enabled=False, emulate=True))
+    assert run(U.CudaGraphs(enabled=False)) == run(U.CudaGraphs(enabled=False, emulate=True))
 
 
 def test_a_whole_run_through_the_graph_path_equals_the_plain_run(sandbox, monkeypatch):
     tiny = dict(seed=3, online_steps=300, learning_starts=200, num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
                 eval_interval=150, eval_episodes=1)
     plain = S.main(S.Args(**tiny))
-    monkeypatch.setattr(S, "CudaGraphs", functools.partial(S.CudaGraphs, emulate=True))
+    made, real = [], U.CudaGraphs
+
+    def emulated(enabled):  # what Run builds, in emulation, kept to look at afterwards
+        made.append(real(enabled, emulate=True))
+        return made[-1]
+
+    monkeypatch.setattr(U, "CudaGraphs", emulated)
     graphed = S.main(S.Args(**tiny))
     assert graphed["first_losses"] == plain["first_losses"] and graphed["evals"] == plain["evals"]
+    assert len(made) == 1 and len(made[0].graphs) == 1  # the wrapped update was recorded and replayed
+
+
+def test_wrap_once_records_one_graph_per_wrapped_function_and_flag_set():
+    graphs = U.CudaGraphs(enabled=False, emulate=True)
+    calls = []
+
+    def update(batch, scale=1.0):
+        calls.append(scale)
+        return {"y": batch["x"] * scale}
+
+    first, second = graphs.wrap(update), graphs.wrap(update)
+    for _ in range(U.CudaGraphs.WARMUP + 2):
+        assert first({"x": torch.ones(2)})["y"].tolist() == [1.0, 1.0]
+        assert first({"x": torch.ones(2)}, scale=3.0)["y"].tolist() == [3.0, 3.0]
+        assert second({"x": torch.ones(3)})["y"].tolist() == [1.0, 1.0, 1.0]  # its own graph: another shape is fine
+    assert len(graphs.graphs) == 3 and calls.count(3.0) == U.CudaGraphs.WARMUP + 2
 
 
 def test_cuda_graphs_on_a_cpu_is_said_and_ignored(capsys):
-    assert C.use_cuda_graphs(C.Args(cuda_graphs=True), torch.device("cpu")) is False
+    assert U.use_cuda_graphs(C.Args(cuda_graphs=True), torch.device("cpu")) is False
     assert "needs a GPU" in capsys.readouterr().out
 
 
@@ -117,7 +141,7 @@ def test_loading_an_optimizer_keeps_this_runs_adam_settings(fused):
                                 "exp_avg_sq": torch.full((3,), 0.01)}
     param = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.Adam([param], lr=1e-3, fused=fused)
-    W.load_optimizer_state(opt, saved.state_dict())
+    U.load_optimizer_state(opt, saved.state_dict())
     assert opt.param_groups[0]["capturable"] is False and bool(opt.param_groups[0]["fused"]) is fused
     param.grad = torch.ones(3)
     opt.step()
@@ -126,8 +150,8 @@ def test_loading_an_optimizer_keeps_this_runs_adam_settings(fused):
 
 
 def test_a_batch_of_another_shape_is_refused_not_broadcast():
-    graphs = W.CudaGraphs(enabled=False, emulate=True)
-    for i in range(W.CudaGraphs.WARMUP + 1):
+    graphs = U.CudaGraphs(enabled=False, emulate=True)
+    for i in range(U.CudaGraphs.WARMUP + 1):
         graphs.run("k", lambda b: {"y": b["x"] * 2}, {"x": torch.ones(4)})
     with pytest.raises(ValueError, match="other keys or shapes"):
         graphs.run("k", lambda b: {"y": b["x"] * 2}, {"x": torch.ones(1)})  # copy_ would broadcast it

@@ -3,9 +3,14 @@ docs/metrics.md (with the scripts that log it), and every relative link of READM
 docs/*.md points at a file that exists (and, for `#anchor` links into markdown, at a heading).
 
 The tags are read from the scripts' source with `ast`, no run needed: the string or f-string
-passed to `writer.add_scalar`, its `{...}` placeholders expanded from what they iterate over (the
-keys of the dicts the update and diagnostic functions return, the keys of the dict literals a
-logging helper is called with, the string constants it is called with)."""
+passed to `writer.add_scalar`, or to the logging calls of wsrl_utils.Run (`run.log(prefix,
+scalars, step)`, `run.log_losses(prefix, info, ...)`, `run.log_eval(prefix, ...)`,
+`run.log_episode(...)`, `run.progress(..., tag=...)`), its `{...}` placeholders expanded from what
+they iterate over (the keys of the dicts the update and diagnostic functions return, the keys of
+the dict literals a logging helper is called with, the string constants it is called with)."""
+# what each Run logging call writes (wsrl_utils.Run), after its prefix argument
+RUN_TAGS = {"log_eval": ["eval/return", "eval/normalized_score", "eval/success_rate"],
+            "log_episode": ["charts/episodic_return", "charts/episodic_length"]}
 
 import ast
 import glob
@@ -34,6 +39,15 @@ class Script:
         for node in ast.walk(self.tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 self.functions.setdefault(node.name, node)
+        self.aliases = {}  # `a, b = run.graphs.wrap(f), run.graphs.wrap(g)`: a -> f, b -> g
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                targets = node.targets[0].elts if isinstance(node.targets[0], ast.Tuple) else [node.targets[0]]
+                values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+                for t, v in zip(targets, values):
+                    if (isinstance(t, ast.Name) and isinstance(v, ast.Call) and isinstance(v.func, ast.Attribute)
+                            and v.func.attr == "wrap" and v.args and isinstance(v.args[0], ast.Name)):
+                        self.aliases.setdefault(t.id, set()).add(v.args[0].id)
 
     def ancestors(self, node):
         while node in self.parents:
@@ -44,9 +58,26 @@ class Script:
         return next((a for a in self.ancestors(node) if isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
 
     # -- the string keys of the dict a function returns ------------------------------------------
-    def returned_keys(self, name: str, seen=()) -> set:
+    def returned_keys(self, name: str, seen=(), scope=None) -> set:
+        if name in seen:
+            return set()
+        wrapped = self.aliases.get(name, set()) - {name}  # `f = run.graphs.wrap(f)` is f itself
+        if wrapped:  # a wrapped update: what the function it wraps returns
+            return set().union(*(self.returned_keys(n, seen + (name,)) for n in wrapped))
         fn = self.functions.get(name)
-        if fn is None or name in seen:
+        if fn is None and scope is not None and name in [a.arg for a in scope.args.args]:
+            # a function passed in as a parameter: whatever the call sites pass for it
+            index = [a.arg for a in scope.args.args].index(name)
+            keys = set()
+            for node in ast.walk(self.tree):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == scope.name:
+                    passed = [a for i, a in enumerate(node.args) if i == index] + [k.value for k in node.keywords
+                                                                                    if k.arg == name]
+                    for arg in passed:
+                        if isinstance(arg, ast.Name):
+                            keys |= self.returned_keys(arg.id, seen + (name,))
+            return keys
+        if fn is None:
             return set()
         seen = seen + (name,)
         keys = set()
@@ -76,7 +107,7 @@ class Script:
         if isinstance(expr, ast.Call):
             keys = set()
             if isinstance(expr.func, ast.Name):
-                keys |= self.returned_keys(expr.func.id, seen)
+                keys |= self.returned_keys(expr.func.id, seen, self.enclosing_function(expr))
             for arg in expr.args:  # graphs.run(key, fn, batch): the dict is fn's
                 if isinstance(arg, ast.Name) and arg.id in self.functions:
                     keys |= self.returned_keys(arg.id, seen)
@@ -137,9 +168,73 @@ class Script:
                 bindings.append(binding)
         return bindings or [{}]
 
+    def values(self, expr, call, binding: dict, comprehension=None) -> list:
+        """The strings an expression takes: a constant, a name (a loop variable, a parameter
+        bound at the call sites, a comprehension's key variable), or an f-string of those."""
+        if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+            return [expr.value]
+        if isinstance(expr, ast.JoinedStr):
+            choices = []
+            for part in expr.values:
+                if isinstance(part, ast.Constant):
+                    choices.append([part.value])
+                    continue
+                assert isinstance(part.value, ast.Name), f"line {call.lineno}: placeholder {ast.unparse(part)}"
+                choices.append(self.values(part.value, call, binding, comprehension))
+            return ["".join(parts) for parts in itertools.product(*choices)]
+        if isinstance(expr, ast.Name):
+            found = None
+            for gen in (comprehension.generators if comprehension is not None else []):
+                first = gen.target.elts[0] if isinstance(gen.target, ast.Tuple) else gen.target
+                if (isinstance(first, ast.Name) and first.id == expr.id and isinstance(gen.iter, ast.Call)
+                        and isinstance(gen.iter.func, ast.Attribute) and gen.iter.func.attr == "items"):
+                    found = sorted(self.expr_keys(gen.iter.func.value, self.enclosing_function(call) or self.tree))
+            if found is None:
+                found = self.loop_values(call, expr.id, binding)
+            if found is None:
+                found = binding.get(expr.id)
+            assert found, (f"line {call.lineno}: cannot tell what {{{expr.id}}} takes in "
+                           f"{ast.unparse(call)[:80]}: teach tests/test_docs.py the new pattern")
+            return found
+        raise AssertionError(f"line {call.lineno}: cannot read {ast.unparse(expr)[:80]}: teach tests/test_docs.py")
+
+    def dict_key_values(self, expr, call, binding: dict) -> list:
+        """The keys of the scalars passed to run.log: a dict literal, a dict comprehension, or a
+        dict an update function returned."""
+        if isinstance(expr, ast.Dict):
+            return [v for k in expr.keys for v in self.values(k, call, binding)]
+        if isinstance(expr, ast.DictComp):
+            return self.values(expr.key, call, binding, comprehension=expr)
+        return sorted(self.expr_keys(expr, self.outer_loop(call) or self.enclosing_function(call) or self.tree))
+
+    def run_call_tags(self, call) -> set:
+        """The tags of one call of a wsrl_utils.Run logging method (`run.log(...)` etc.)."""
+        method, tags = call.func.attr, set()
+        for binding in self.call_site_bindings(self.enclosing_function(call)):
+            if method == "log_episode":
+                tags |= set(RUN_TAGS[method])
+                continue
+            if method == "progress":
+                tag = next((k.value for k in call.keywords if k.arg == "tag"), None)
+                tags |= set(self.values(tag, call, binding)) if tag is not None else {"charts/SPS"}
+                continue
+            prefixes = self.values(call.args[0], call, binding)
+            if method == "log_eval":
+                names = RUN_TAGS[method]
+            else:  # log(prefix, scalars, step), log_losses(prefix, info, step, phase)
+                names = self.dict_key_values(call.args[1], call, binding)
+            assert names, f"line {call.lineno}: no keys found for {ast.unparse(call)[:80]}"
+            tags |= {p + n for p in prefixes for n in names}
+        return tags
+
     def tags(self) -> set:
         tags = set()
         for call in ast.walk(self.tree):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and isinstance(call.func.value, ast.Name) and call.func.value.id == "run"
+                    and call.func.attr in ("log", "log_losses", "log_eval", "log_episode", "progress")):
+                tags |= self.run_call_tags(call)
+                continue
             if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
                     and call.func.attr == "add_scalar" and call.args):
                 continue
@@ -225,6 +320,25 @@ def test_the_extractor_expands_placeholders_and_refuses_what_it_cannot_read(tmp_
     assert Script(str(source)).tags() == {
         "charts/SPS", "losses/qf_loss", "losses/qf_mean", "losses/alpha", "offline/analysis/q_heldout",
         "analysis/q_heldout", "analysis/q_online"}
+    source.write_text(  # the logging calls of wsrl_utils.Run, and an update wrapped once
+        "def diagnostics():\n    return {'q': 0}\n"
+        "def update(batch):\n    return {'qf_loss': 0}\n"
+        "def analyse(run, prefix, batches):\n"
+        "    for name, batch in batches.items():\n"
+        "        run.log(prefix, {f'{k}_{name}': v for k, v in diagnostics().items()}, 0)\n"
+        "        run.log('analysis/', {f'kl_{name}': 0.0}, 0)\n"
+        "def main(run):\n"
+        "    step_fn = run.graphs.wrap(update)\n"
+        "    info = step_fn(None)\n"
+        "    run.log_losses('losses/', info, 1, 'online')\n"
+        "    run.log_eval('offline/', 1, None, [])\n"
+        "    run.log_episode(None, 1, 0.0)\n"
+        "    run.progress(1, 1, 0, None, 0, [], info, tag='offline/SPS')\n"
+        "    analyse(run, 'analysis/', {'heldout': 0, 'online': 1})\n")
+    assert Script(str(source)).tags() == {
+        "analysis/q_heldout", "analysis/q_online", "analysis/kl_heldout", "analysis/kl_online", "losses/qf_loss",
+        "offline/eval/return", "offline/eval/normalized_score", "offline/eval/success_rate", "charts/episodic_return",
+        "charts/episodic_length", "offline/SPS"}
     source.write_text("def main(writer, tag):\n    writer.add_scalar(f'x/{tag.name}', 1.0, 0)\n")
     with pytest.raises(AssertionError, match="placeholder"):
         Script(str(source)).tags()

@@ -52,10 +52,10 @@ class Recorder(gym.Wrapper):
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_local_datasets_load_with_the_official_layouts_and_rewards(datasets, name):
     domain, size = LAYOUTS[name]
-    assert W.domain_of(datasets[name]) == domain
-    data, metadata = W.load_offline_data(datasets[name], domain)
+    assert U.domain_of(datasets[name]) == domain
+    data, metadata = U.load_offline_data(datasets[name], domain)
     assert data["observations"].shape[1] == data["next_observations"].shape[1] == size
-    env = W.make_env(metadata["env_id"], 0, metadata["spec"])
+    env = U.make_env(metadata["env_id"], 0, metadata["spec"])
     assert env.observation_space.shape == (size,) and env.reset(seed=0)[0].shape == (size,)
     r, term = data["rewards"], data["terminals"]
     if domain == "kitchen":  # tasks done so far, minus 4; terminal when all four are done
@@ -96,11 +96,11 @@ def test_the_pd_controller_steers_to_the_next_cell_on_the_path(monkeypatch):
 def test_the_demo_maze_data_covers_the_maze_and_names_its_evaluation_task(module_sandbox):
     dataset_id = T.make("umaze", episodes=2)  # 2,000 steps
     assert dataset_id == "local/pointmaze/umaze-v0"
-    data, metadata = W.load_offline_data(dataset_id, "pointmaze")
+    data, metadata = U.load_offline_data(dataset_id, "pointmaze")
     assert data["observations"].shape == (2000, 4) and data["timeouts"].sum() + data["terminals"][-1:].sum() >= 1
     # the evaluation maze: one start and one goal, the ends of the U's two arms
     assert metadata["spec"].kwargs["maze_map"] == T.UMAZE_EVAL
-    env = W.make_env(metadata["env_id"], 0, metadata["spec"])
+    env = U.make_env(metadata["env_id"], 0, metadata["spec"])
     np.testing.assert_allclose(env.get_wrapper_attr("goal_xy"), [-1.0, 1.0])
     np.testing.assert_allclose(env.unwrapped.maze.unique_reset_locations, [[-1.0, -1.0]])
     # random goals all over the maze: the data visits every free cell, the evaluation goal among them
@@ -110,14 +110,14 @@ def test_the_demo_maze_data_covers_the_maze_and_names_its_evaluation_task(module
 
 
 def test_kitchen_counts_tasks_done_so_far_never_fewer_within_an_episode(datasets):
-    data, _ = W.load_offline_data(datasets["kitchen"], "kitchen")
+    data, _ = U.load_offline_data(datasets["kitchen"], "kitchen")
     episodes = data["rewards"].reshape(T.DATASETS["kitchen"][2], T.DATASETS["kitchen"][1])  # all whole here
     assert np.all(np.diff(episodes, axis=1) >= 0)
     assert sorted(set(episodes[:, 0])) == [-4.0, -3.0, -2.0, -1.0, 0.0]  # 0-4 tasks done at the start
 
 
 def test_sparse_returns_to_go_give_failing_trajectories_the_value_of_failing_forever(datasets):
-    data, _ = W.load_offline_data(datasets["antmaze"], "antmaze")
+    data, _ = U.load_offline_data(datasets["antmaze"], "antmaze")
     g = W.returns_to_go(data["rewards"], data["terminals"], data["timeouts"], 0.99, W.SPARSE_NEGATIVE_REWARD["antmaze"])
     ends = np.flatnonzero(data["terminals"] | data["timeouts"]) + 1
     checked = 0
@@ -175,7 +175,7 @@ def test_the_online_path_and_the_data_path_agree_on_the_same_trajectory(datasets
 
 
 def test_episodes_end_at_the_goal_online_and_success_is_reported(datasets):
-    door = W.make_env("AdroitHandDoor-v1", 0)
+    door = U.make_env("AdroitHandDoor-v1", 0)
     u = door.unwrapped
     door.reset(seed=0)
     state = u.get_env_state()
@@ -213,15 +213,15 @@ def test_evaluate_reports_the_success_rate_and_a_score_of_100_times_it():
     hopper_actor = W.Actor(11, 3, 8, 1, 0.01)
     ret, score, success = W.evaluate(actor, Coin(), 4, None)
     assert (ret, score, success) == (-1.0, 50.0, 0.5)
-    hopper = W.make_env("Hopper-v5", 0)
+    hopper = U.make_env("Hopper-v5", 0)
     assert W.evaluate(hopper_actor, hopper, 1, U.D4RL_REF_SCORES["hopper"])[2] is None  # no success in locomotion
 
 
 def test_maze_without_one_fixed_goal_and_adroit_hammer_are_refused():
     with pytest.raises(SystemExit, match="fixed goal"):
-        W.make_env("PointMaze_UMaze-v3", 0)  # the registered map: any empty cell can be the goal
+        U.make_env("PointMaze_UMaze-v3", 0)  # the registered map: any empty cell can be the goal
     with pytest.raises(SystemExit, match="no binary version"):
-        W.make_env("AdroitHandHammer-v1", 0)
+        U.make_env("AdroitHandHammer-v1", 0)
 
 
 # ---------------------------------------------------------------------------------------------

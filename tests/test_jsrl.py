@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import jsrl as J
+
+import wsrl_utils as U
 import sac_fast
 
 TINY = dict(batch_size=32, eval_interval=60, eval_episodes=1)
@@ -23,7 +25,7 @@ def checkpoint(module_sandbox):
 
 
 def load(path):
-    return J.read_checkpoint(path, torch.device("cpu"))
+    return U.read_checkpoint(path, torch.device("cpu"))
 
 
 def same_tensors(a: dict, b: dict) -> bool:
@@ -146,7 +148,8 @@ def test_min_of_one_subsampled_critic_on_antmaze_as_rlpd(checkpoint, tmp_path, m
     original = J.sac_update
 
     def sac_update(*a, **kw):
-        seen.add((a[8].num_min_qs, a[8].max_target_backup))  # (actor, critic, target, alpha, 3 optimizers, batch, args, ...)
+        args = kw["args"] if "args" in kw else a[8]  # (actor, critic, target, alpha, 3 optimizers, batch, args, ...)
+        seen.add((args.num_min_qs, args.max_target_backup))
         return original(*a, **kw)
 
     monkeypatch.setattr(J, "sac_update", sac_update)

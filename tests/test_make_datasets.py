@@ -138,7 +138,7 @@ def test_shipped_pretrained_agents_match_their_provenance():
         with open(path) as f:
             p = json.load(f)
         ckpt = torch.load(path[:-5] + ".pt", map_location="cpu", weights_only=False)
-        assert ckpt["format"] == S.CHECKPOINT_FORMAT and ckpt["step"] == p["gradient_steps"], path
+        assert ckpt["format"] == U.CHECKPOINT_FORMAT and ckpt["step"] == p["gradient_steps"], path
         # a dataset one of the tools makes: (observation, action) sizes of its environment
         obs_dim, act_dim = {"local/halfcheetah/medium-v0": (17, 6), "local/pointmaze/umaze-v0": (4, 2)}[p["dataset_id"]]
         assert ckpt["args"]["dataset_id"] == p["dataset_id"]

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import wsrl_calql_sac as W
+
+import wsrl_utils as U
 import wsrl_iql_sac as I
 
 OBS, ACT, BATCH = 17, 6, 256
@@ -94,7 +96,7 @@ def test_bf16_calql_update_matches_fp32_on_the_same_batch():
                               torch.optim.Adam([lagrange], lr=3e-4), make_batch(1, 2 * BATCH), args, target_entropy=-ACT)
 
     args = sac_args(max_target_backup=True, cql_n_actions=10)
-    W.apply_domain_preset(args, "locomotion")  # CQL weight 5, importance sampling
+    U.apply_domain_preset(args, "locomotion")  # CQL weight 5, importance sampling
     out = run_both(step, W, args)
     for key in ("qf_loss", "td_loss", "cql_gap", "actor_loss"):
         assert relative(out["bf16"][key], out["fp32"][key]) < TOLERANCE, key

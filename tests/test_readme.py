@@ -20,4 +20,5 @@ def test_walkthrough_line_ranges_point_at_the_right_code():
         first, last = int(first), int(last)
         assert first <= last and last - first < 40
         text = "\n".join(script[first - 1:last])
-        assert EXPECTED[alg_line] in text, f"README's range for Alg. 1 line {alg_line} (L{first}-L{last}) lost it"
+        assert EXPECTED[alg_line] in text, (f"README's range for Alg. 1 line {alg_line} (L{first}-L{last}) lost it: "
+                                            "python tools/readme_ranges.py rewrites the ranges")

@@ -621,7 +621,7 @@ def test_interrupted_run_still_saves_checkpoint_and_dataset(sandbox, monkeypatch
 
 def test_runs_started_in_the_same_second_get_their_own_folders(sandbox, monkeypatch):
     monkeypatch.setattr(S.time, "time", lambda: 1_800_000_000.0)  # both runs "start" at the same instant
-    first, second = S.make_run_dir("Hopper-v5", "x", 1), S.make_run_dir("Hopper-v5", "x", 1)
+    first, second = U.make_run_dir("Hopper-v5", "x", 1), U.make_run_dir("Hopper-v5", "x", 1)
     assert first != second and os.path.isdir(first) and os.path.isdir(second)
     assert second == first + "_2"
 

@@ -164,3 +164,41 @@ def test_no_helper_in_main_reads_a_name_bound_again_later(script):
 def test_the_late_capture_check_can_fail():
     main = ast.parse("def main():\n    a = 1\n    def f():\n        return a + b\n    b = 2\n    a = 3\n").body[0]
     assert late_captures(main) == [("f", "a"), ("f", "b")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The tutorial's proportions: each script is its algorithm; the machinery lives in wsrl_utils.py
+# ---------------------------------------------------------------------------------------------
+def test_line_breakdown_counts_support_and_algorithm_by_hand():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import line_breakdown as LB
+
+    toy = ('"""doc"""\n'                       # docs
+           "import torch\n"                     # support (an import)
+           "from wsrl_utils import Run, make_env\n"  # support
+           "class Args:\n    seed: int = 1\n"   # flags (2 lines)
+           "def loss(q):\n"                     # algorithm
+           "    # the TD error\n"               # algorithm (a comment takes the next line's kind)
+           "    return (q - 1) ** 2\n"          # algorithm
+           "def main(args):\n"                  # algorithm
+           "    run = Run(args, 'x.py')\n"      # support
+           "    env = make_env('Hopper-v5', 0)\n"  # support
+           "    with run.stoppable():\n"        # support (the header names run)
+           "        q = loss(2.0)\n"            # algorithm (the body is judged line by line)
+           "    return q\n")                    # algorithm
+    b = LB.breakdown(toy)
+    assert b["counts"] == {"docs": 1, "support": 5, "flags": 2, "algorithm": 6}
+    assert b["main_lines"] == 6 and b["first_wsrl_in_main"] is None
+
+
+def test_each_script_is_mostly_its_algorithm():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import line_breakdown as LB
+
+    for script in SCRIPTS:
+        b = LB.breakdown(open(os.path.join(ROOT, script), encoding="utf-8").read())
+        assert b["lines"] <= (1000 if script == "wsrl_calql_sac.py" else 900), (script, b["lines"])
+        assert b["main_lines"] <= 200, (script, b["main_lines"])
+        assert b["counts"]["algorithm"] >= 2 * b["counts"]["support"], (script, b["counts"])
+        if script.startswith("wsrl_"):  # Algorithm 1's new empty buffer on main's first screen or so
+            assert b["first_wsrl_in_main"] <= 60, (script, b["first_wsrl_in_main"])

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 
 import td3c as T
+
+import wsrl_utils as U
 from conftest import write_random_dataset
 
 TINY = dict(offline_steps=100, online_steps=300, critic_hidden=32, actor_hidden=32, batch_size=32, min_replay_size=50,
@@ -373,7 +375,7 @@ def test_a_run_through_the_cuda_graph_path_equals_the_plain_run(dataset, monkeyp
     import functools
 
     plain = run(dataset, online_steps=120, seed=3)
-    monkeypatch.setattr(T, "CudaGraphs", functools.partial(T.CudaGraphs, emulate=True))
+    monkeypatch.setattr(U, "CudaGraphs", functools.partial(U.CudaGraphs, emulate=True))
     graphed = run(dataset, online_steps=120, seed=3)
     assert graphed["first_losses"] == plain["first_losses"] and graphed["evals"] == plain["evals"]
     assert graphed["offline_evals"] == plain["offline_evals"]

@@ -34,7 +34,7 @@ def run(pretrained, **overrides):
 
 
 def load(path):
-    return W.read_checkpoint(path, torch.device("cpu"))
+    return U.read_checkpoint(path, torch.device("cpu"))
 
 
 def same_tensors(a: dict, b: dict) -> bool:
@@ -179,7 +179,7 @@ def test_a_checkpoints_std_kind_is_read_from_its_weights_even_without_the_flag()
         args = W.Args()
         saved = {k: getattr(W.Args(critic_hidden=8, critic_layers=1, actor_hidden=8, actor_layers=1,
                                    last_hidden_init_scale=0.01), k) for k in U.NETWORK_ARGS if k != "state_dependent_std"}
-        W.use_checkpoint_network_sizes(args, {"args": saved, "actor": actor.state_dict()})
+        U.use_checkpoint_network_sizes(args, {"args": saved, "actor": actor.state_dict()})
         assert args.state_dependent_std is kind and args.actor_hidden == 8
 
 

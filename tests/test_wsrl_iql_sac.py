@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import wsrl_iql_sac as I
+
+import wsrl_utils as U
 from conftest import write_random_dataset
 
 TINY = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32, offline_eval_interval=20, eval_interval=30,
@@ -58,7 +60,7 @@ def test_hand_over_copies_iql_weights_drops_value_and_resets_temperature(dataset
     monkeypatch.setattr(I, "sac_update", sac_update)
     summary = I.main(I.Args(dataset_id=dataset, offline_steps=20, online_steps=30, warmup_steps=10, save_model=True,
                             init_temperature=0.5, **TINY))
-    pre = I.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
+    pre = U.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
     assert "value" in pre  # the IQL checkpoint keeps V, for --online-algo iql
     for key in ("actor", "critic", "critic_target"):
         for name, tensor in pre[key].items():
@@ -68,15 +70,15 @@ def test_hand_over_copies_iql_weights_drops_value_and_resets_temperature(dataset
     assert first["actor_lr"] == 1e-4 and first["critic_lr"] == 3e-4  # SAC's rates, not IQL's 3e-4 / 3e-4
     assert pre["actor_opt"]["param_groups"][0]["lr"] == 3e-4  # (IQL trained the actor at 3e-4)
     assert first["alpha_param"] == pytest.approx(I.inverse_softplus(0.5)) and first["alpha_state"] == {}
-    assert "value" not in I.read_checkpoint(summary["checkpoint"], torch.device("cpu"))  # dropped
+    assert "value" not in U.read_checkpoint(summary["checkpoint"], torch.device("cpu"))  # dropped
 
 
 def test_online_iql_baseline_keeps_training_the_value_net(dataset):
     summary = I.main(I.Args(dataset_id=dataset, offline_steps=20, online_steps=30, warmup_steps=0, save_model=True,
                             online_algo="iql", **TINY))
     assert [s for s, _, _ in summary["evals"]] == [0, 30]
-    pre = I.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
-    end = I.read_checkpoint(summary["checkpoint"], torch.device("cpu"))
+    pre = U.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
+    end = U.read_checkpoint(summary["checkpoint"], torch.device("cpu"))
     assert not torch.equal(pre["critic"]["head.weight"], end["critic"]["head.weight"])
 
 
@@ -99,13 +101,13 @@ def test_online_iql_baseline_keeps_iqls_learning_rate(dataset, monkeypatch):
 
 def test_presets_give_iql_its_domain_values():
     args = I.Args()
-    I.apply_domain_preset(args, "antmaze")
+    U.apply_domain_preset(args, "antmaze")
     assert (args.expectile, args.awr_beta) == (0.9, 10.0)
     args = I.Args()
-    I.apply_domain_preset(args, "kitchen")
+    U.apply_domain_preset(args, "kitchen")
     assert (args.expectile, args.awr_beta) == (0.7, 0.5)
     args = I.Args(awr_beta=1.0)
-    I.apply_domain_preset(args, "locomotion")
+    U.apply_domain_preset(args, "locomotion")
     assert (args.expectile, args.awr_beta) == (0.7, 1.0)
 
 

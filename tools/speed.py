@@ -15,7 +15,6 @@ of this machine in the same process, so the share is not compared against anothe
 
 import argparse
 import importlib
-import wsrl_utils as U  # noqa: E402  (support code: environments, datasets, buffers)
 import os
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import wsrl_utils as U  # noqa: E402  (support code: environments, precision, memory)
 
 
 def sync(device: torch.device) -> None:
@@ -151,7 +151,7 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, 
     from ITS OWN functions (the marked copies are identical, but each script is timed as it is)."""
     S = importlib.import_module(name)
     args = S.Args(precision=precision)
-    if hasattr(S, "apply_domain_preset"):
+    if name != "jsrl":  # (jsrl.py takes its sizes from its checkpoint)
         U.apply_domain_preset(args, "locomotion")
     for key, value in dict(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden,
                            critic_layers=2, actor_layers=2).items():
@@ -199,9 +199,9 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, 
 
 def print_table(a) -> None:
     device = torch.device(a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    env = importlib.import_module("sac_fast").make_env(a.env_id, 0)
+    env = U.make_env(a.env_id, 0)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    importlib.import_module("sac_fast").keep_freed_memory()
+    U.keep_freed_memory()
     precisions = ["fp32", "bf16"] if a.precision in (None, "both") else [a.precision]
     rows = [r for name in ("sac_fast", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "jsrl")
             for precision in precisions for r in update_rows(name, a, obs_dim, act_dim, device, precision)]
