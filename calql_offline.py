@@ -26,7 +26,7 @@ from typing import Literal, Optional
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
     ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, env_snapshot, env_step,
-    full_precision, heldout_split, load_pretrained, load_task, make_envs, offline_per_batch, reference_scores,
+    full_precision, heldout_split, load_pretrained, load_task, build_envs, offline_per_batch, reference_scores,
     restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states,
     to_batch,
 )
@@ -162,7 +162,7 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this folder (runs/...) exactly where its last resume point left it;
     every other flag is taken from that run"""
-    checkpoint_interval: int = 10_000
+    resume_interval: int = 10_000
     """write a resume point (networks, optimizers, buffers, random states, counters) to
     runs/{run_name}/resume.pt every this many offline steps, and online at the first episode end
     after every this many steps; 0: never"""
@@ -177,7 +177,7 @@ class Args:
 
 # [copy: networks]
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
+# Networks: a batched critic ensemble (no Python loop over members); the actor comes next
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -317,7 +317,7 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 # [copy: sac-core]
 # ---------------------------------------------------------------------------------------------
-# SAC pieces every script shares: target, actor + temperature step, optimizers
+# SAC pieces every SAC learner shares: target, actor + temperature step, the agent and its optimizers
 # (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
@@ -407,7 +407,7 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
 
 
 def make_optimizers(actor, critic, alpha_param, args):
-    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
+    """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor)."""
     fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
@@ -419,7 +419,7 @@ def make_optimizers(actor, critic, alpha_param, args):
 
 # [copy: train-utils]
 # ---------------------------------------------------------------------------------------------
-# Optimizer and target-network helpers every learner uses
+# The target networks' Polyak update, and the softplus parameterisation of the temperature
 # ---------------------------------------------------------------------------------------------
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
@@ -640,6 +640,9 @@ def log_analysis(run: Run, learner: dict, prefix: str, step: int, batches: dict,
 
 
 # [copy: pretrain]
+# ---------------------------------------------------------------------------------------------
+# PHASE 1, offline pre-training (Alg. 1, line 1), shared by the scripts that pre-train an SAC agent
+# ---------------------------------------------------------------------------------------------
 def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, heldout: dict, gen: torch.Generator,
              eval_env: gym.Env, ref_scores, env_id: str, algo: str, max_backup: bool) -> int:
     """PHASE 1 (Alg. 1, line 1): the offline method `algo` (Cal-QL, CQL or IQL; one gradient step is
@@ -667,7 +670,7 @@ def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, hel
             if step % 250 == 0 or last:  # an offline step is slow on CPU: report often
                 run.progress(step, args.offline_steps, run.start_time, (run.start_time, 0), float("nan"),
                              summary["offline_evals"], info, phase="offline", tag="offline/SPS")
-            if args.checkpoint_interval and step % args.checkpoint_interval == 0 and not last:
+            if args.resume_interval and step % args.resume_interval == 0 and not last:
                 run.save_resume_point(step, phase="offline", **learner, eval_env=env_snapshot(eval_env, simulator=False),
                                       rng=rng_states(gen))
     path = summary["pretrained_checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}_pretrained.pt")
@@ -698,7 +701,7 @@ def main(args: Args) -> dict:
     data["mc_returns"] = returns_to_go(data["rewards"], data["terminals"], data["timeouts"], args.gamma, negative_reward)
     train_data, heldout_data = heldout_split(data, args.heldout_size, ckpt["args"]["seed"] if ckpt else args.seed)
     gen = run.seed()  # the replay sampler's random stream
-    env, eval_env, obs_dim, act_dim = make_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
+    env, eval_env, obs_dim, act_dim = build_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
     run.open_logs(env_id, purge=bool(run.resume) and run.resume["phase"] == "offline")
     ref_scores, summary, algo = reference_scores(env_id, metadata), run.summary, "Cal-QL" if args.calql else "CQL"
 
@@ -726,11 +729,10 @@ def main(args: Args) -> dict:
     resumed_online = run.start(eval_env, offline_evals=True) == "online"  # eval env seeded; resumed: as it was
 
     # ===== PHASE 1: OFFLINE PRE-TRAINING =========================================================
-    if ckpt is None and not resumed_online:
+    if ckpt is None and not resumed_online:  # (else: from a checkpoint, or resumed after phase 1)
         pretrain(run, learner, offline_step, offline_rb, heldout, gen, eval_env, ref_scores, env_id, algo, max_backup=True)
     else:
-        print("===== PHASE 1 " + (f"done before the resume point: {summary.get('pretrained_checkpoint')}" if resumed_online
-                                   else f"skipped: starting from {args.pretrained_checkpoint}") + " =====")
+        print(f"===== PHASE 1 done: from {summary.get('pretrained_checkpoint', args.pretrained_checkpoint)} =====")
 
     # ===== THE SWITCH: keep the offline data, or discard it ======================================
     retained = offline_rb if args.offline_ratio > 0 else None  # no retention: docs/algorithms.md §1
@@ -745,11 +747,11 @@ def main(args: Args) -> dict:
     # since Cal-QL trains only on FINISHED episodes (those whose returns-to-go are known).
     online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
     episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
-    updates_after = max(args.warmup_steps, online_per_batch, episode_limit if args.calql else 0)
+    learning_starts = max(args.warmup_steps, online_per_batch, episode_limit if args.calql else 0)
     pretrain_interrupted, step, last_return, episode_length, info = run.interrupted, 0, float("nan"), 0, {}
     if not pretrain_interrupted:
         print(f"===== PHASE 2: online fine-tuning, {args.online_steps:,} environment steps "
-              f"(first update after step {updates_after:,}) =====")
+              f"(first update after step {learning_starts:,}) =====")
         if resumed_online:  # at an episode end: no episode in progress
             restore_from(run.resume, **learner, buffer=rb)
             step, last_return, obs = run.resume["step"], run.resume["last_return"], run.resume["obs"]
@@ -773,7 +775,7 @@ def main(args: Args) -> dict:
                     episode_length = 0
                 last_return = run.log_episode(episode, step, last_return)
 
-                if step > updates_after:
+                if step > learning_starts:
                     updates_start = updates_start or (time.time(), step)
                     # Cal-QL skips the episode in progress: its transitions have no return-to-go yet
                     unfinished = episode_length if args.calql else 0
@@ -805,7 +807,7 @@ def main(args: Args) -> dict:
     if summary["evals"]:
         save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"],
                    f"{algo} on {env_id} ({'retention' if args.offline_ratio > 0 else 'no retention'})",
-                   {"updates start": updates_after} if updates_after else None)
+                   {"updates start": learning_starts} if learning_starts else None)
     return run.finish(step, env, eval_env)
 
 

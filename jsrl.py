@@ -37,7 +37,7 @@ from typing import Literal, Optional
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
     ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, dataset_env_spec, domain_of,
-    env_snapshot, env_step, full_precision, load_minari, load_pretrained, make_envs, reference_scores, restore,
+    env_snapshot, env_step, full_precision, load_minari, load_pretrained, build_envs, reference_scores, restore,
     restore_env, restore_from, rng_states, save_checkpoint, save_curve, set_rng_states,
 )
 
@@ -147,7 +147,7 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this folder (runs/...) exactly where its last resume point left it;
     every other flag is taken from that run"""
-    checkpoint_interval: int = 10_000
+    resume_interval: int = 10_000
     """write a resume point (networks, optimizers, replay buffer, random states, counters) to
     runs/{run_name}/resume.pt at the first episode end after every this many steps; 0: never"""
 
@@ -161,7 +161,7 @@ class Args:
 
 # [copy: networks]
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
+# Networks: a batched critic ensemble (no Python loop over members); the actor comes next
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -301,7 +301,7 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 # [copy: sac-core]
 # ---------------------------------------------------------------------------------------------
-# SAC pieces every script shares: target, actor + temperature step, optimizers
+# SAC pieces every SAC learner shares: target, actor + temperature step, the agent and its optimizers
 # (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
@@ -391,7 +391,7 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
 
 
 def make_optimizers(actor, critic, alpha_param, args):
-    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
+    """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor)."""
     fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
@@ -403,7 +403,7 @@ def make_optimizers(actor, critic, alpha_param, args):
 
 # [copy: train-utils]
 # ---------------------------------------------------------------------------------------------
-# Optimizer and target-network helpers every learner uses
+# The target networks' Polyak update, and the softplus parameterisation of the temperature
 # ---------------------------------------------------------------------------------------------
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
@@ -541,7 +541,7 @@ def main(args: Args) -> dict:
     metadata = {}
     if domain_of(env_id) != "locomotion" and ckpt["args"].get("dataset_id"):
         metadata = {"spec": dataset_env_spec(dict(load_minari(ckpt["args"]["dataset_id"]).storage.metadata))}
-    env, eval_env, obs_dim, act_dim = make_envs(env_id, args.seed, metadata, ckpt)
+    env, eval_env, obs_dim, act_dim = build_envs(env_id, args.seed, metadata, ckpt)
     run.open_logs(env_id)
     summary = run.summary
     summary["rollins"] = []

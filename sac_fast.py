@@ -26,7 +26,7 @@ from typing import Literal, Optional
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
     ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, apply_domain_preset, autocast, backward, check_args,
-    domain_of, env_id_for, env_snapshot, env_step, full_precision, load_offline_data, make_envs, reference_scores,
+    domain_of, env_id_for, env_snapshot, env_step, full_precision, load_offline_data, build_envs, reference_scores,
     restore_env, restore_from, rng_states, sample_batch, save_actor, save_checkpoint, save_curve, set_rng_states,
 )
 
@@ -134,7 +134,7 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this folder (runs/...) exactly where its last resume point left it;
     every other flag is taken from that run"""
-    checkpoint_interval: int = 10_000
+    resume_interval: int = 10_000
     """write a resume point (networks, optimizers, replay buffer, random states, counters) to
     runs/{run_name}/resume.pt at the first episode end after every this many steps; 0: never"""
 
@@ -148,7 +148,7 @@ class Args:
 
 # [copy: networks]
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
+# Networks: a batched critic ensemble (no Python loop over members); the actor comes next
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -288,7 +288,7 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 # [copy: sac-core]
 # ---------------------------------------------------------------------------------------------
-# SAC pieces every script shares: target, actor + temperature step, optimizers
+# SAC pieces every SAC learner shares: target, actor + temperature step, the agent and its optimizers
 # (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
@@ -378,7 +378,7 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
 
 
 def make_optimizers(actor, critic, alpha_param, args):
-    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
+    """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor)."""
     fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
@@ -390,7 +390,7 @@ def make_optimizers(actor, critic, alpha_param, args):
 
 # [copy: train-utils]
 # ---------------------------------------------------------------------------------------------
-# Optimizer and target-network helpers every learner uses
+# The target networks' Polyak update, and the softplus parameterisation of the temperature
 # ---------------------------------------------------------------------------------------------
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
@@ -506,7 +506,7 @@ def main(args: Args) -> dict:
     # online rewards get the same transform as the offline data, so both live on one scale
     reward_transform = REWARD_TRANSFORMS[domain_of(args.dataset_id or env_id)]
     gen = run.seed()  # the replay sampler's random stream
-    env, eval_env, obs_dim, act_dim = make_envs(env_id, args.seed, metadata, data=offline_data, dataset_id=args.dataset_id)
+    env, eval_env, obs_dim, act_dim = build_envs(env_id, args.seed, metadata, data=offline_data, dataset_id=args.dataset_id)
     run.open_logs(env_id)
     ref_scores, summary = reference_scores(env_id, metadata), run.summary
 

@@ -50,7 +50,7 @@ from typing import Literal, Optional
 from wsrl_utils import (
     NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args,
     check_td3_checkpoint_fits, domain_of, env_id_for, env_step, full_precision, heldout_split, load_offline_data,
-    make_env, read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
+    build_env, read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
     save_td3_checkpoint, stop_if_diverged, to_batch, use_td3_checkpoint_settings,
 )
 
@@ -188,7 +188,7 @@ class Args:
 
 # [copy: networks]
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
+# Networks: a batched critic ensemble (no Python loop over members); the actor comes next
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -309,7 +309,7 @@ class DeterministicActor(nn.Module):
 
 # [copy: train-utils]
 # ---------------------------------------------------------------------------------------------
-# Optimizer and target-network helpers every learner uses
+# The target networks' Polyak update, and the softplus parameterisation of the temperature
 # ---------------------------------------------------------------------------------------------
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
@@ -526,7 +526,7 @@ def main(args: Args) -> dict:
 
     # ===== SETUP: flags, data, environments, logs (support code in wsrl_utils.py: skim it) =========
     run = Run(args, "td3c.py")
-    device = run.device
+    args, device = run.args, run.device
     ckpt = None
     if args.pretrained_checkpoint:
         ckpt = read_td3_checkpoint(args.pretrained_checkpoint, device)
@@ -562,8 +562,8 @@ def main(args: Args) -> dict:
         raise SystemExit(f"error: --offline-data-in-buffer: the dataset's {len(train_data['rewards']):,} transitions do "
                          f"not fit the replay buffer (--buffer-size {args.buffer_size:,}); raise --buffer-size.")
     gen = run.seed()  # the replay sampler's random stream
-    env = NormalizedStates(make_env(env_id, args.seed, metadata.get("spec")), obs_mean, obs_std)
-    eval_env = NormalizedStates(make_env(env_id, args.seed + 10_000, metadata.get("spec")), obs_mean, obs_std)
+    env = NormalizedStates(build_env(env_id, args.seed, metadata.get("spec")), obs_mean, obs_std)
+    eval_env = NormalizedStates(build_env(env_id, args.seed + 10_000, metadata.get("spec")), obs_mean, obs_std)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if ckpt is not None:  # before anything is built or written
         check_td3_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
@@ -665,12 +665,12 @@ def main(args: Args) -> dict:
     # ===== PHASE 2: ONLINE FINE-TUNING ===========================================================
     # Acme's "minimum replay size" (Table B1: 1,000): the pre-trained policy, with exploration noise,
     # acts alone until the buffer holds that many transitions; preloaded data counts.
-    first_update = max(1, args.min_replay_size - rb.size)
+    learning_starts = max(0, args.min_replay_size - rb.size - 1)  # no update up to this step
     algo, pretrain_interrupted = args.online_algo, run.interrupted
     step, critic_steps, last_return = 0, 0, float("nan")  # the online phase counts its own steps
     if not pretrain_interrupted:
         print(f"===== PHASE 2: {ALGO_NAMES[algo]} online, {args.online_steps:,} environment steps "
-              f"(first update at step {first_update:,}) =====")
+              f"(first update after step {learning_starts:,}) =====")
         info = {}
         # step 0 = the pre-trained agent, so every online curve starts at the offline result
         run.log_eval("", 0, evaluate(actor, eval_env, args.eval_episodes, ref_scores), summary["evals"])
@@ -684,7 +684,7 @@ def main(args: Args) -> dict:
                 rb.add(o, a, reward_transform(r), next_o, terminated, ended)
                 last_return = run.log_episode(episode, step, last_return)
 
-                if step >= first_update:  # one gradient step per environment step (Sec. 3.1), `utd` critic steps
+                if step > learning_starts:  # one gradient step per environment step (Sec. 3.1), `utd` critic steps
                     updates_start = updates_start or (time.time(), step)
                     pattern = actor_step_pattern(critic_steps, args.utd, args.policy_delay)
                     batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen)
@@ -717,7 +717,7 @@ def main(args: Args) -> dict:
                    f"TD3+BC offline on {args.dataset_id}")
     if summary["evals"]:
         save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"], f"{ALGO_NAMES[algo]} on {env_id}",
-                   {"updates start": first_update})
+                   {"updates start": learning_starts})
     return run.finish(step, env, eval_env)
 
 

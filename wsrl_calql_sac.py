@@ -29,7 +29,7 @@ from typing import Annotated, Literal, Optional
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
     ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, env_snapshot, env_step,
-    full_precision, heldout_split, load_pretrained, load_task, make_envs, offline_per_batch, reference_scores,
+    full_precision, heldout_split, load_pretrained, load_task, build_envs, offline_per_batch, reference_scores,
     restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states,
     to_batch,
 )
@@ -69,10 +69,11 @@ class Args:
     online_algo: Literal["sac", "calql", "so2"] = "sac"
     """phase 3 learner: SAC (WSRL), Cal-QL with its CQL term (Fig. 12, right), or SO2's SAC with
     perturbed value updates (the paper's SO2 baseline, with --warmup-steps 0)"""
-    so2_noise_std: Annotated[float, tyro.conf.arg(help_behavior_hint="(default: sqrt 0.3 = 0.548)")] = math.sqrt(0.3)
-    """--online-algo so2: std of the Gaussian noise on the target's next action (paper: variance 0.3)"""
-    so2_noise_clip: float = 0.6
-    """--online-algo so2: the noise is clipped to [-clip, clip] (paper: 0.6)"""
+    target_noise: Annotated[float, tyro.conf.arg(help_behavior_hint="(default: sqrt 0.3 = 0.548)")] = math.sqrt(0.3)
+    """std of the target smoothing noise on the next action, as TD3's (--online-algo so2 only; SO2's
+    paper: variance 0.3)"""
+    target_noise_clip: float = 0.6
+    """the target smoothing noise is clipped to [-clip, clip] (--online-algo so2 only; SO2's paper: 0.6)"""
     offline_eval_interval: int = 1_000
     """evaluate every this many offline gradient steps"""
     eval_interval: int = 2_500
@@ -186,7 +187,7 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this folder (runs/...) exactly where its last resume point left it;
     every other flag is taken from that run"""
-    checkpoint_interval: int = 10_000
+    resume_interval: int = 10_000
     """write a resume point (networks, optimizers, buffers, random states, counters) to
     runs/{run_name}/resume.pt every this many offline steps, and online at the first episode end
     after every this many steps; 0: never"""
@@ -201,7 +202,7 @@ class Args:
 
 # [copy: networks]
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
+# Networks: a batched critic ensemble (no Python loop over members); the actor comes next
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -341,7 +342,7 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 # [copy: sac-core]
 # ---------------------------------------------------------------------------------------------
-# SAC pieces every script shares: target, actor + temperature step, optimizers
+# SAC pieces every SAC learner shares: target, actor + temperature step, the agent and its optimizers
 # (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
@@ -431,7 +432,7 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
 
 
 def make_optimizers(actor, critic, alpha_param, args):
-    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
+    """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor)."""
     fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
@@ -443,7 +444,7 @@ def make_optimizers(actor, critic, alpha_param, args):
 
 # [copy: train-utils]
 # ---------------------------------------------------------------------------------------------
-# Optimizer and target-network helpers every learner uses
+# The target networks' Polyak update, and the softplus parameterisation of the temperature
 # ---------------------------------------------------------------------------------------------
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
@@ -728,6 +729,9 @@ def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple
 
 
 # [copy: wsrl-analysis]
+# ---------------------------------------------------------------------------------------------
+# The paper's evidence, logged (docs/metrics.md: analysis/)
+# ---------------------------------------------------------------------------------------------
 def log_analysis(run: Run, learner: dict, prefix: str, step: int, batches: dict, max_backup: bool,
                  noise: Optional[tuple] = None, pre: Optional[tuple] = None) -> None:
     """The paper's evidence, logged: Q and TD error on each batch (held-out offline data, online
@@ -746,6 +750,9 @@ def log_analysis(run: Run, learner: dict, prefix: str, step: int, batches: dict,
 
 
 # [copy: pretrain]
+# ---------------------------------------------------------------------------------------------
+# PHASE 1, offline pre-training (Alg. 1, line 1), shared by the scripts that pre-train an SAC agent
+# ---------------------------------------------------------------------------------------------
 def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, heldout: dict, gen: torch.Generator,
              eval_env: gym.Env, ref_scores, env_id: str, algo: str, max_backup: bool) -> int:
     """PHASE 1 (Alg. 1, line 1): the offline method `algo` (Cal-QL, CQL or IQL; one gradient step is
@@ -773,7 +780,7 @@ def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, hel
             if step % 250 == 0 or last:  # an offline step is slow on CPU: report often
                 run.progress(step, args.offline_steps, run.start_time, (run.start_time, 0), float("nan"),
                              summary["offline_evals"], info, phase="offline", tag="offline/SPS")
-            if args.checkpoint_interval and step % args.checkpoint_interval == 0 and not last:
+            if args.resume_interval and step % args.resume_interval == 0 and not last:
                 run.save_resume_point(step, phase="offline", **learner, eval_env=env_snapshot(eval_env, simulator=False),
                                       rng=rng_states(gen))
     path = summary["pretrained_checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}_pretrained.pt")
@@ -787,11 +794,11 @@ def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, hel
 
 
 def main(args: Args) -> dict:
-    # Algorithm 1 of the paper, as this function runs it (each step is a "# =====" banner below):
+    # Algorithm 1 of the paper, as this function runs it (the "# =====" banners below):
     #   PHASE 1   pre-train the actor and the critic ensemble offline with Cal-QL (or load a checkpoint)
-    #   DISCARD   the offline data: the online replay buffer starts EMPTY
+    #   DISCARD   the offline data: the online replay buffer starts EMPTY (HAND-OVER: SAC starts from the agent)
     #   PHASE 2   warmup: K steps of the FROZEN pre-trained policy fill that buffer; no update
-    #   PHASE 3   fine-tune with plain SAC (no pessimism) at a high update-to-data ratio, online data only
+    #   PHASE 3   in the same loop, fine-tune with plain SAC (no pessimism) at a high UTD, online data only
 
     # ===== SETUP: flags, data, environments, logs (support code in wsrl_utils.py: skim it) =========
     run = Run(args, "wsrl_calql_sac.py")  # --resume: the run's own settings and state
@@ -808,7 +815,7 @@ def main(args: Args) -> dict:
     data["mc_returns"] = returns_to_go(data["rewards"], data["terminals"], data["timeouts"], args.gamma, negative_reward)
     train_data, heldout_data = heldout_split(data, args.heldout_size, ckpt["args"]["seed"] if ckpt else args.seed)
     gen = run.seed()  # the replay sampler's random stream
-    env, eval_env, obs_dim, act_dim = make_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
+    env, eval_env, obs_dim, act_dim = build_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
     run.open_logs(env_id, purge=bool(run.resume) and run.resume["phase"] == "offline")
     ref_scores, summary = reference_scores(env_id, metadata), run.summary
 
@@ -825,7 +832,8 @@ def main(args: Args) -> dict:
     def calql_step(batch: dict) -> dict:  # one Cal-QL step: phase 1, and phase 3 with --online-algo calql
         return calql_update(**learner, batch=batch, args=args, target_entropy=target_entropy)
 
-    # --cuda-graphs: each update recorded once as a CUDA graph, then replayed (a plain call otherwise)
+    # --cuda-graphs: each update recorded once as a CUDA graph, then replayed (a plain call otherwise);
+    # one wrap per batch shape: offline B transitions, online utd * B
     offline_step, online_calql_step = run.graphs.wrap(calql_step), run.graphs.wrap(calql_step)
     offline_rb = ReplayBuffer.from_arrays(train_data, device)
     heldout = to_batch(heldout_data, device)  # evaluation only: never sampled for training
@@ -836,12 +844,11 @@ def main(args: Args) -> dict:
     resumed_online = run.start(eval_env, offline_evals=True) == "online"  # eval env seeded; resumed: as it was
 
     # ===== PHASE 1: OFFLINE PRE-TRAINING WITH CAL-QL (Alg. 1, line 1) ===============================
-    if ckpt is None and not resumed_online:
+    if ckpt is None and not resumed_online:  # (else: from a checkpoint, or resumed after phase 1)
         pretrain(run, learner, offline_step, offline_rb, heldout, gen, eval_env, ref_scores, env_id,
                  "Cal-QL" if args.calql else "CQL", max_backup=True)
     else:
-        print("===== PHASE 1 " + (f"done before the resume point: {summary.get('pretrained_checkpoint')}" if resumed_online
-                                   else f"skipped: starting from {args.pretrained_checkpoint}") + " =====")
+        print(f"===== PHASE 1 done: from {summary.get('pretrained_checkpoint', args.pretrained_checkpoint)} =====")
 
     # ===== DISCARD THE OFFLINE DATA (Sec. 4: WSRL fine-tunes without it) ==========================
     rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # Alg. 1, line 2: a fresh, EMPTY buffer
@@ -878,26 +885,26 @@ def main(args: Args) -> dict:
 
     # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
     # SO2's perturbed value update (--online-algo so2): clipped Gaussian noise on the target's next action
-    so2_noise = (args.so2_noise_std, args.so2_noise_clip) if args.online_algo == "so2" else None
+    so2_noise = (args.target_noise, args.target_noise_clip) if args.online_algo == "so2" else None
 
     def sac_step(batch: dict, update_actor: bool = True) -> dict:  # one high-UTD SAC (or SO2) step
         return sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch, args,
                           target_entropy, update_actor=update_actor, noise=so2_noise)
 
     sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs, as above
-    updates_after = warmup_env_steps
+    learning_starts = warmup_env_steps
     if args.online_algo == "calql":  # the official Cal-QL online start (as calql_offline.py): the online
         # part of a batch and one full episode length first; only finished episodes are sampled
         online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
         episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
-        updates_after = max(updates_after, online_per_batch, episode_limit if args.calql else 0)
+        learning_starts = max(learning_starts, online_per_batch, episode_limit if args.calql else 0)
     last_return, episode_length, info = float("nan"), 0, {}  # no update yet: no losses to show
     online_max_backup = args.online_algo == "calql" or args.max_target_backup  # as the online learner's target
     pretrain_interrupted, step = run.interrupted, 0
     if not pretrain_interrupted:
         print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
               f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} "
-              f"(first update after step {updates_after:,}) =====")
+              f"(first update after step {learning_starts:,}) =====")
         if resumed_online:  # at an episode end: no episode in progress
             restore_from(run.resume, **learner, actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb)
             step, last_return, obs = run.resume["step"], run.resume["last_return"], run.resume["obs"]
@@ -928,7 +935,7 @@ def main(args: Args) -> dict:
                 episode_length = 0 if ended else episode_length
                 last_return = run.log_episode(episode, step, last_return)
 
-                if step > updates_after:  # Alg. 1, lines 11-14: no gradient step during warmup
+                if step > learning_starts:  # Alg. 1, lines 11-14: no gradient step during warmup
                     updates_start = updates_start or (time.time(), step)
                     unfinished = episode_length if args.online_algo == "calql" and args.calql else 0
                     batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen, unfinished)
@@ -959,10 +966,10 @@ def main(args: Args) -> dict:
                         planned_steps=args.online_steps)
     if summary["offline_evals"]:
         save_curve(os.path.join(run.run_dir, "offline_eval_curve.png"), summary["offline_evals"],
-                   f"Cal-QL offline on {args.dataset_id}")
+                   f"{'Cal-QL' if args.calql else 'CQL'} offline on {args.dataset_id}")
     if summary["evals"]:
         save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"], f"WSRL on {env_id}",
-                   {"updates start": updates_after} if updates_after else None)
+                   {"updates start": learning_starts} if learning_starts else None)
     return run.finish(step, env, eval_env)
 
 

@@ -24,7 +24,7 @@ from typing import Annotated, Literal, Optional
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
     ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, env_snapshot, env_step,
-    full_precision, heldout_split, load_pretrained, load_task, make_envs, reference_scores, restore, restore_env,
+    full_precision, heldout_split, load_pretrained, load_task, build_envs, reference_scores, restore, restore_env,
     restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states, to_batch,
 )
 
@@ -63,10 +63,11 @@ class Args:
     online_algo: Literal["sac", "iql", "so2"] = "sac"
     """phase 3 learner: SAC (WSRL), IQL continued online (the paper's IQL baseline), or SO2's SAC with
     perturbed value updates (the paper's SO2 baseline, with --warmup-steps 0)"""
-    so2_noise_std: Annotated[float, tyro.conf.arg(help_behavior_hint="(default: sqrt 0.3 = 0.548)")] = math.sqrt(0.3)
-    """--online-algo so2: std of the Gaussian noise on the target's next action (paper: variance 0.3)"""
-    so2_noise_clip: float = 0.6
-    """--online-algo so2: the noise is clipped to [-clip, clip] (paper: 0.6)"""
+    target_noise: Annotated[float, tyro.conf.arg(help_behavior_hint="(default: sqrt 0.3 = 0.548)")] = math.sqrt(0.3)
+    """std of the target smoothing noise on the next action, as TD3's (--online-algo so2 only; SO2's
+    paper: variance 0.3)"""
+    target_noise_clip: float = 0.6
+    """the target smoothing noise is clipped to [-clip, clip] (--online-algo so2 only; SO2's paper: 0.6)"""
     offline_eval_interval: int = 1_000
     """evaluate every this many offline gradient steps"""
     eval_interval: int = 2_500
@@ -173,7 +174,7 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this folder (runs/...) exactly where its last resume point left it;
     every other flag is taken from that run"""
-    checkpoint_interval: int = 10_000
+    resume_interval: int = 10_000
     """write a resume point (networks, optimizers, buffers, random states, counters) to
     runs/{run_name}/resume.pt every this many offline steps, and online at the first episode end
     after every this many steps; 0: never"""
@@ -188,7 +189,7 @@ class Args:
 
 # [copy: networks]
 # ---------------------------------------------------------------------------------------------
-# Networks: a batched critic ensemble (no Python loop over members); each script adds its actor
+# Networks: a batched critic ensemble (no Python loop over members); the actor comes next
 # ---------------------------------------------------------------------------------------------
 # Initialisation as in the official WSRL code: orthogonal weights with gain sqrt(2) (the gain
 # that keeps a ReLU layer's activations at unit scale) and zero biases, everywhere, except the
@@ -328,7 +329,7 @@ def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.T
 
 # [copy: sac-core]
 # ---------------------------------------------------------------------------------------------
-# SAC pieces every script shares: target, actor + temperature step, optimizers
+# SAC pieces every SAC learner shares: target, actor + temperature step, the agent and its optimizers
 # (shapes: E ensemble members, B batch, A action dims)
 # ---------------------------------------------------------------------------------------------
 BACKUP_ACTIONS = 10  # next actions tried per state by --max-target-backup (CQL; SAC on antmaze)
@@ -418,7 +419,7 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
 
 
 def make_optimizers(actor, critic, alpha_param, args):
-    """Adam, no weight decay, no grad clipping; fused kernels where this torch build has them."""
+    """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor)."""
     fused = adam_options(alpha_param.device, args)
     return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
             torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
@@ -430,7 +431,7 @@ def make_optimizers(actor, critic, alpha_param, args):
 
 # [copy: train-utils]
 # ---------------------------------------------------------------------------------------------
-# Optimizer and target-network helpers every learner uses
+# The target networks' Polyak update, and the softplus parameterisation of the temperature
 # ---------------------------------------------------------------------------------------------
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
@@ -650,6 +651,9 @@ def evaluate(actor: nn.Module, env: gym.Env, episodes: int, ref_scores) -> tuple
 
 
 # [copy: wsrl-analysis]
+# ---------------------------------------------------------------------------------------------
+# The paper's evidence, logged (docs/metrics.md: analysis/)
+# ---------------------------------------------------------------------------------------------
 def log_analysis(run: Run, learner: dict, prefix: str, step: int, batches: dict, max_backup: bool,
                  noise: Optional[tuple] = None, pre: Optional[tuple] = None) -> None:
     """The paper's evidence, logged: Q and TD error on each batch (held-out offline data, online
@@ -668,6 +672,9 @@ def log_analysis(run: Run, learner: dict, prefix: str, step: int, batches: dict,
 
 
 # [copy: pretrain]
+# ---------------------------------------------------------------------------------------------
+# PHASE 1, offline pre-training (Alg. 1, line 1), shared by the scripts that pre-train an SAC agent
+# ---------------------------------------------------------------------------------------------
 def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, heldout: dict, gen: torch.Generator,
              eval_env: gym.Env, ref_scores, env_id: str, algo: str, max_backup: bool) -> int:
     """PHASE 1 (Alg. 1, line 1): the offline method `algo` (Cal-QL, CQL or IQL; one gradient step is
@@ -695,7 +702,7 @@ def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, hel
             if step % 250 == 0 or last:  # an offline step is slow on CPU: report often
                 run.progress(step, args.offline_steps, run.start_time, (run.start_time, 0), float("nan"),
                              summary["offline_evals"], info, phase="offline", tag="offline/SPS")
-            if args.checkpoint_interval and step % args.checkpoint_interval == 0 and not last:
+            if args.resume_interval and step % args.resume_interval == 0 and not last:
                 run.save_resume_point(step, phase="offline", **learner, eval_env=env_snapshot(eval_env, simulator=False),
                                       rng=rng_states(gen))
     path = summary["pretrained_checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}_pretrained.pt")
@@ -709,11 +716,11 @@ def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, hel
 
 
 def main(args: Args) -> dict:
-    # Algorithm 1 of the paper, as this function runs it (each step is a "# =====" banner below):
+    # Algorithm 1 of the paper, as this function runs it (the "# =====" banners below):
     #   PHASE 1   pre-train the actor and the critic ensemble offline with IQL (or load a checkpoint)
-    #   DISCARD   the offline data: the online replay buffer starts EMPTY
+    #   DISCARD   the offline data: the online replay buffer starts EMPTY (HAND-OVER: SAC starts from the agent)
     #   PHASE 2   warmup: K steps of the FROZEN pre-trained policy fill that buffer; no update
-    #   PHASE 3   fine-tune with plain SAC (no pessimism) at a high update-to-data ratio, online data only
+    #   PHASE 3   in the same loop, fine-tune with plain SAC (no pessimism) at a high UTD, online data only
 
     # ===== SETUP: flags, data, environments, logs (support code in wsrl_utils.py: skim it) =========
     run = Run(args, "wsrl_iql_sac.py")  # --resume: the run's own settings and state
@@ -729,7 +736,7 @@ def main(args: Args) -> dict:
     # held-out transitions (the pre-training's) that no update sees
     train_data, heldout_data = heldout_split(data, args.heldout_size, ckpt["args"]["seed"] if ckpt else args.seed)
     gen = run.seed()  # the replay sampler's random stream
-    env, eval_env, obs_dim, act_dim = make_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
+    env, eval_env, obs_dim, act_dim = build_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
     run.open_logs(env_id, purge=bool(run.resume) and run.resume["phase"] == "offline")
     ref_scores, summary = reference_scores(env_id, metadata), run.summary
 
@@ -759,12 +766,11 @@ def main(args: Args) -> dict:
     resumed_online = run.start(eval_env, offline_evals=True) == "online"  # eval env seeded; resumed: as it was
 
     # ===== PHASE 1: OFFLINE PRE-TRAINING WITH IQL (Alg. 1, line 1) =================================
-    if ckpt is None and not resumed_online:  # (the TD error is measured against SAC's target in both phases)
+    if ckpt is None and not resumed_online:  # (else: from a checkpoint, or resumed after phase 1)  # (the TD error is measured against SAC's target in both phases)
         pretrain(run, learner, offline_step, offline_rb, heldout, gen, eval_env, ref_scores, env_id, "IQL",
                  args.max_target_backup)
     else:
-        print("===== PHASE 1 " + (f"done before the resume point: {summary.get('pretrained_checkpoint')}" if resumed_online
-                                   else f"skipped: starting from {args.pretrained_checkpoint}") + " =====")
+        print(f"===== PHASE 1 done: from {summary.get('pretrained_checkpoint', args.pretrained_checkpoint)} =====")
 
     # ===== DISCARD THE OFFLINE DATA (Sec. 4: WSRL fine-tunes without it) ==========================
     rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)  # Alg. 1, line 2: a fresh, EMPTY buffer
@@ -781,16 +787,11 @@ def main(args: Args) -> dict:
     del offline_rb  # without retention nothing refers to the dataset any more: it is gone
 
     # ===== HAND-OVER: SAC starts from the pre-trained agent (Alg. 1, line 3; App. H) ===============
-    # IQL -> SAC (docs/algorithms.md §4; not in the official code). IQL was trained with SAC's own
-    # networks: the same 10-member LayerNorm critic ensemble (its Q regressed to r + gamma V(s'))
-    # and the same tanh-Gaussian actor (trained by weighted log-likelihood of the data's actions).
-    # So the actor, critics and target carry over as they are, with their Adam moments. What SAC
-    # does not have is dropped or reset:
-    # - the value net V(s): SAC's target uses Q(s', a' ~ pi) instead (kept only for --online-algo iql);
-    # - the temperature: IQL has no entropy term, so alpha starts at --init-temperature (1.0) with a
-    #   fresh Adam, as SAC from scratch would;
-    # - the learning rates: IQL's 3e-4 for all, SAC's --actor-lr / --critic-lr from here on.
-    # With --online-algo iql nothing changes: the paper's IQL baseline fine-tunes at IQL's 3e-4.
+    # IQL -> SAC (docs/algorithms.md §4; not in the official code). IQL trained SAC's own networks
+    # (the critic ensemble, the tanh-Gaussian actor), so they carry over with their Adam moments.
+    # What SAC has not is dropped or reset: V(s) (SAC's target uses Q(s', a' ~ pi)); the temperature
+    # (IQL has no entropy term: alpha starts at --init-temperature with a fresh Adam); IQL's 3e-4
+    # learning rates. The IQL baseline (--online-algo iql) changes nothing.
     if args.online_algo in ("sac", "so2"):
         del value, value_opt, learner["value"], learner["value_opt"]
         with torch.no_grad():
@@ -819,7 +820,7 @@ def main(args: Args) -> dict:
 
     # ===== PHASE 2: WARMUP, then PHASE 3: HIGH-UTD FINE-TUNING (Alg. 1, lines 4-15) ===============
     # SO2's perturbed value update (--online-algo so2): clipped Gaussian noise on the target's next action
-    so2_noise = (args.so2_noise_std, args.so2_noise_clip) if args.online_algo == "so2" else None
+    so2_noise = (args.target_noise, args.target_noise_clip) if args.online_algo == "so2" else None
 
     def sac_step(batch: dict, update_actor: bool = True) -> dict:  # one high-UTD SAC (or SO2) step
         return sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch, args,
@@ -884,8 +885,8 @@ def main(args: Args) -> dict:
     # ===== SAVE =================================================================================
     if args.save_model and not pretrain_interrupted:  # a cut-short pre-training has no fine-tuned agent to save
         path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
-        save_checkpoint(path, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, args, step,
-                        env_id=env_id, complete=step == args.online_steps, planned_steps=args.online_steps)
+        save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=step == args.online_steps,
+                        planned_steps=args.online_steps)  # (the IQL baseline's V too)
     if summary["offline_evals"]:
         save_curve(os.path.join(run.run_dir, "offline_eval_curve.png"), summary["offline_evals"],
                    f"IQL offline on {args.dataset_id}")

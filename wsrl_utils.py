@@ -6,13 +6,16 @@ td3c.py) holds its algorithm in full: its flags, networks, losses and updates, e
 
     domain presets      the paper's per-domain settings and reward transforms (docs/domains.md)
     datasets            Minari loading, dataset-id checks, the hub probe, flat offline arrays
-    domains, env        AntMaze, Kitchen, Adroit and PointMaze as the paper uses them; make_env, env_step
+    domains, env        AntMaze, Kitchen, Adroit and PointMaze as the paper uses them; build_env, env_step
     replay buffer       a preallocated tensor buffer, and batches mixed from online and offline data
     precision           --precision bf16 plumbing (autocast regions, fp32 output layers)
-    checkpoints         saving and reading an agent (a model file), its checks
+    checkpoints         saving and reading an agent (a model file), its checks; td3c.py's own format
+    argument checks     settings that would train but mean nothing, refused before anything is built
     resume points       a run's whole state at an episode end, written whole or not at all
-    CUDA graphs         --cuda-graphs: an update recorded once and replayed
-    progress            argument checks, progress lines, the run summary, curves, run folders
+    CUDA graphs         --cuda-graphs: an update function wrapped once, recorded, then replayed
+    progress            progress lines, the run summary, curves, run folders
+    the task            load_pretrained, load_task, build_envs: checkpoint, data, domain, environments
+    Run                 one run's plumbing behind a few calls (resume, logs, Ctrl-C, the summary)
 
 Nothing here is needed to understand an algorithm: read the scripts first. Copy this file next
 to a script you take elsewhere; the script runs with it alone.
@@ -224,7 +227,7 @@ def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
     metadata["spec"] = spec = dataset_env_spec(metadata)  # the environment the scripts then make
     env_domain = domain_of(spec.id) if spec is not None else "locomotion"
     # the very wrapper the online environment will have: the data and the env cannot disagree
-    relabel = make_env(spec.id, 0, spec).get_wrapper_attr("relabel_episode") if env_domain != "locomotion" else None
+    relabel = build_env(spec.id, 0, spec).get_wrapper_attr("relabel_episode") if env_domain != "locomotion" else None
     data = flatten_dataset(dataset, relabel, env_domain)
     for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
         bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
@@ -425,7 +428,7 @@ def dataset_env_spec(metadata: dict):
 # ---------------------------------------------------------------------------------------------
 # Environment: one env, reset by hand, so no transition ever spans two episodes
 # ---------------------------------------------------------------------------------------------
-def make_env(env_id: str, seed: int, spec=None) -> gym.Env:
+def build_env(env_id: str, seed: int, spec=None) -> gym.Env:
     """The environment `env_id`, in its domain's form (DomainWrapper). Outside locomotion, a
     dataset's own spec of it (dataset_env_spec: AntMaze's evaluation maze, kitchen's tasks) is
     used when given."""
@@ -682,7 +685,7 @@ def to_batch(data: dict, device: torch.device) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Saving an SAC agent (every script but td3c.py), read back by checkpoint-load
+# Saving an SAC agent (every script but td3c.py), read back by read_checkpoint below
 # ---------------------------------------------------------------------------------------------
 # Version 2: LayerNorm in the actor, temperature and CQL multiplier through a softplus. Older
 # checkpoints cannot be loaded: their actor lacks the norms, and their `log_alpha` means exp().
@@ -934,8 +937,8 @@ def check_args(args, budgets: dict) -> None:
     for name, lr in present("actor_lr", "critic_lr", "temp_lr", "lagrange_lr"):
         if not 0.0 < lr < 1.0:  # Adam at a rate of 1 or more diverges within steps (the defaults are 1e-4, 3e-4)
             problems.append(f"{flag(name)} is {lr:g}; it must be in (0, 1)")
-    for name, value in present("exploration_noise", "target_noise", "target_noise_clip", "dqda_clip", "so2_noise_std",
-                               "so2_noise_clip"):
+    for name, value in present("exploration_noise", "target_noise", "target_noise_clip", "dqda_clip",
+                               "target_noise_clip"):
         if value < 0:
             problems.append(f"{flag(name)} is {value:g}; it must be at least 0")
     for name, value in present("bc_alpha", "td3c_epsilon", "lagrange_init"):
@@ -1039,7 +1042,7 @@ def load_resume_point(run_dir: str) -> dict:
     path = os.path.join(run_dir, RESUME_FILE)
     if not os.path.isfile(path):
         raise SystemExit(f"error: no resume point in {run_dir!r} ({RESUME_FILE} is written every "
-                         "--checkpoint-interval steps, at the next episode end). Is it a run folder of this script?")
+                         "--resume-interval steps, at the next episode end). Is it a run folder of this script?")
     # not weights_only: a resume point holds random-generator states (numpy arrays, tuples) too.
     # It is a file this script wrote for you; do not resume from a folder you did not make.
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -1076,8 +1079,10 @@ class CudaGraphs:
         self.graphs, self.calls = {}, {}
 
     def wrap(self, fn):
-        """`update = graphs.wrap(update)`, once: then `update(batch, **flags)` runs through run(),
-        with one graph per distinct set of keyword flags (e.g. update_actor=False)."""
+        """`update = graphs.wrap(update)`, once per use: then `update(batch, **flags)` runs through
+        run(), with one graph per distinct set of keyword flags (e.g. update_actor=False). A
+        function used on batches of two shapes (Cal-QL offline: B, online: utd * B) is wrapped
+        twice, one wrap per shape: a graph replays on the shapes it recorded."""
         index = self.wrapped = getattr(self, "wrapped", 0) + 1  # each wrap its own graphs
 
         def wrapped(batch: dict, **flags) -> dict:
@@ -1219,12 +1224,12 @@ def load_task(args, default_dataset: str = "mujoco/hopper/medium-v0") -> tuple:
     return data, metadata, domain, env_id_for(args.dataset_id, metadata, args.env_id), preset
 
 
-def make_envs(env_id: str, seed: int, metadata: dict, ckpt: Optional[dict] = None, data: Optional[dict] = None,
+def build_envs(env_id: str, seed: int, metadata: dict, ckpt: Optional[dict] = None, data: Optional[dict] = None,
               dataset_id: str = "") -> tuple:
     """The training environment (seed) and the evaluation one (seed + 10,000), checked against the
     checkpoint's and the data's sizes before anything is built or written. Returns
     (env, eval_env, obs_dim, act_dim)."""
-    env, eval_env = make_env(env_id, seed, metadata.get("spec")), make_env(env_id, seed + 10_000, metadata.get("spec"))
+    env, eval_env = build_env(env_id, seed, metadata.get("spec")), build_env(env_id, seed + 10_000, metadata.get("spec"))
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if ckpt is not None:
         check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
@@ -1245,10 +1250,14 @@ class Run:
         run = Run(args, "sac_fast.py")       # --resume: the run's own settings and its last resume point
         args, device = run.args, run.device
         gen = run.seed()                     # python, numpy, torch; returns the replay sampler's generator
-        writer = run.open_logs(env_id)       # runs/<run>/ and its tensorboard writer
+        run.open_logs(env_id)                # runs/<run>/ and its tensorboard writer, run.writer
+        update = run.graphs.wrap(update)     # --cuda-graphs (a plain call otherwise)
+        run.start(eval_env)                  # the eval env seeded; resumed: summary and eval env as they were
         with run.stoppable():                # Ctrl-C (or SIGTERM) ends the loop; the code after saves
             for step in run.steps(1, total): # run.step follows the loop
-                ...
+                run.log_losses("losses/", update(batch), step, "online")
+                if run.resume_point_due(step, ended):
+                    run.save_resume_point(step, actor=actor, ...)
         run.finish(step, env, eval_env)      # close everything, print the summary
     """
 
@@ -1256,7 +1265,11 @@ class Run:
         self.resume = None
         if getattr(args, "resume", None):  # the run's own settings, its state at its last resume point
             self.resume = load_resume_point(args.resume)
-            args = type(args)(**{**self.resume["args"], "resume": args.resume})
+            try:
+                args = type(args)(**{**self.resume["args"], "resume": args.resume})
+            except TypeError as e:  # flags renamed since (resume points do not cross versions)
+                raise SystemExit(f"error: {args.resume} was written by another version of {script} ({e}); finish "
+                                 "that run with the version that began it, or start it again.")
             phase = f"{self.resume['phase']} " if "phase" in self.resume else ""
             print(f"resuming {args.resume} after {phase}step {self.resume['step']:,}")
         self.args, self.script = args, script
@@ -1349,9 +1362,9 @@ class Run:
             yield step
 
     def resume_point_due(self, step: int, ended: bool) -> bool:
-        """Online resume points: at the first episode end after every --checkpoint-interval steps
+        """Online resume points: at the first episode end after every --resume-interval steps
         (the env has just reset: a few numbers to save, no episode in progress)."""
-        interval = self.args.checkpoint_interval
+        interval = self.args.resume_interval
         return bool(interval) and ended and step >= (self.resume_step or 0) + interval
 
     def save_resume_point(self, step: int, **parts) -> None:

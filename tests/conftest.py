@@ -28,7 +28,7 @@ def write_random_dataset(S, dataset_id: str = "test/hopper/random-v0", episodes:
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from export_dataset import save_minari
 
-    env = U.make_env("Hopper-v5", 0)
+    env = U.build_env("Hopper-v5", 0)
     rb = U.ReplayBuffer(11, 3, 5000, torch.device("cpu"))
     obs, _ = env.reset(seed=0)
     done = 0

@@ -317,13 +317,13 @@ def record_sampling(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("calql, offline_ratio, updates_after", [
+@pytest.mark.parametrize("calql, offline_ratio, learning_starts", [
     (True, 0.0, 32),  # max(batch 32, episode length 20)
     (True, 0.5, 20),  # max(online half of the batch 16, episode length 20)
     (False, 0.0, 32),  # CQL: the batch alone (official: only Cal-QL waits for an episode)
 ])
 def test_online_start_waits_and_calql_samples_finished_episodes_only(dataset, monkeypatch, short_episodes,
-                                                                     calql, offline_ratio, updates_after):
+                                                                     calql, offline_ratio, learning_starts):
     """Official online start: no update before max(batch * (1 - offline ratio), [Cal-QL] one
     episode length) steps; Cal-QL's batches hold finished episodes only (a known return-to-go)."""
     batches, original = [], C.calql_update
@@ -335,7 +335,7 @@ def test_online_start_waits_and_calql_samples_finished_episodes_only(dataset, mo
     monkeypatch.setattr(C, "calql_update", calql_update)
     run(dataset, calql=calql, offline_ratio=offline_ratio, online_steps=60)
     online = batches[40:]  # the first 40 are phase 1's
-    assert len(online) == 60 - updates_after
+    assert len(online) == 60 - learning_starts
     if calql:
         assert all(torch.isfinite(b["mc_returns"]).all() for b in online)
     else:  # CQL samples the episode in progress too (and ignores returns-to-go)
@@ -444,7 +444,7 @@ def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, sho
     """Cut during pre-training (Cal-QL update 130) or fine-tuning (the 55th online update), then
     --resume: the same weights and evaluations as the run never stopped."""
     write_random_dataset(C, episodes=20)
-    flags = dict(TINY, dataset_id="test/hopper/random-v0", offline_steps=200, online_steps=120, checkpoint_interval=50,
+    flags = dict(TINY, dataset_id="test/hopper/random-v0", offline_steps=200, online_steps=120, resume_interval=50,
                  eval_interval=30, save_model=True, seed=4)
     whole = C.main(C.Args(**flags))
     real, calls = C.calql_update, {"n": 0}

@@ -55,7 +55,7 @@ def test_local_datasets_load_with_the_official_layouts_and_rewards(datasets, nam
     assert U.domain_of(datasets[name]) == domain
     data, metadata = U.load_offline_data(datasets[name], domain)
     assert data["observations"].shape[1] == data["next_observations"].shape[1] == size
-    env = U.make_env(metadata["env_id"], 0, metadata["spec"])
+    env = U.build_env(metadata["env_id"], 0, metadata["spec"])
     assert env.observation_space.shape == (size,) and env.reset(seed=0)[0].shape == (size,)
     r, term = data["rewards"], data["terminals"]
     if domain == "kitchen":  # tasks done so far, minus 4; terminal when all four are done
@@ -100,7 +100,7 @@ def test_the_demo_maze_data_covers_the_maze_and_names_its_evaluation_task(module
     assert data["observations"].shape == (2000, 4) and data["timeouts"].sum() + data["terminals"][-1:].sum() >= 1
     # the evaluation maze: one start and one goal, the ends of the U's two arms
     assert metadata["spec"].kwargs["maze_map"] == T.UMAZE_EVAL
-    env = U.make_env(metadata["env_id"], 0, metadata["spec"])
+    env = U.build_env(metadata["env_id"], 0, metadata["spec"])
     np.testing.assert_allclose(env.get_wrapper_attr("goal_xy"), [-1.0, 1.0])
     np.testing.assert_allclose(env.unwrapped.maze.unique_reset_locations, [[-1.0, -1.0]])
     # random goals all over the maze: the data visits every free cell, the evaluation goal among them
@@ -175,7 +175,7 @@ def test_the_online_path_and_the_data_path_agree_on_the_same_trajectory(datasets
 
 
 def test_episodes_end_at_the_goal_online_and_success_is_reported(datasets):
-    door = U.make_env("AdroitHandDoor-v1", 0)
+    door = U.build_env("AdroitHandDoor-v1", 0)
     u = door.unwrapped
     door.reset(seed=0)
     state = u.get_env_state()
@@ -213,22 +213,22 @@ def test_evaluate_reports_the_success_rate_and_a_score_of_100_times_it():
     hopper_actor = W.Actor(11, 3, 8, 1, 0.01)
     ret, score, success = W.evaluate(actor, Coin(), 4, None)
     assert (ret, score, success) == (-1.0, 50.0, 0.5)
-    hopper = U.make_env("Hopper-v5", 0)
+    hopper = U.build_env("Hopper-v5", 0)
     assert W.evaluate(hopper_actor, hopper, 1, U.D4RL_REF_SCORES["hopper"])[2] is None  # no success in locomotion
 
 
 def test_maze_without_one_fixed_goal_and_adroit_hammer_are_refused():
     with pytest.raises(SystemExit, match="fixed goal"):
-        U.make_env("PointMaze_UMaze-v3", 0)  # the registered map: any empty cell can be the goal
+        U.build_env("PointMaze_UMaze-v3", 0)  # the registered map: any empty cell can be the goal
     with pytest.raises(SystemExit, match="no binary version"):
-        U.make_env("AdroitHandHammer-v1", 0)
+        U.build_env("AdroitHandHammer-v1", 0)
 
 
 # ---------------------------------------------------------------------------------------------
 # Every script runs on every domain
 # ---------------------------------------------------------------------------------------------
 NET = dict(num_qs=3, critic_hidden=32, critic_layers=2, actor_hidden=32, actor_layers=2, batch_size=32, eval_episodes=1,
-           checkpoint_interval=0)
+           resume_interval=0)
 SMOKE = ["antmaze", "kitchen", "door", "pointmaze"]
 
 

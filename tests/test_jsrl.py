@@ -170,7 +170,7 @@ def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, che
     """Cut mid-run, then --resume: the same weights, evaluations and roll-ins as a run never stopped
     (the roll-in generator and the drawn roll-in of the next episode are kept too)."""
     flags = dict(TINY, pretrained_checkpoint=checkpoint, online_steps=400, jsrl_initial_prob=1.0, eval_interval=100,
-                 checkpoint_interval=120, save_model=True, seed=7)
+                 resume_interval=120, save_model=True, seed=7)
     whole = J.main(J.Args(**flags))
     real, calls = J.sac_update, {"n": 0}
 

@@ -66,7 +66,7 @@ def test_jsrl_checks_its_budget_and_the_checkpoints_ensemble(sandbox):
 
 
 def test_a_dataset_with_nan_is_refused_at_load_time_with_where(sandbox):
-    env = U.make_env("Hopper-v5", 0)
+    env = U.build_env("Hopper-v5", 0)
     import torch
 
     rb = S.ReplayBuffer(11, 3, 200, torch.device("cpu"))
@@ -128,8 +128,8 @@ def test_a_simulator_that_returns_nan_stops_the_run(sandbox, monkeypatch):
             obs, r, term, trunc, info = self.env.step(action)
             return obs * float("nan"), r, term, trunc, info
 
-    make = U.make_env
-    monkeypatch.setattr(U, "make_env", lambda env_id, seed, spec=None: Blows(make(env_id, seed, spec)))
+    make = U.build_env
+    monkeypatch.setattr(U, "build_env", lambda env_id, seed, spec=None: Blows(make(env_id, seed, spec)))
     with pytest.raises(SystemExit, match="Hopper-v5 returned a non-finite observation or reward"):
         S.main(S.Args(save_model=True, **TINY_SAC))
     assert not list(sandbox.glob("runs/*/*.pt"))
@@ -209,7 +209,7 @@ def test_a_dataset_write_cut_short_leaves_nothing_and_a_cut_short_dataset_warns(
     # written whole: under its real id, loadable, marked complete; one marked incomplete warns at load
     write_random_dataset(S, "test/hopper/cut-v0", episodes=2)
     assert minari.load_dataset("test/hopper/cut-v0").spec.dataset_id == "test/hopper/cut-v0"
-    env = U.make_env("Hopper-v5", 0)
+    env = U.build_env("Hopper-v5", 0)
     import torch
 
     rb = S.ReplayBuffer(11, 3, 100, torch.device("cpu"))
@@ -265,13 +265,13 @@ def test_ctrl_c_while_the_demo_makes_its_dataset_stops_the_demo_and_leaves_no_da
 def test_resume_points_of_an_environment_that_is_not_mujoco_say_they_are_inexact(capsys):
     """MountainCarContinuous (classic control): its state is not saved, so the resumed run starts a
     fresh episode with the saved random streams, and says so, instead of crashing at the first point."""
-    env = U.make_env("MountainCarContinuous-v0", 0)
+    env = U.build_env("MountainCarContinuous-v0", 0)
     env.reset(seed=0)
     snap = S.env_snapshot(env)
     assert snap["inexact"] is True and "qpos" not in snap
     obs = S.restore_env(env, snap, obs=np.zeros(2))
     assert obs.shape == (2,) and not np.all(obs == 0)  # the fresh episode's observation, not the stale one
     assert "not saved (not MuJoCo)" in capsys.readouterr().out
-    hopper = U.make_env("Hopper-v5", 0)
+    hopper = U.build_env("Hopper-v5", 0)
     first, _ = hopper.reset(seed=0)
     assert "inexact" not in S.env_snapshot(hopper)

@@ -628,9 +628,9 @@ def test_runs_started_in_the_same_second_get_their_own_folders(sandbox, monkeypa
 
 def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, monkeypatch):
     """--resume continues from the last resume point (written at the first episode end after every
-    --checkpoint-interval steps) to exactly the same weights, evaluations and losses as a run that
+    --resume-interval steps) to exactly the same weights, evaluations and losses as a run that
     was never stopped: every random stream, buffer, optimizer moment and simulator state is kept."""
-    flags = dict(TINY, online_steps=500, learning_starts=100, eval_interval=100, checkpoint_interval=150, seed=3)
+    flags = dict(TINY, online_steps=500, learning_starts=100, eval_interval=100, resume_interval=150, seed=3)
     whole = S.main(S.Args(save_model=True, **flags))
     real_step, calls = S.env_step, []
 

@@ -14,6 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["wsrl_calql_sac.py", "wsrl_iql_sac.py", "calql_offline.py", "sac_fast.py", "jsrl.py", "td3c.py"]
 # Flags whose default differs between scripts ON PURPOSE, with the reason. Anything else must agree.
 OWN_DEFAULTS = {
+    "target-noise": "TD3's target smoothing in td3c.py (0.2, TD3's paper), SO2's in the WSRL scripts (sqrt 0.3, SO2's paper)",
+    "target-noise-clip": "TD3's 0.5 in td3c.py, SO2's 0.6 in the WSRL scripts",
     "exp-name": "each script names its runs after itself",
     "warmup-steps": "the paper's warmup: WSRL's recipe (5,000) in the WSRL scripts, off (0) in Cal-QL's own recipe",
     "num-min-qs": "sac_fast.py and jsrl.py take RLPD's per-domain setting (1 on antmaze) unless told",
@@ -21,7 +23,8 @@ OWN_DEFAULTS = {
     "online-algo": "each script's phase 3 learners differ: sac for the WSRL scripts, td3c for td3c.py",
 }
 # names that must not come back: one name per idea
-RETIRED = {"--total-timesteps": "--online-steps"}
+RETIRED = {"--total-timesteps": "--online-steps", "--checkpoint-interval": "--resume-interval",
+           "--so2-noise-std": "--target-noise", "--so2-noise-clip": "--target-noise-clip"}
 
 
 def parse_help(script: str) -> dict:
@@ -175,14 +178,14 @@ def test_line_breakdown_counts_support_and_algorithm_by_hand():
 
     toy = ('"""doc"""\n'                       # docs
            "import torch\n"                     # support (an import)
-           "from wsrl_utils import Run, make_env\n"  # support
+           "from wsrl_utils import Run, build_env\n"  # support
            "class Args:\n    seed: int = 1\n"   # flags (2 lines)
            "def loss(q):\n"                     # algorithm
            "    # the TD error\n"               # algorithm (a comment takes the next line's kind)
            "    return (q - 1) ** 2\n"          # algorithm
            "def main(args):\n"                  # algorithm
            "    run = Run(args, 'x.py')\n"      # support
-           "    env = make_env('Hopper-v5', 0)\n"  # support
+           "    env = build_env('Hopper-v5', 0)\n"  # support
            "    with run.stoppable():\n"        # support (the header names run)
            "        q = loss(2.0)\n"            # algorithm (the body is judged line by line)
            "    return q\n")                    # algorithm

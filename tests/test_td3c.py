@@ -220,8 +220,8 @@ def test_state_statistics_are_the_datasets_with_std_plus_1e3():
 
 
 def test_normalized_states_wrapper_applies_the_statistics_on_reset_and_step():
-    raw = T.make_env("Hopper-v5", 0)
-    env = T.NormalizedStates(T.make_env("Hopper-v5", 0), np.full(11, 0.5, np.float32), np.full(11, 2.0, np.float32))
+    raw = T.build_env("Hopper-v5", 0)
+    env = T.NormalizedStates(T.build_env("Hopper-v5", 0), np.full(11, 0.5, np.float32), np.full(11, 2.0, np.float32))
     o_raw, _ = raw.reset(seed=3)
     o, _ = env.reset(seed=3)
     np.testing.assert_allclose(o, (o_raw - 0.5) / 2.0)

@@ -279,7 +279,7 @@ def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, mon
     the same weights and evaluations as the run never stopped (pi_pre, Q_pre and buffer kept)."""
     write_random_dataset(W, episodes=20)
     flags = dict(TINY, dataset_id="test/hopper/random-v0", offline_steps=200, online_steps=150, warmup_steps=40,
-                 checkpoint_interval=50, save_model=True, seed=5)
+                 resume_interval=50, save_model=True, seed=5)
     whole = W.main(W.Args(**flags))
     name = "calql_update" if phase == "offline" else "sac_update"
     real, calls = getattr(W, name), {"n": 0}

@@ -119,7 +119,7 @@ def test_a_run_interrupted_and_resumed_equals_the_run_uninterrupted(sandbox, mon
     same weights and evaluations as the run never stopped."""
     write_random_dataset(I, episodes=20)
     flags = dict(TINY, dataset_id="test/hopper/random-v0", offline_steps=200, online_steps=150, warmup_steps=40,
-                 checkpoint_interval=50, save_model=True, seed=6, **extra)
+                 resume_interval=50, save_model=True, seed=6, **extra)
     whole = I.main(I.Args(**flags))
     real, calls = getattr(I, name), {"n": 0}
 

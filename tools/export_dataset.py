@@ -117,7 +117,7 @@ def check_dataset_id_is_free(dataset_id: str) -> None:
 def rollouts(env_id: str, actor, n: int, seed: int, obs_dim: int, act_dim: int) -> list:
     """n episodes of the policy's STOCHASTIC actions, as D4RL's medium/expert data: a policy's own
     noise gives the action coverage that offline RL needs. Raw rewards: transforms happen at load."""
-    env = U.make_env(env_id, seed)
+    env = U.build_env(env_id, seed)
     rb = U.ReplayBuffer(obs_dim, act_dim, n * env.spec.max_episode_steps, torch.device("cpu"))
     obs, _ = env.reset(seed=seed)
     done = 0
@@ -132,7 +132,7 @@ def random_buffer(env_id: str, steps: int, seed: int) -> tuple[list, int]:
     """What the buffer of a run that never updates holds (--learning-starts >= --online-steps):
     `steps` transitions of uniformly random actions, a D4RL-style "random" dataset. Ctrl-C (or
     SIGTERM) stops it with what there is; returns the episodes and the steps taken."""
-    env = U.make_env(env_id, seed)
+    env = U.build_env(env_id, seed)
     rb = U.ReplayBuffer(env.observation_space.shape[0], env.action_space.shape[0], steps, torch.device("cpu"))
     obs, _ = env.reset(seed=seed)
     previous = U.interrupt_on_sigterm()
@@ -152,7 +152,7 @@ def random_buffer(env_id: str, steps: int, seed: int) -> tuple[list, int]:
 
 def evaluate_random(env_id: str, seed: int, episodes: int) -> float:
     """Mean return of uniformly random actions: the low reference score of an unknown environment."""
-    env = U.make_env(env_id, seed)
+    env = U.build_env(env_id, seed)
     returns = []
     for i in range(episodes):
         env.reset(seed=seed + i)

@@ -112,7 +112,7 @@ def load_policy(policy_dir: str, env: str, level: str) -> tuple[S.Actor, dict]:
 
 def build_actor(saved: dict) -> S.Actor:
     """The actor of a file written by `sac_fast.py --save-actors` (or shipped from one)."""
-    env = U.make_env(saved["env_id"], 0)
+    env = U.build_env(saved["env_id"], 0)
     actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], saved["actor_hidden"], saved["actor_layers"])
     env.close()
     actor.load_state_dict(saved["actor"])
@@ -120,7 +120,7 @@ def build_actor(saved: dict) -> S.Actor:
 
 
 def rollout_returns(actor: S.Actor, env_id: str, episodes: int, deterministic: bool, seed: int) -> list:
-    env = U.make_env(env_id, seed)
+    env = U.build_env(env_id, seed)
     out = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
@@ -140,7 +140,7 @@ def record(actor: S.Actor, env_id: str, size: int, seed: int, num_envs: int = 10
     per-call overhead of a small network dominates otherwise); each one's last episode is cut
     and stored as truncated."""
     shares = [size // num_envs + (i < size % num_envs) for i in range(num_envs)]
-    envs = [U.make_env(env_id, seed + i) for i in range(num_envs) if shares[i] > 0]
+    envs = [U.build_env(env_id, seed + i) for i in range(num_envs) if shares[i] > 0]
     buffers = [U.ReplayBuffer(e.observation_space.shape[0], e.action_space.shape[0], n, torch.device("cpu"))
                for e, n in zip(envs, shares)]
     obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]

@@ -39,7 +39,7 @@ def ship(path: str, name: str, command: str, episodes: int = 20, out_dir: str = 
     spec = None  # outside locomotion: the environment as the dataset names it (a maze's evaluation maze)
     if U.domain_of(env_id) != "locomotion" and args.get("dataset_id"):
         spec = U.dataset_env_spec(dict(U.load_minari(args["dataset_id"]).storage.metadata))
-    env = U.make_env(env_id, 70_000, spec)
+    env = U.build_env(env_id, 70_000, spec)
     actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], args["actor_hidden"], args["actor_layers"],
                     state_dependent_std="log_std.weight" in ckpt["actor"])
     actor.load_state_dict(ckpt["actor"])

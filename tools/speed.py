@@ -199,7 +199,7 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, 
 
 def print_table(a) -> None:
     device = torch.device(a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    env = U.make_env(a.env_id, 0)
+    env = U.build_env(a.env_id, 0)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     U.keep_freed_memory()
     precisions = ["fp32", "bf16"] if a.precision in (None, "both") else [a.precision]
@@ -261,7 +261,7 @@ def main():
     if a.no_malloc_tuning:
         U.keep_freed_memory = lambda: None
     if hasattr(S, "calql_update"):  # Cal-QL: the gradient step is the unit (offline: no env step)
-        env = U.make_env(a.env_id, 0)
+        env = U.build_env(a.env_id, 0)
         U.keep_freed_memory()
         flops, ms = calql_step(S, a, env.observation_space.shape[0], env.action_space.shape[0])
         peak = matmul_peak()
@@ -273,7 +273,7 @@ def main():
               f"{peak:.0f} GFLOP/s | {100 * achieved / peak:.0f}% |")
         return
     args = loop_args(S, a)
-    env = U.make_env(a.env_id, 0)
+    env = U.build_env(a.env_id, 0)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     U.keep_freed_memory()  # as main() does, so the FLOP count runs under the same allocator
     flops = flops_per_env_step(S, args, obs_dim, act_dim)
