@@ -48,9 +48,9 @@ from typing import Literal, Optional
 # SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
-    NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args,
+    NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, build_env, check_args,
     check_td3_checkpoint_fits, domain_of, env_id_for, env_step, full_precision, heldout_split, load_offline_data,
-    build_env, read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
+    read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
     save_td3_checkpoint, stop_if_diverged, to_batch, use_td3_checkpoint_settings,
 )
 
@@ -566,7 +566,7 @@ def main(args: Args) -> dict:
     eval_env = NormalizedStates(build_env(env_id, args.seed + 10_000, metadata.get("spec")), obs_mean, obs_std)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if ckpt is not None:  # before anything is built or written
-        check_td3_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
+        check_td3_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)  # (its sizes, and its environment)
     if train_data["observations"].shape[1] != obs_dim:
         raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")

@@ -537,7 +537,8 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict:
         """What is stored, for a resume point (a 1M-transition buffer after 20k steps saves 20k)."""
-        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu() for k in self.FIELDS}}
+        # (.clone(): a slice is a view, and torch.save would write the whole 1M-row storage behind it)
+        return {"size": self.size, "pos": self.pos, **{k: getattr(self, k)[: self.size].cpu().clone() for k in self.FIELDS}}
 
     def load_state_dict(self, state: dict) -> None:
         self.size, self.pos = state["size"], state["pos"]
@@ -692,6 +693,15 @@ def to_batch(data: dict, device: torch.device) -> dict:
 CHECKPOINT_FORMAT = 2
 
 
+def save_or_exit(obj, path: str) -> None:
+    """A checkpoint written whole (atomic_save), or a one-line error that says where the logs are."""
+    try:
+        atomic_save(obj, path)
+    except OSError as e:
+        raise SystemExit(f"error: {e}. The logs of the run are in {os.path.dirname(path) or '.'}; free some space "
+                         "(or fix the folder's permissions) and run again.")
+
+
 def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt,
                     args, step: int, **extra) -> None:
     """Everything needed to resume or fine-tune: the format the WSRL scripts load. `extra` holds
@@ -699,22 +709,20 @@ def save_checkpoint(path: str, actor, critic, critic_target, alpha_param, actor_
     the CPU, an optimizer or network as its state dict)."""
     extra = {k: v.state_dict() if hasattr(v, "state_dict") else v.detach().cpu() if torch.is_tensor(v) else v
              for k, v in extra.items()}
-    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+    save_or_exit({"actor": actor.state_dict(), "critic": critic.state_dict(),
                 "critic_target": critic_target.state_dict(), "alpha_param": alpha_param.detach().cpu(),
                 "actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
                 "alpha_opt": alpha_opt.state_dict(), "args": asdict(args), "step": step,
-                "format": CHECKPOINT_FORMAT, **extra}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # a write cut short (full disk, kill) leaves no file under the real name
+                "format": CHECKPOINT_FORMAT, **extra}, path)
 
 
 def save_actor(run_dir: str, actor: nn.Module, args, env_id: str, step: int, eval_return: float) -> str:
     """The actor alone, with what is needed to rebuild it: a behaviour policy to record data with."""
     os.makedirs(os.path.join(run_dir, "actors"), exist_ok=True)
     path = os.path.join(run_dir, "actors", f"step_{step:07d}.pt")
-    torch.save({"actor": actor.state_dict(), "env_id": env_id, "step": step, "eval_return": eval_return,
+    save_or_exit({"actor": actor.state_dict(), "env_id": env_id, "step": step, "eval_return": eval_return,
                 "actor_hidden": args.actor_hidden, "actor_layers": args.actor_layers, "args": asdict(args),
-                "format": CHECKPOINT_FORMAT}, path + ".tmp")
-    os.replace(path + ".tmp", path)  # never a half-written file under the final name
+                "format": CHECKPOINT_FORMAT}, path)  # never a half-written file under the final name
     return path
 
 
@@ -756,6 +764,15 @@ def read_checkpoint(path: str, device: torch.device) -> dict:
     if "cql_alpha_opt" in ckpt:  # the Lagrange multiplier's optimizer, under its name before December 2026
         ckpt["cql_lagrange_opt"] = ckpt.pop("cql_alpha_opt")
     return ckpt
+
+
+def check_same_environment(ckpt: dict, env_id: str) -> None:
+    """A checkpoint of another environment is refused even when its sizes fit (HalfCheetah-v5 and
+    Walker2d-v5 both have 17-dim observations and 6-dim actions)."""
+    trained_on = ckpt.get("env_id")
+    if trained_on and trained_on != env_id:
+        raise SystemExit(f"error: the checkpoint was trained on {trained_on}; this run's environment is {env_id}. "
+                         f"Pass --env-id {trained_on} (or the dataset it was trained on), or a checkpoint of {env_id}.")
 
 
 def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -> None:
@@ -849,8 +866,7 @@ def save_td3_checkpoint(path: str, args, step: int, **parts) -> None:
     the rest (env_id, complete, ...) as is. Atomically: a cut-short write leaves no file."""
     state = {k: v.state_dict() if hasattr(v, "state_dict") else torch.as_tensor(v).detach().cpu()
              if isinstance(v, (torch.Tensor, np.ndarray)) else v for k, v in parts.items()}
-    torch.save({**state, "args": asdict(args), "step": step, "format": TD3_CHECKPOINT_FORMAT}, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    save_or_exit({**state, "args": asdict(args), "step": step, "format": TD3_CHECKPOINT_FORMAT}, path)
 
 
 def read_td3_checkpoint(path: str, device: torch.device) -> dict:
@@ -896,6 +912,7 @@ def check_td3_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: st
         raise SystemExit(f"error: the checkpoint was trained on {trained_on} ({trained_obs}-dim observations, "
                          f"{trained_act}-dim actions); {env_id} has {obs_dim} and {act_dim}. Pass --env-id {trained_on} "
                          "or a checkpoint of this environment.")
+    check_same_environment(ckpt, env_id)  # the same sizes are not the same body
 
 
 def restore_td3(ckpt: dict, **parts) -> None:
@@ -944,6 +961,22 @@ def check_args(args, budgets: dict) -> None:
     for name, value in present("bc_alpha", "td3c_epsilon", "lagrange_init"):
         if value <= 0:
             problems.append(f"{flag(name)} is {value:g}; it must be above 0")
+    for name, value in present("gamma", "tau"):  # a discount above 1 diverges; a Polyak rate is a share
+        if not 0.0 < value <= 1.0:
+            problems.append(f"{flag(name)} is {value:g}; it must be in (0, 1]")
+    for name, value in present("heldout_size", "resume_interval"):
+        if value < (1 if name == "heldout_size" else 0):
+            problems.append(f"{flag(name)} is {value}; it must be at least {1 if name == 'heldout_size' else 0}"
+                            + (" (the diagnostics of analysis/ need held-out transitions)" if name == "heldout_size" else ""))
+    name = getattr(args, "exp_name", "run")
+    if not name or name in (".", "..") or "/" in name or os.sep in name:  # the run folder must stay in runs/
+        problems.append(f"--exp-name is {name!r}; it names a folder inside runs/, so it must not be empty or "
+                        "hold a path separator or '..'")
+    if (getattr(args, "online_steps", 0) > 0 and getattr(args, "warmup_policy", "pretrained") != "dataset"
+            and getattr(args, "warmup_steps", 0) > args.online_steps):  # (equal: the warmup alone, on purpose)
+        problems.append(f"--online-steps {args.online_steps:,} is below --warmup-steps {args.warmup_steps:,}: the "
+                        "warmup would be cut short and no online update would run; raise --online-steps, lower "
+                        "--warmup-steps, or pass --online-steps 0 to pre-train only")
     if not 0.0 <= getattr(args, "offline_ratio", 0.0) < 1.0:
         problems.append(f"--offline-ratio is {args.offline_ratio:g}; it must be in [0, 1)")
     if getattr(args, "offline_ratio", 0.0) > 0 and getattr(args, "offline_data_in_buffer", False):
@@ -1015,15 +1048,45 @@ def restore_env(env: gym.Env, snap: dict, obs=None):
     return fresh if snap.get("inexact") or obs is None else obs
 
 
+def atomic_save(obj, path: str) -> None:
+    """torch.save(obj, path), whole or not at all: written to `path`.tmp, then renamed over `path`.
+    Ctrl-C and SIGTERM wait until the file is whole (they are raised right after it), so a signal
+    can neither leave a half-written file nor lose the previous one; a write that fails (a full
+    disk) removes the temporary file and raises OSError in one line."""
+    tmp, received, handlers = path + ".tmp", [], {}
+    if threading.current_thread() is threading.main_thread():  # (signal handlers live in the main thread)
+        # Python runs its signal handlers in the main thread, whichever thread the signal hits:
+        # for the length of the write they only note the signal
+        handlers = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:  # (torch reports a full disk as a RuntimeError)
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1][:200]
+            raise OSError(f"cannot write {path}: {reason}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)  # (gone already when the write succeeded)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        if received:  # now that the file is whole: what the signal would have done
+            handler = handlers[received[0]]
+            if callable(handler):
+                handler(received[0], None)  # Ctrl-C's KeyboardInterrupt, or a run's SIGTERM handler
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
+
+
 def save_resume_point(run_dir: str, **parts) -> None:
     """Write runs/<run>/resume.pt: networks, optimizers and buffers (anything with a state_dict) as
     their state dicts, tensors on the CPU, the rest (counters, env snapshots, random states) as is.
     Atomically: a write cut short by a kill never replaces the last whole point."""
     state = {k: v.state_dict() if hasattr(v, "state_dict") else v.detach().cpu() if torch.is_tensor(v) else v
              for k, v in parts.items()}
-    path = os.path.join(run_dir, RESUME_FILE)
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    atomic_save(state, os.path.join(run_dir, RESUME_FILE))
 
 
 def restore_from(point: dict, **parts) -> None:
@@ -1233,6 +1296,7 @@ def build_envs(env_id: str, seed: int, metadata: dict, ckpt: Optional[dict] = No
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if ckpt is not None:
         check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
+        check_same_environment(ckpt, env_id)
     if data is not None and data["observations"].shape[1] != obs_dim:
         raise SystemExit(f"error: dataset {dataset_id} has {data['observations'].shape[1]}-dim "
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
@@ -1264,6 +1328,11 @@ class Run:
     def __init__(self, args, script: str):
         self.resume = None
         if getattr(args, "resume", None):  # the run's own settings, its state at its last resume point
+            given = [f"--{k.replace('_', '-')}" for k, v in asdict(args).items()
+                     if k != "resume" and v != getattr(type(args)(), k)]
+            if given:  # they would be dropped without a word
+                raise SystemExit(f"error: --resume continues a run with the settings it began with; drop "
+                                 f"{', '.join(given)} (or start a new run with them).")
             self.resume = load_resume_point(args.resume)
             try:
                 args = type(args)(**{**self.resume["args"], "resume": args.resume})
@@ -1368,7 +1437,12 @@ class Run:
         return bool(interval) and ended and step >= (self.resume_step or 0) + interval
 
     def save_resume_point(self, step: int, **parts) -> None:
-        save_resume_point(self.run_dir, args=asdict(self.args), step=step, summary=self.summary, **parts)
+        try:
+            save_resume_point(self.run_dir, args=asdict(self.args), step=step, summary=self.summary, **parts)
+        except OSError as e:  # the previous point (if any) is whole and stays; training goes on
+            print(f"WARNING: {e}; no resume point at step {step:,}"
+                  + (f" (the one of step {self.resume_step:,} is kept)" if self.resume_step is not None else ""))
+            return
         self.resume_step = step
 
     @contextlib.contextmanager
