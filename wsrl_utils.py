@@ -951,6 +951,9 @@ def check_args(args, budgets: dict) -> None:
     for name, value in present("batch_size", "utd", "eval_episodes", "eval_interval", "policy_delay"):
         if value < 1:
             problems.append(f"{flag(name)} is {value}; it must be at least 1")
+    if getattr(args, "buffer_size", None) is not None and args.batch_size * args.utd > args.buffer_size:
+        problems.append(f"--batch-size {args.batch_size:,} x --utd {args.utd} is more transitions per step than the "
+                        f"replay buffer holds (--buffer-size {args.buffer_size:,})")
     for name, lr in present("actor_lr", "critic_lr", "temp_lr", "lagrange_lr"):
         if not 0.0 < lr < 1.0:  # Adam at a rate of 1 or more diverges within steps (the defaults are 1e-4, 3e-4)
             problems.append(f"{flag(name)} is {lr:g}; it must be in (0, 1)")
@@ -1108,7 +1111,14 @@ def load_resume_point(run_dir: str) -> dict:
                          "--resume-interval steps, at the next episode end). Is it a run folder of this script?")
     # not weights_only: a resume point holds random-generator states (numpy arrays, tuples) too.
     # It is a file this script wrote for you; do not resume from a folder you did not make.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        point = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # cut short by something other than this script (it writes whole files only)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise SystemExit(f"error: {path} cannot be read ({first}); it is damaged. Start the run again.")
+    if not isinstance(point, dict) or not {"args", "step", "summary"} <= set(point):
+        raise SystemExit(f"error: {path} is not a resume point of these scripts.")
+    return point
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1336,9 +1346,9 @@ class Run:
             self.resume = load_resume_point(args.resume)
             try:
                 args = type(args)(**{**self.resume["args"], "resume": args.resume})
-            except TypeError as e:  # flags renamed since (resume points do not cross versions)
-                raise SystemExit(f"error: {args.resume} was written by another version of {script} ({e}); finish "
-                                 "that run with the version that began it, or start it again.")
+            except TypeError as e:  # another script's run, or flags renamed since (no crossing versions)
+                raise SystemExit(f"error: {args.resume} is a run of another script, or of another version of {script} "
+                                 f"({e}); resume it with the script and version that began it, or start it again.")
             phase = f"{self.resume['phase']} " if "phase" in self.resume else ""
             print(f"resuming {args.resume} after {phase}step {self.resume['step']:,}")
         self.args, self.script = args, script

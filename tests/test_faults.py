@@ -1,7 +1,8 @@
 """Faults and lookalikes (the cases of the reliability issue that the support module now handles):
 a signal or a full disk while a file is written, a resume point of the right size, values no
 discount or Polyak rate can take, run names that would leave runs/, budgets with no update, a
-checkpoint of another environment with the same sizes, flags given with --resume."""
+batch larger than the buffer, a checkpoint of another environment with the same sizes, flags
+given with --resume, a damaged resume point, another script's run folder."""
 
 import os
 import pickle
@@ -114,6 +115,7 @@ CASES = [
     (W, dict(heldout_size=0), "--heldout-size is 0; it must be at least 1"),
     (W, dict(resume_interval=-1), "--resume-interval is -1; it must be at least 0"),
     (T, dict(gamma=0.0), "--gamma is 0; it must be in (0, 1]"),
+    (S, dict(batch_size=20_000_000), "--batch-size 20,000,000 x --utd 1 is more transitions per step than the replay"),
 ]
 
 
@@ -145,3 +147,20 @@ def test_flags_given_with_resume_are_refused_not_dropped(sandbox):
     with pytest.raises(SystemExit) as stop:
         S.main(S.Args(resume="runs/whatever", seed=3, utd=4))
     assert "--resume continues a run with the settings it began with; drop --utd, --seed (" in str(stop.value)  # (in the order of --help)
+
+
+def test_a_damaged_resume_point_or_another_scripts_run_is_one_line(sandbox):
+    import calql_offline as C
+
+    summary = S.main(S.Args(online_steps=300, learning_starts=50, num_qs=2, critic_hidden=16, actor_hidden=16,
+                            batch_size=16, eval_interval=300, eval_episodes=1, resume_interval=20))
+    run_dir = summary["run_dir"]
+    with pytest.raises(SystemExit, match="is a run of another script, or of another version of calql_offline.py"):
+        C.main(C.Args(resume=run_dir))  # a sac_fast.py run resumed by calql_offline.py
+    path = os.path.join(run_dir, "resume.pt")
+    with open(path, "r+b") as f:  # cut short by something else than the script (a copy, a broken disk)
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(SystemExit) as stop:
+        S.main(S.Args(resume=run_dir))
+    assert str(stop.value).startswith(f"error: {path} cannot be read (") and "damaged" in str(stop.value)
+    assert len(str(stop.value).splitlines()) == 1
