@@ -748,6 +748,7 @@ def main(args: Args) -> dict:
     online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
     episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
     learning_starts = max(args.warmup_steps, online_per_batch, episode_limit if args.calql else 0)
+    # a Ctrl-C in phase 1 ends the run: no online phase, no fine-tuned checkpoint (the pre-trained one is saved)
     pretrain_interrupted, step, last_return, episode_length, info = run.interrupted, 0, float("nan"), 0, {}
     if not pretrain_interrupted:
         print(f"===== PHASE 2: online fine-tuning, {args.online_steps:,} environment steps "

@@ -45,11 +45,11 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-# SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
+# SUPPORT CODE (datasets, environments, checkpoints, argument checks, progress): not the algorithm,
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
     NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, build_env, check_args,
-    check_td3_checkpoint_fits, domain_of, env_id_for, env_step, full_precision, heldout_split, load_offline_data,
+    check_checkpoint_fits, domain_of, env_id_for, env_step, full_precision, heldout_split, load_offline_data,
     read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
     save_td3_checkpoint, stop_if_diverged, to_batch, use_td3_checkpoint_settings,
 )
@@ -566,7 +566,7 @@ def main(args: Args) -> dict:
     eval_env = NormalizedStates(build_env(env_id, args.seed + 10_000, metadata.get("spec")), obs_mean, obs_std)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if ckpt is not None:  # before anything is built or written
-        check_td3_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)  # (its sizes, and its environment)
+        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id, action_head="head")  # its sizes and its environment
     if train_data["observations"].shape[1] != obs_dim:
         raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
@@ -666,7 +666,7 @@ def main(args: Args) -> dict:
     # Acme's "minimum replay size" (Table B1: 1,000): the pre-trained policy, with exploration noise,
     # acts alone until the buffer holds that many transitions; preloaded data counts.
     learning_starts = max(0, args.min_replay_size - rb.size - 1)  # no update up to this step
-    algo, pretrain_interrupted = args.online_algo, run.interrupted
+    algo, pretrain_interrupted = args.online_algo, run.interrupted  # a Ctrl-C in phase 1 ends the run
     step, critic_steps, last_return = 0, 0, float("nan")  # the online phase counts its own steps
     if not pretrain_interrupted:
         print(f"===== PHASE 2: {ALGO_NAMES[algo]} online, {args.online_steps:,} environment steps "

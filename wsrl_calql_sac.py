@@ -892,7 +892,7 @@ def main(args: Args) -> dict:
                           target_entropy, update_actor=update_actor, noise=so2_noise)
 
     sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs, as above
-    learning_starts = warmup_env_steps
+    learning_starts = warmup_env_steps  # the last step without a gradient step: the warmup's end
     if args.online_algo == "calql":  # the official Cal-QL online start (as calql_offline.py): the online
         # part of a batch and one full episode length first; only finished episodes are sampled
         online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
@@ -900,7 +900,7 @@ def main(args: Args) -> dict:
         learning_starts = max(learning_starts, online_per_batch, episode_limit if args.calql else 0)
     last_return, episode_length, info = float("nan"), 0, {}  # no update yet: no losses to show
     online_max_backup = args.online_algo == "calql" or args.max_target_backup  # as the online learner's target
-    pretrain_interrupted, step = run.interrupted, 0
+    pretrain_interrupted, step = run.interrupted, 0  # a Ctrl-C in phase 1 ends the run: no online phase
     if not pretrain_interrupted:
         print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
               f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} "

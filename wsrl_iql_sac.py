@@ -827,7 +827,7 @@ def main(args: Args) -> dict:
                           target_entropy, update_actor=update_actor, noise=so2_noise)
 
     sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs, as above
-    pretrain_interrupted, step, last_return, info = run.interrupted, 0, float("nan"), {}  # no update yet: no losses
+    pretrain_interrupted, step, last_return, info = run.interrupted, 0, float("nan"), {}  # (Ctrl-C in phase 1: the end)
     if not pretrain_interrupted:
         print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
               f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} =====")

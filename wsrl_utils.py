@@ -775,15 +775,17 @@ def check_same_environment(ckpt: dict, env_id: str) -> None:
                          f"Pass --env-id {trained_on} (or the dataset it was trained on), or a checkpoint of {env_id}.")
 
 
-def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -> None:
-    """Before anything is built: the checkpoint's networks must take this environment's sizes."""
+def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str, action_head: str = "mean") -> None:
+    """Before anything is built: the checkpoint's networks must take this environment's sizes, and
+    come from this environment (`action_head`: the actor's output layer, SAC's "mean", TD3's "head")."""
     trained_obs = ckpt["actor"]["trunk.0.weight"].shape[1]  # the first Dense: (hidden, obs)
-    trained_act = ckpt["actor"]["mean.weight"].shape[0]  # the mean head: (actions, hidden)
+    trained_act = ckpt["actor"][f"{action_head}.weight"].shape[0]  # the output layer: (actions, hidden)
     if (trained_obs, trained_act) != (obs_dim, act_dim):
         trained_on = ckpt.get("env_id") or ckpt["args"].get("env_id") or ckpt["args"].get("dataset_id")
         raise SystemExit(f"error: the checkpoint was trained on {trained_on} ({trained_obs}-dim observations, "
                          f"{trained_act}-dim actions); {env_id} has {obs_dim} and {act_dim}. Pass --env-id {trained_on} "
                          "or a checkpoint of this environment.")
+    check_same_environment(ckpt, env_id)  # the same sizes are not the same body
 
 
 def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
@@ -901,18 +903,6 @@ def use_td3_checkpoint_settings(args, ckpt: dict) -> None:
         if getattr(args, key) not in (None, value):
             print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
         setattr(args, key, value)
-
-
-def check_td3_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str) -> None:
-    """Before anything is built: the checkpoint's networks must take this environment's sizes."""
-    trained_obs = ckpt["actor"]["trunk.0.weight"].shape[1]  # the first Dense: (hidden, obs)
-    trained_act = ckpt["actor"]["head.weight"].shape[0]  # the output layer: (actions, hidden)
-    if (trained_obs, trained_act) != (obs_dim, act_dim):
-        trained_on = ckpt.get("env_id") or ckpt["args"].get("env_id") or ckpt["args"].get("dataset_id")
-        raise SystemExit(f"error: the checkpoint was trained on {trained_on} ({trained_obs}-dim observations, "
-                         f"{trained_act}-dim actions); {env_id} has {obs_dim} and {act_dim}. Pass --env-id {trained_on} "
-                         "or a checkpoint of this environment.")
-    check_same_environment(ckpt, env_id)  # the same sizes are not the same body
 
 
 def restore_td3(ckpt: dict, **parts) -> None:
@@ -1306,7 +1296,6 @@ def build_envs(env_id: str, seed: int, metadata: dict, ckpt: Optional[dict] = No
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if ckpt is not None:
         check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
-        check_same_environment(ckpt, env_id)
     if data is not None and data["observations"].shape[1] != obs_dim:
         raise SystemExit(f"error: dataset {dataset_id} has {data['observations'].shape[1]}-dim "
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")

@@ -22,3 +22,28 @@ def test_walkthrough_line_ranges_point_at_the_right_code():
         text = "\n".join(script[first - 1:last])
         assert EXPECTED[alg_line] in text, (f"README's range for Alg. 1 line {alg_line} (L{first}-L{last}) lost it: "
                                             "python tools/readme_ranges.py rewrites the ranges")
+
+
+def test_the_line_table_and_the_diff_counts_are_what_the_commands_print():
+    """The README's figures about the scripts come from commands anyone can rerun: the table from
+    `python tools/line_breakdown.py --all`, the counts from `diff A B` (lines out: '<', in: '>')."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import line_breakdown as LB
+
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    rows = re.findall(r"^\| `(\w+\.py)` \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", readme, re.M)
+    assert {r[0] for r in rows} == set(LB.SCRIPTS)
+    for name, lines, main, algorithm, flags, support, ratio in rows:
+        b = LB.breakdown(open(os.path.join(ROOT, name), encoding="utf-8").read())
+        c = b["counts"]
+        assert (int(lines), int(main), int(algorithm), int(flags), int(support)) == (
+            b["lines"], b["main_lines"], c["algorithm"], c["flags"], c["support"]), f"README's row for {name}"
+        assert ratio == f"{c['algorithm'] / c['support']:.1f}"
+    counts = re.findall(r"`diff (\w+\.py) (\w+\.py)`:? \(?(\d+) (?:lines )?out[^0-9]*(\d+) in", readme)
+    assert len(counts) >= 3, counts
+    for a, b, out, into in counts:
+        diff = subprocess.run(["diff", a, b], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+        assert (int(out), int(into)) == (sum(x.startswith("<") for x in diff), sum(x.startswith(">") for x in diff)), (a, b)

@@ -13,7 +13,9 @@ How a non-blank line is counted (a comment line counts as the code line after it
   statement (`if`, `for`, `with`) only its header line is judged, its body line by line;
 - docs: the module docstring;
 - algorithm: everything else (networks, losses and updates, evaluation, diagnostics, `main`).
-Also printed: the file's length, `main`'s length, and where the first WSRL-specific statement
+A file that imports nothing from wsrl_utils.py (one from before the split, `--rev 4ca56a8`) has
+its support code inside: its algorithm and support columns are printed as "-", since this rule
+cannot tell the two apart there. Also printed: the file's length, `main`'s length, and where the first WSRL-specific statement
 (the new empty replay buffer) stands in `main`, for the WSRL scripts.
 """
 
@@ -115,7 +117,8 @@ def breakdown(text: str) -> dict:
     counts = {k: sum(1 for line, k2 in zip(lines, kind) if line.strip() and k2 == k) for k in KINDS}
     main = next(n for n in tree.body if getattr(n, "name", None) == "main")
     first = next((i + 1 for i, line in enumerate(lines) if FIRST_WSRL_STATEMENT in line), None)
-    return {"lines": len(lines), "counts": counts, "main_lines": main.end_lineno - main.lineno + 1,
+    split = any(isinstance(n, ast.ImportFrom) and n.module == SUPPORT_MODULE for n in ast.walk(tree))
+    return {"lines": len(lines), "counts": counts, "split": split, "main_lines": main.end_lineno - main.lineno + 1,
             "main_start": main.lineno, "first_wsrl_in_main": first - main.lineno + 1 if first else None}
 
 
@@ -141,10 +144,11 @@ def main() -> None:
     for name in names:
         b = breakdown(read(name, opts.rev))
         c = b["counts"]
-        ratio = c["algorithm"] / max(c["support"], 1)
         where = b["first_wsrl_in_main"] if b["first_wsrl_in_main"] else "-"
-        print(f"| {name} | {b['lines']} | {b['main_lines']} | {c['algorithm']} | {c['flags']} | {c['support']} | "
-              f"{c['docs']} | {ratio:.1f} | {where} |")
+        algo, support, ratio = ((c["algorithm"], c["support"], f"{c['algorithm'] / max(c['support'], 1):.1f}")
+                                if b["split"] else ("-", "-", "-"))
+        print(f"| {name} | {b['lines']} | {b['main_lines']} | {algo} | {c['flags']} | {support} | "
+              f"{c['docs']} | {ratio} | {where} |")
 
 
 if __name__ == "__main__":
