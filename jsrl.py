@@ -335,11 +335,10 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: 
     # (the official code draws with replacement; docs/algorithms.md §9).
     idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
-    if max_backup:
-        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
-        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
-    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
+    if args.backup_entropy:  # off in the paper; max_backup: from each candidate, before the max (official SAC)
         next_q = next_q - F.softplus(alpha_param) * next_log_pi
+    if max_backup:
+        next_q = next_q.view(-1, BACKUP_ACTIONS).max(dim=1).values  # (B,)
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
 
 

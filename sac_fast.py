@@ -322,11 +322,10 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: 
     # (the official code draws with replacement; docs/algorithms.md §9).
     idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
-    if max_backup:
-        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
-        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
-    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
+    if args.backup_entropy:  # off in the paper; max_backup: from each candidate, before the max (official SAC)
         next_q = next_q - F.softplus(alpha_param) * next_log_pi
+    if max_backup:
+        next_q = next_q.view(-1, BACKUP_ACTIONS).max(dim=1).values  # (B,)
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
 
 
@@ -507,7 +506,7 @@ def main(args: Args) -> dict:
     reward_transform = REWARD_TRANSFORMS[domain_of(args.dataset_id or env_id)]
     gen = run.seed()  # the replay sampler's random stream
     env, eval_env, obs_dim, act_dim = build_envs(env_id, args.seed, metadata, data=offline_data, dataset_id=args.dataset_id)
-    run.open_logs(env_id)
+    run.open_logs(env_id, metadata=metadata)
     ref_scores, summary = reference_scores(env_id, metadata), run.summary
 
     # ===== THE AGENT: actor, critic ensemble and its target, temperature ===========================
@@ -579,7 +578,7 @@ def main(args: Args) -> dict:
     if args.save_model:
         path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
         save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=step == args.online_steps,
-                        planned_steps=args.online_steps)
+                        planned_steps=args.online_steps, dataset=run.dataset)
     if summary["evals"]:
         save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"], f"{args.exp_name} on {env_id}",
                    {"updates start": args.learning_starts})

@@ -49,8 +49,8 @@ from typing import Literal, Optional
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
     NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, build_env, check_args,
-    check_checkpoint_fits, domain_of, env_id_for, env_step, full_precision, heldout_split, load_offline_data,
-    read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
+    check_checkpoint_fits, dataset_record, domain_of, env_id_for, env_step, full_precision, heldout_split,
+    load_offline_data, read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
     save_td3_checkpoint, stop_if_diverged, to_batch, use_td3_checkpoint_settings,
 )
 
@@ -565,12 +565,12 @@ def main(args: Args) -> dict:
     env = NormalizedStates(build_env(env_id, args.seed, metadata.get("spec")), obs_mean, obs_std)
     eval_env = NormalizedStates(build_env(env_id, args.seed + 10_000, metadata.get("spec")), obs_mean, obs_std)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if ckpt is not None:  # before anything is built or written
-        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id, action_head="head")  # its sizes and its environment
+    if ckpt is not None:  # before anything is built or written: its sizes, its environment, its data
+        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id, "head", dataset_record(args.dataset_id, metadata))
     if train_data["observations"].shape[1] != obs_dim:
         raise SystemExit(f"error: dataset {args.dataset_id} has {train_data['observations'].shape[1]}-dim "
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
-    run.open_logs(env_id)
+    run.open_logs(env_id, metadata=metadata)
     summary = run.summary
 
     # ===== THE AGENT: deterministic actor, twin critics, their targets, TD3-C's multiplier ==========
@@ -642,7 +642,7 @@ def main(args: Args) -> dict:
         path = summary["pretrained_checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}_pretrained.pt")
         save_td3_checkpoint(path, args, step, **learner, lagrange_param=lagrange_param, lagrange_opt=lagrange_opt,
                             obs_mean=obs_mean, obs_std=obs_std, env_id=env_id, complete=not run.interrupted,
-                            planned_steps=args.offline_steps)
+                            planned_steps=args.offline_steps, dataset=run.dataset)
         print(f"pre-trained checkpoint: {path}")
     else:
         print(f"===== PHASE 1 skipped: starting from {args.pretrained_checkpoint} =====")
@@ -711,7 +711,7 @@ def main(args: Args) -> dict:
         path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
         save_td3_checkpoint(path, args, step, **learner, lagrange_param=lagrange_param, lagrange_opt=lagrange_opt,
                             obs_mean=obs_mean, obs_std=obs_std, env_id=env_id, complete=step == args.online_steps,
-                            planned_steps=args.online_steps)
+                            planned_steps=args.online_steps, dataset=run.dataset)
     if summary["offline_evals"]:
         save_curve(os.path.join(run.run_dir, "offline_eval_curve.png"), summary["offline_evals"],
                    f"TD3+BC offline on {args.dataset_id}")

@@ -376,11 +376,10 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: 
     # (the official code draws with replacement; docs/algorithms.md §9).
     idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
-    if max_backup:
-        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
-        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
-    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
+    if args.backup_entropy:  # off in the paper; max_backup: from each candidate, before the max (official SAC)
         next_q = next_q - F.softplus(alpha_param) * next_log_pi
+    if max_backup:
+        next_q = next_q.view(-1, BACKUP_ACTIONS).max(dim=1).values  # (B,)
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
 
 
@@ -578,6 +577,22 @@ def make_cql_lagrange(args, device: torch.device) -> tuple:
     cql_lagrange_param = torch.tensor(inverse_softplus(1.0), device=device, requires_grad=True)
     return cql_lagrange_param, torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr,
                                                 **adam_options(device, args, fused=False))
+
+
+def calql_online_start(args, env) -> int:
+    """The official Cal-QL online start: no update until the buffer holds the online part of a
+    batch, batch * (1 - offline ratio) transitions, and for Cal-QL one full episode length as well,
+    since Cal-QL trains only on FINISHED episodes (those whose returns-to-go are known). Returns
+    the last step without an update. Called before phase 1: an online budget that ends by then
+    is refused before any pre-training is spent on it."""
+    online_per_batch = args.batch_size - offline_per_batch(args.batch_size, args.offline_ratio)
+    episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
+    start = max(online_per_batch, episode_limit if args.calql else 0)
+    if 0 < args.online_steps <= start:
+        raise SystemExit(f"error: --online-steps {args.online_steps:,} ends before Cal-QL's first online update, after "
+                         f"step {start:,} (the online part of a batch{' and one episode length' if args.calql else ''}, "
+                         f"as the official code); raise --online-steps above {start:,}, or pass 0 to pre-train only.")
+    return start
 
 
 def calql_update(actor, critic, critic_target, alpha_param, cql_lagrange_param, actor_opt, critic_opt, alpha_opt,
@@ -785,7 +800,7 @@ def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, hel
                                       rng=rng_states(gen))
     path = summary["pretrained_checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}_pretrained.pt")
     save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=not run.interrupted,
-                    planned_steps=args.offline_steps)
+                    planned_steps=args.offline_steps, dataset=run.dataset)
     print(f"pre-trained checkpoint: {path}")
     return step
 
@@ -816,7 +831,8 @@ def main(args: Args) -> dict:
     train_data, heldout_data = heldout_split(data, args.heldout_size, ckpt["args"]["seed"] if ckpt else args.seed)
     gen = run.seed()  # the replay sampler's random stream
     env, eval_env, obs_dim, act_dim = build_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
-    run.open_logs(env_id, purge=bool(run.resume) and run.resume["phase"] == "offline")
+    calql_start = calql_online_start(args, env) if args.online_algo == "calql" else 0  # (a budget too short: refused)
+    run.open_logs(env_id, purge=bool(run.resume) and run.resume["phase"] == "offline", metadata=metadata)
     ref_scores, summary = reference_scores(env_id, metadata), run.summary
 
     # ===== THE AGENT: actor, critic ensemble and target, temperature, Cal-QL's Lagrange multiplier ==
@@ -892,12 +908,8 @@ def main(args: Args) -> dict:
                           target_entropy, update_actor=update_actor, noise=so2_noise)
 
     sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs, as above
-    learning_starts = warmup_env_steps  # the last step without a gradient step: the warmup's end
-    if args.online_algo == "calql":  # the official Cal-QL online start (as calql_offline.py): the online
-        # part of a batch and one full episode length first; only finished episodes are sampled
-        online_per_batch = args.batch_size - (offline_per_batch(args.batch_size, args.offline_ratio) if retained else 0)
-        episode_limit = (env.spec.max_episode_steps or 0) if env.spec is not None else 0
-        learning_starts = max(learning_starts, online_per_batch, episode_limit if args.calql else 0)
+    # the last step without a gradient step: the warmup's end (--online-algo calql: not before Cal-QL's online start)
+    learning_starts = max(warmup_env_steps, calql_start)
     last_return, episode_length, info = float("nan"), 0, {}  # no update yet: no losses to show
     online_max_backup = args.online_algo == "calql" or args.max_target_backup  # as the online learner's target
     pretrain_interrupted, step = run.interrupted, 0  # a Ctrl-C in phase 1 ends the run: no online phase
@@ -963,7 +975,7 @@ def main(args: Args) -> dict:
     if args.save_model and not pretrain_interrupted:  # a cut-short pre-training has no fine-tuned agent to save
         path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
         save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=step == args.online_steps,
-                        planned_steps=args.online_steps)
+                        planned_steps=args.online_steps, dataset=run.dataset)
     if summary["offline_evals"]:
         save_curve(os.path.join(run.run_dir, "offline_eval_curve.png"), summary["offline_evals"],
                    f"{'Cal-QL' if args.calql else 'CQL'} offline on {args.dataset_id}")

@@ -363,11 +363,10 @@ def td_target(critic_target, actor, alpha_param, batch: dict, args, max_backup: 
     # (the official code draws with replacement; docs/algorithms.md §9).
     idx = draw_members(args.num_qs, args.num_min_qs, alpha_param.device)
     next_q = critic_target(next_obs, next_actions, idx).min(dim=0).values  # (B,)  [or B * 10]
-    if max_backup:
-        next_q, best = next_q.view(-1, BACKUP_ACTIONS).max(dim=1)  # (B,)
-        next_log_pi = next_log_pi.view(-1, BACKUP_ACTIONS).gather(1, best.unsqueeze(1)).squeeze(1)
-    if args.backup_entropy:  # off in the paper: the target has no entropy bonus
+    if args.backup_entropy:  # off in the paper; max_backup: from each candidate, before the max (official SAC)
         next_q = next_q - F.softplus(alpha_param) * next_log_pi
+    if max_backup:
+        next_q = next_q.view(-1, BACKUP_ACTIONS).max(dim=1).values  # (B,)
     return batch["rewards"] + args.gamma * (1.0 - batch["terminals"]) * next_q  # (B,)
 
 
@@ -707,7 +706,7 @@ def pretrain(run: Run, learner: dict, update_step, offline_rb: ReplayBuffer, hel
                                       rng=rng_states(gen))
     path = summary["pretrained_checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}_pretrained.pt")
     save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=not run.interrupted,
-                    planned_steps=args.offline_steps)
+                    planned_steps=args.offline_steps, dataset=run.dataset)
     print(f"pre-trained checkpoint: {path}")
     return step
 
@@ -737,7 +736,7 @@ def main(args: Args) -> dict:
     train_data, heldout_data = heldout_split(data, args.heldout_size, ckpt["args"]["seed"] if ckpt else args.seed)
     gen = run.seed()  # the replay sampler's random stream
     env, eval_env, obs_dim, act_dim = build_envs(env_id, args.seed, metadata, ckpt, train_data, args.dataset_id)
-    run.open_logs(env_id, purge=bool(run.resume) and run.resume["phase"] == "offline")
+    run.open_logs(env_id, purge=bool(run.resume) and run.resume["phase"] == "offline", metadata=metadata)
     ref_scores, summary = reference_scores(env_id, metadata), run.summary
 
     # ===== THE AGENT: SAC's actor, critic ensemble, target and temperature; IQL's value net V(s) =====
@@ -886,7 +885,7 @@ def main(args: Args) -> dict:
     if args.save_model and not pretrain_interrupted:  # a cut-short pre-training has no fine-tuned agent to save
         path = summary["checkpoint"] = os.path.join(run.run_dir, f"{args.exp_name}.pt")
         save_checkpoint(path, **learner, args=args, step=step, env_id=env_id, complete=step == args.online_steps,
-                        planned_steps=args.online_steps)  # (the IQL baseline's V too)
+                        planned_steps=args.online_steps, dataset=run.dataset)  # (the IQL baseline's V too)
     if summary["offline_evals"]:
         save_curve(os.path.join(run.run_dir, "offline_eval_curve.png"), summary["offline_evals"],
                    f"IQL offline on {args.dataset_id}")

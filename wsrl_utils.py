@@ -22,11 +22,13 @@ to a script you take elsewhere; the script runs with it alone.
 """
 
 import contextlib
+import hashlib
 import io
 import math
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import threading
@@ -163,6 +165,13 @@ def hub_reachable(timeout: float = 1.5) -> bool:
     return bool(result)
 
 
+def damaged_dataset(dataset_id: str, e: Exception) -> SystemExit:
+    """The one-line error for a dataset whose files cannot be read."""
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return SystemExit(f"error: dataset {dataset_id!r} cannot be read ({first}); its files are damaged. Delete it "
+                      f"(`minari delete {dataset_id}`) and make or download it again.")
+
+
 def load_minari(dataset_id: str):
     """Load a local Minari dataset, or download it when a network is there; fail fast otherwise."""
     import minari
@@ -171,7 +180,10 @@ def load_minari(dataset_id: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dataset_id in minari.list_local_datasets():
-            return minari.load_dataset(dataset_id)
+            try:
+                return minari.load_dataset(dataset_id)
+            except (OSError, KeyError, ValueError) as e:  # its metadata or data file damaged
+                raise damaged_dataset(dataset_id, e) from None
     if not hub_reachable():
         raise SystemExit(
             f"error: dataset {dataset_id!r} is not on this machine and Minari's hub cannot be reached "
@@ -228,7 +240,11 @@ def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
     env_domain = domain_of(spec.id) if spec is not None else "locomotion"
     # the very wrapper the online environment will have: the data and the env cannot disagree
     relabel = build_env(spec.id, 0, spec).get_wrapper_attr("relabel_episode") if env_domain != "locomotion" else None
-    data = flatten_dataset(dataset, relabel, env_domain)
+    try:
+        data = flatten_dataset(dataset, relabel, env_domain)
+    except (OSError, KeyError, ValueError) as e:  # h5py on a file cut short (a copy, a full disk), a missing key
+        raise damaged_dataset(dataset_id, e) from None
+    metadata["fingerprint"] = data_fingerprint(data)  # what checkpoints and resume points record
     for key in ("observations", "next_observations", "actions", "rewards"):  # one NaN would poison every Q
         bad = ~np.isfinite(data[key].reshape(len(data[key]), -1)).all(axis=1)
         if bad.any():
@@ -240,6 +256,31 @@ def load_offline_data(dataset_id: str, domain: str) -> tuple[dict, dict]:
     if metadata.get("complete") is False:
         print(f"WARNING: dataset {dataset_id!r} was saved by a run cut short (Ctrl-C); it is used as it is.")
     return data, metadata
+
+
+def data_fingerprint(data: dict) -> str:
+    """16 hex digits of SHA-256 over the flat arrays as loaded (before the reward transform): a
+    dataset made again, or replaced under the same id, gets another (0.13 s per 1M transitions)."""
+    digest = hashlib.sha256()
+    for key in sorted(data):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(data[key]))
+    return digest.hexdigest()[:16]
+
+
+def check_same_data(recorded: Optional[dict], dataset: Optional[dict], what: str, refuse: bool) -> None:
+    """`recorded` and `dataset`: {"id", "fingerprint"}. The same id with other contents is refused
+    (`refuse`: a resumed run would go on with other data) or warned about (a checkpoint fine-tuned
+    on data made again: its held-out transitions may have been trained on)."""
+    if not recorded or not dataset or recorded.get("id") != dataset["id"]:
+        return  # nothing recorded (older files, no data), or another dataset asked for by name
+    if recorded.get("fingerprint") != dataset["fingerprint"]:
+        message = (f"dataset {dataset['id']!r} has changed since {what} was made (fingerprint "
+                   f"{recorded.get('fingerprint')} then, {dataset['fingerprint']} now)")
+        if refuse:
+            raise SystemExit(f"error: {message}: resuming would go on with other data. Put the dataset it began "
+                             "with back, or start a new run.")
+        print(f"WARNING: {message}; it is used as it is now.")
 
 
 def env_id_for(dataset_id: str, metadata: dict, env_id: Optional[str]) -> str:
@@ -693,6 +734,25 @@ def to_batch(data: dict, device: torch.device) -> dict:
 CHECKPOINT_FORMAT = 2
 
 
+def check_free_space(folder: str, needed: int, what: str, fix: str) -> None:
+    """Before long work whose output has a known size: refuse it if `folder`'s disk has less
+    than `needed` bytes free (the work would be lost at its end). `fix`: what the user can do."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):  # (the folder may not exist yet: its disk is its first parent's)
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise SystemExit(f"error: {what}: about {needed / 1e6:,.0f} MB needed in {folder}, whose disk has "
+                         f"{free / 1e6:,.0f} MB free; {fix}.")
+
+
+def dataset_bytes(transitions: int, obs_dim: int, act_dim: int) -> int:
+    """Disk a Minari dataset of this size takes, with the flat cache the scripts write at its first
+    load (float32: observations, actions, reward, flags; ~20% and 1 MB to spare)."""
+    per_transition = 4 * ((obs_dim + act_dim + 3) + (2 * obs_dim + act_dim + 3))
+    return int(1.2 * transitions * per_transition) + 1_000_000
+
+
 def save_or_exit(obj, path: str) -> None:
     """A checkpoint written whole (atomic_save), or a one-line error that says where the logs are."""
     try:
@@ -775,9 +835,11 @@ def check_same_environment(ckpt: dict, env_id: str) -> None:
                          f"Pass --env-id {trained_on} (or the dataset it was trained on), or a checkpoint of {env_id}.")
 
 
-def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str, action_head: str = "mean") -> None:
+def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str, action_head: str = "mean",
+                          dataset: Optional[dict] = None) -> None:
     """Before anything is built: the checkpoint's networks must take this environment's sizes, and
-    come from this environment (`action_head`: the actor's output layer, SAC's "mean", TD3's "head")."""
+    come from this environment (`action_head`: the actor's output layer, SAC's "mean", TD3's "head");
+    `dataset` (dataset_record: this run's data) made again since the checkpoint's is warned about."""
     trained_obs = ckpt["actor"]["trunk.0.weight"].shape[1]  # the first Dense: (hidden, obs)
     trained_act = ckpt["actor"][f"{action_head}.weight"].shape[0]  # the output layer: (actions, hidden)
     if (trained_obs, trained_act) != (obs_dim, act_dim):
@@ -786,6 +848,7 @@ def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str, a
                          f"{trained_act}-dim actions); {env_id} has {obs_dim} and {act_dim}. Pass --env-id {trained_on} "
                          "or a checkpoint of this environment.")
     check_same_environment(ckpt, env_id)  # the same sizes are not the same body
+    check_same_data(ckpt.get("dataset"), dataset, "the checkpoint", refuse=False)
 
 
 def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
@@ -1287,6 +1350,11 @@ def load_task(args, default_dataset: str = "mujoco/hopper/medium-v0") -> tuple:
     return data, metadata, domain, env_id_for(args.dataset_id, metadata, args.env_id), preset
 
 
+def dataset_record(dataset_id: Optional[str], metadata: dict) -> Optional[dict]:
+    """What a checkpoint or resume point records of its data: {"id", "fingerprint"} (None: no data)."""
+    return {"id": dataset_id, "fingerprint": metadata["fingerprint"]} if "fingerprint" in metadata else None
+
+
 def build_envs(env_id: str, seed: int, metadata: dict, ckpt: Optional[dict] = None, data: Optional[dict] = None,
               dataset_id: str = "") -> tuple:
     """The training environment (seed) and the evaluation one (seed + 10,000), checked against the
@@ -1295,7 +1363,7 @@ def build_envs(env_id: str, seed: int, metadata: dict, ckpt: Optional[dict] = No
     env, eval_env = build_env(env_id, seed, metadata.get("spec")), build_env(env_id, seed + 10_000, metadata.get("spec"))
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if ckpt is not None:
-        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id)
+        check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id, dataset=dataset_record(dataset_id, metadata))
     if data is not None and data["observations"].shape[1] != obs_dim:
         raise SystemExit(f"error: dataset {dataset_id} has {data['observations'].shape[1]}-dim "
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
@@ -1346,7 +1414,7 @@ class Run:
         self.graphs = CudaGraphs(use_cuda_graphs(args, self.device))
         self.start_time = time.time()
         self.step, self.resume_step, self.interrupted = 0, None, False
-        self.run_dir = self.writer = self._previous_sigterm = None
+        self.run_dir = self.writer = self._previous_sigterm = self.dataset = None
         self.summary = {"run_dir": None, "evals": [], "first_losses": None}
 
     def start(self, eval_env: gym.Env, offline_evals: bool = False) -> Optional[str]:
@@ -1373,13 +1441,18 @@ class Run:
         torch.backends.cudnn.deterministic = self.args.torch_deterministic
         return torch.Generator().manual_seed(self.args.seed)
 
-    def open_logs(self, env_id: str, purge: bool = True):
+    def open_logs(self, env_id: str, purge: bool = True, metadata: Optional[dict] = None):
         """The run folder (runs/<env>__<exp>__<seed>__<time>, or the resumed one) and its writer.
         Resumed with `purge`: the logs continue the same curves (what came after the resume point
-        goes); without, nothing is purged (the steps redone log the very same values again)."""
+        goes); without, nothing is purged (the steps redone log the very same values again).
+        `metadata`: the offline data's; its id and fingerprint go into run.dataset, which resume
+        points and checkpoints record, and a resumed run refuses data changed since."""
         from torch.utils.tensorboard import SummaryWriter
 
         args = self.args
+        self.dataset = dataset_record(getattr(args, "dataset_id", None), metadata or {})
+        if self.resume:
+            check_same_data(self.resume.get("dataset"), self.dataset, f"the run {args.resume} began", refuse=True)
         self.run_dir = args.resume if self.resume else make_run_dir(env_id, args.exp_name, args.seed)
         self.summary["run_dir"] = self.run_dir
         self.writer = SummaryWriter(self.run_dir, purge_step=self.resume["step"] + 1 if self.resume and purge else None)
@@ -1437,7 +1510,8 @@ class Run:
 
     def save_resume_point(self, step: int, **parts) -> None:
         try:
-            save_resume_point(self.run_dir, args=asdict(self.args), step=step, summary=self.summary, **parts)
+            save_resume_point(self.run_dir, args=asdict(self.args), step=step, summary=self.summary,
+                              dataset=self.dataset, **parts)
         except OSError as e:  # the previous point (if any) is whole and stays; training goes on
             print(f"WARNING: {e}; no resume point at step {step:,}"
                   + (f" (the one of step {self.resume_step:,} is kept)" if self.resume_step is not None else ""))

@@ -124,9 +124,11 @@ TINY_TIER = dict(ENV_ID="Hopper-v5", DATASET="local/hopper/tiny-v0", CHECKPOINT=
 
 
 def test_tiny_cpu_tier_runs_every_method_from_one_checkpoint(sandbox):
-    """The whole pipeline at toy budgets: dataset, pre-training, the nine methods, the report."""
+    """The whole pipeline at toy budgets: dataset, pre-training, the nine methods, the report.
+    1,010 online steps: Cal-QL's first online update comes after one Hopper episode length (1,000)."""
     env = dict(os.environ, OUT=str(sandbox / "bench"), DATASET_STEPS="400",
-               OFFLINE_STEPS="20", ONLINE_STEPS="60", WARMUP="20", SEEDS="1", JOBS="1", **TINY_TIER)
+               OFFLINE_STEPS="20", ONLINE_STEPS="1010", WARMUP="20", SEEDS="1", JOBS="1",
+               **{**TINY_TIER, "EVAL": "--eval-interval 505 --eval-episodes 1"})
     done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -134,7 +136,7 @@ def test_tiny_cpu_tier_runs_every_method_from_one_checkpoint(sandbox):
     for _, label in R.BENCHMARK_METHODS:
         assert f"| {label} | 1 |" in table, label
     # the command in the table is the one that was run, with the settings given in the environment
-    assert "ONLINE_STEPS=60 WARMUP=20 " in table and 'NET="--critic-hidden 32' in table
+    assert "ONLINE_STEPS=1010 WARMUP=20 " in table and 'NET="--critic-hidden 32' in table
     assert (sandbox / "bench" / "curves.png").exists() and (sandbox / "bench" / "analysis.png").exists()
     runs = os.listdir(sandbox / "bench" / "runs")
     # one pre-training for the seed, and the Cal-QL, WSRL and JSRL runs all name its checkpoint
@@ -173,8 +175,8 @@ def test_cpu_tier_on_the_medium_dataset_from_shipped_checkpoints(sandbox):
 
     tiny = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32, offline_eval_interval=20, eval_episodes=1)
     env = dict(os.environ, OUT=str(sandbox / "bench"), ENV_ID="HalfCheetah-v5", DATASET="local/halfcheetah/medium-v0",
-               DATASET_STEPS="0", DATASET_SIZE="2000", ONLINE_STEPS="40", WARMUP="20",
-               SEEDS="1 2", JOBS="2", EVAL="--eval-interval 40 --eval-episodes 1",
+               DATASET_STEPS="0", DATASET_SIZE="2000", ONLINE_STEPS="1010", WARMUP="20",  # (Cal-QL: > 1 episode)
+               SEEDS="1 2", JOBS="2", EVAL="--eval-interval 505 --eval-episodes 1",
                NET="--critic-hidden 32 --actor-hidden 32 --num-qs 3 --batch-size 32")
     made = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_datasets.py"), "make", "--envs",
                            "halfcheetah", "--size", "2000"], env=env, capture_output=True, text=True, timeout=300)
@@ -334,8 +336,8 @@ def test_ctrl_c_then_resume_marks_nothing_finished_that_was_cut_short(sandbox):
     assert not (bench / "logs" / "pretrain_1.log.done").exists()
     # 3. resumed at small budgets: the dataset is kept, the pre-training runs again, all finish
     done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], capture_output=True, text=True,
-                          env=dict(env, RESUME="1", DATASET_STEPS="400", OFFLINE_STEPS="20", ONLINE_STEPS="60",
-                                   WARMUP="20"), timeout=600)
+                          env=dict(env, RESUME="1", DATASET_STEPS="400", OFFLINE_STEPS="20", ONLINE_STEPS="1010",
+                                   WARMUP="20", EVAL="--eval-interval 505 --eval-episodes 1"), timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "already on this machine, reused" in done.stdout
     assert len([r for r in os.listdir(bench / "runs") if "__pretrain__" in r]) == 1

@@ -350,7 +350,7 @@ def test_buffer_skips_the_newest_transitions_across_the_wrap():
     assert set(drawn.tolist()) == {2.0, 3.0, 4.0}  # 5 and 6, the newest two, are never drawn
 
 
-def test_no_retention_never_samples_the_dataset_online(dataset, monkeypatch):
+def test_no_retention_never_samples_the_dataset_online(dataset, monkeypatch, short_episodes):
     calls = record_sampling(monkeypatch)
     summary = run(dataset, offline_ratio=0.0)
     first_online = calls.index("online")
@@ -394,7 +394,7 @@ def test_both_phases_log_the_analysis_and_save_a_loadable_checkpoint(dataset, sh
     assert end["args"]["dataset_id"] == dataset  # taken from the checkpoint
 
 
-def test_interrupted_pretraining_still_saves_the_checkpoint(dataset, monkeypatch):
+def test_interrupted_pretraining_still_saves_the_checkpoint(dataset, monkeypatch, short_episodes):
     original = C.calql_update
     count = {"n": 0}
 

@@ -233,7 +233,7 @@ SMOKE = ["antmaze", "kitchen", "door", "pointmaze"]
 
 
 @pytest.mark.parametrize("name", SMOKE)
-def test_every_script_runs_on_the_domain(datasets, name):
+def test_every_script_runs_on_the_domain(datasets, name, short_episodes):  # (Cal-QL online: updates after an episode)
     dataset_id = datasets[name]
     pre = C.main(C.Args(dataset_id=dataset_id, offline_steps=30, online_steps=0, offline_eval_interval=30, cql_n_actions=4,
                         heldout_size=50, analysis_interval=50, **NET))

@@ -166,3 +166,162 @@ def test_a_damaged_resume_point_or_another_scripts_run_is_one_line(sandbox):
         S.main(S.Args(resume=run_dir))
     assert str(stop.value).startswith(f"error: {path} cannot be read (") and "damaged" in str(stop.value)
     assert len(str(stop.value).splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run was made from: a resume refuses a dataset changed since; a checkpoint warns
+# ---------------------------------------------------------------------------------------------
+def remake_dataset(dataset_id: str, episodes: int) -> None:
+    """The same id, other contents (a dataset made again)."""
+    import shutil
+
+    from conftest import write_random_dataset
+    from minari.storage import get_dataset_path
+
+    shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
+    write_random_dataset(S, dataset_id, episodes=episodes)
+
+
+def test_a_resume_on_a_dataset_replaced_since_is_refused_and_a_checkpoint_warns(sandbox, capsys):
+    import calql_offline as C
+
+    remake_dataset("test/hopper/random-v0", 30)
+    tiny = dict(num_qs=2, critic_hidden=16, actor_hidden=16, batch_size=16, eval_episodes=1)
+    summary = S.main(S.Args(dataset_id="test/hopper/random-v0", offline_ratio=0.5, online_steps=300, learning_starts=50,
+                            eval_interval=300, resume_interval=20, save_model=True, **tiny))
+    point = torch.load(os.path.join(summary["run_dir"], "resume.pt"), weights_only=False)
+    ckpt = torch.load(summary["checkpoint"], weights_only=False)
+    recorded = point["dataset"]
+    assert recorded["id"] == "test/hopper/random-v0" and len(recorded["fingerprint"]) == 16
+    assert ckpt["dataset"] == recorded  # the checkpoint records the same
+    S.main(S.Args(resume=summary["run_dir"]))  # unchanged data: resumes
+    remake_dataset("test/hopper/random-v0", 31)  # one episode more: other contents, same id
+    with pytest.raises(SystemExit) as stop:
+        S.main(S.Args(resume=summary["run_dir"]))
+    assert f"dataset 'test/hopper/random-v0' has changed since the run {summary['run_dir']} began" in str(stop.value)
+    assert recorded["fingerprint"] in str(stop.value) and len(str(stop.value).splitlines()) == 1
+    # a checkpoint fine-tuned on the data made again: a warning (the user may mean it), the run goes on
+    pre = C.main(C.Args(dataset_id="test/hopper/random-v0", offline_steps=10, online_steps=0, offline_eval_interval=10,
+                        **tiny))["pretrained_checkpoint"]
+    capsys.readouterr()
+    remake_dataset("test/hopper/random-v0", 32)
+    W.main(W.Args(pretrained_checkpoint=pre, online_steps=30, warmup_steps=10, eval_interval=30, **{
+        k: v for k, v in tiny.items() if k not in ("num_qs", "critic_hidden", "actor_hidden")}))
+    out = capsys.readouterr().out
+    assert "WARNING: dataset 'test/hopper/random-v0' has changed since the checkpoint was made" in out
+
+
+def test_the_fingerprint_follows_the_contents():
+    data = {"observations": np.zeros((4, 3), np.float32), "rewards": np.arange(4, dtype=np.float32)}
+    same = {k: v.copy() for k, v in data.items()}
+    other = {**same, "rewards": np.array([0, 1, 2, 4], np.float32)}
+    assert U.data_fingerprint(data) == U.data_fingerprint(same) != U.data_fingerprint(other)
+    U.check_same_data({"id": "a", "fingerprint": "x"}, {"id": "b", "fingerprint": "y"}, "it", refuse=True)  # other id
+    U.check_same_data(None, {"id": "a", "fingerprint": "y"}, "it", refuse=True)  # an older file: nothing recorded
+    with pytest.raises(SystemExit):
+        U.check_same_data({"id": "a", "fingerprint": "x"}, {"id": "a", "fingerprint": "y"}, "it", refuse=True)
+
+
+def test_a_truncated_dataset_file_is_one_line(sandbox):
+    remake_dataset("test/hopper/random-v0", 30)
+    from minari.storage import get_dataset_path
+
+    path = os.path.join(get_dataset_path("test/hopper/random-v0"), "data", "main_data.hdf5")
+    with open(path, "r+b") as f:  # cut short (a copy, a full disk)
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(SystemExit) as stop:
+        S.main(S.Args(dataset_id="test/hopper/random-v0", offline_ratio=0.5, online_steps=100, learning_starts=50))
+    assert str(stop.value).startswith("error: dataset 'test/hopper/random-v0' cannot be read (")
+    assert "damaged" in str(stop.value) and len(str(stop.value).splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Cal-QL online budgets that end before its first update
+# ---------------------------------------------------------------------------------------------
+def test_a_cal_ql_online_budget_below_its_first_update_is_refused_before_pretraining(sandbox):
+    import calql_offline as C
+
+    remake_dataset("test/hopper/random-v0", 30)
+    for module, extra in ((C, {}), (W, {"online_algo": "calql", "warmup_steps": 0})):
+        with pytest.raises(SystemExit) as stop:  # Hopper: 1,000-step episodes; the first update after step 1,000
+            module.main(module.Args(dataset_id="test/hopper/random-v0", online_steps=600, **extra))
+        assert "--online-steps 600 ends before Cal-QL's first online update, after step 1,000" in str(stop.value)
+        assert not os.path.exists(sandbox / "runs")  # before any pre-training or run folder
+    args = C.Args(online_steps=600, calql=False, batch_size=256)  # CQL: the online part of a batch only
+    env = U.build_env("Hopper-v5", 0)
+    assert C.calql_online_start(args, env) == 256
+    assert C.calql_online_start(C.Args(online_steps=0), env) == 1000  # pre-training alone: nothing to refuse
+    assert C.calql_online_start(C.Args(online_steps=600, calql=False, batch_size=256, offline_ratio=0.5), env) == 128
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets written by the tools: the disk checked first; a failed write one line, nothing left
+# ---------------------------------------------------------------------------------------------
+def fail_like_a_full_disk(monkeypatch):
+    """Minari's writer leaves a partial file, then h5py reports a full disk."""
+    import minari
+
+    def full_disk(dataset_id, *args, **kwargs):
+        from minari.storage import get_dataset_path
+
+        folder = os.path.join(get_dataset_path(dataset_id), "data")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "main_data.hdf5"), "wb") as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", full_disk)
+
+
+def tools_module(name):
+    import importlib
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    return importlib.import_module(name)
+
+
+def test_make_datasets_refuses_no_envs_and_a_disk_too_small_before_recording(sandbox, monkeypatch):
+    M = tools_module("make_datasets")
+    with pytest.raises(SystemExit, match="--num-envs is 0; it must be at least 1"):
+        M.make(M.Make(num_envs=0))
+    # per transition, float32: the file (17 + 6 + 3) and the flat cache (2 x 17 + 6 + 3) = 69 x 4 = 276 bytes;
+    # 1M of them with 20% to spare and 1 MB: 1.2 x 276 MB + 1 MB = 332.2 MB
+    assert U.dataset_bytes(1_000_000, 17, 6) == 332_200_000
+    monkeypatch.setattr(U.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 50_000_000})())
+    with pytest.raises(SystemExit) as stop:
+        M.make(M.Make(size=1_000_000))
+    assert str(stop.value).startswith("error: 1 dataset of --size 1,000,000: about 332 MB needed in ")
+    assert "whose disk has 50 MB free" in str(stop.value)
+    assert not os.path.exists(sandbox / "minari" / "local")
+
+
+def test_a_full_disk_while_a_dataset_is_written_leaves_nothing_and_keeps_the_old_one(sandbox, monkeypatch):
+    M = tools_module("make_datasets")
+    policies = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "policies")
+    M.make(M.Make(envs=["hopper"], size=300, num_envs=2, policy_dir=policies))  # the dataset that is there
+    before = U.load_offline_data("local/hopper/medium-v0", "locomotion")[1]["fingerprint"]
+    with pytest.MonkeyPatch.context() as patch:
+        fail_like_a_full_disk(patch)
+        with pytest.raises(SystemExit) as stop:
+            M.make(M.Make(envs=["hopper"], size=400, num_envs=2, overwrite=True, policy_dir=policies))
+    message = str(stop.value)
+    assert message.startswith("error: cannot write dataset local/hopper/medium-v0: No space left on device.")
+    assert "is as it was" in message and len(message.splitlines()) == 1
+    folders = [f for f in os.listdir(sandbox / "minari" / "local" / "hopper") if not f.endswith(".json")]
+    assert folders == ["medium-v0"]  # no partial dataset, no old one left aside
+    assert U.load_offline_data("local/hopper/medium-v0", "locomotion")[1]["fingerprint"] == before
+
+
+def test_an_export_that_cannot_be_written_keeps_the_runs_agent_and_says_where(sandbox, monkeypatch):
+    E = tools_module("export_dataset")
+    fail_like_a_full_disk(monkeypatch)
+    with pytest.raises(SystemExit) as stop:
+        E.main(E.Export(save_dataset_id="local/hopper/replay-v0", sac=S.Args(
+            online_steps=80, learning_starts=40, num_qs=2, critic_hidden=16, actor_hidden=16, batch_size=16,
+            eval_interval=80, eval_episodes=1)))
+    message = str(stop.value)
+    assert message.startswith("error: cannot write dataset local/hopper/replay-v0: No space left on device.")
+    kept = message.split("the run's agent is kept in ")[1].rstrip(".")
+    assert os.path.isfile(kept) and torch.load(kept, weights_only=False)["step"] == 80
+    assert os.listdir(sandbox / "minari" / "local" / "hopper") == []  # (made by the folder check) no partial dataset

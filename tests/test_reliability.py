@@ -169,7 +169,8 @@ def test_a_checkpoint_write_cut_short_leaves_nothing_under_the_real_name(sandbox
     assert not list(sandbox.glob("runs/*/*.pt")) and not list(sandbox.glob("runs/*/*.tmp"))  # nothing half-written
 
 
-def test_a_pretraining_cut_short_is_marked_and_warned_about_and_has_no_fine_tuned_copy(sandbox, monkeypatch, capsys):
+def test_a_pretraining_cut_short_is_marked_and_warned_about_and_has_no_fine_tuned_copy(sandbox, monkeypatch, capsys,
+                                                                                   short_episodes):
     write_random_dataset(S, episodes=5)
     original, calls = C.calql_update, {"n": 0}
 

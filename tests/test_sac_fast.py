@@ -201,6 +201,32 @@ def test_backup_entropy_subtracts_alpha_log_pi():
     torch.testing.assert_close(target, 2.0 - 0.5 * log_pi)
 
 
+def test_backup_entropy_with_the_max_backup_is_subtracted_from_each_candidate_before_the_max():
+    """Official SAC (max_target_backup): max_k [Q(s', a'_k) - alpha log pi(a'_k|s')]. By hand, alpha 1:
+    candidate 0 has Q 9, log pi 5 (9 - 5 = 4); candidate 1 Q 5, log pi -1 (5 + 1 = 6); the other
+    eight Q 0, log pi 0. Before the max: 6 (candidate 1). After it (Cal-QL's own code): 9 - 5 = 4."""
+
+    class Candidates:  # the 10 next actions, with their log-probabilities
+        def sample(self, obs):
+            actions = torch.zeros(len(obs), 1)
+            actions[0], actions[1] = 0.9, 0.5
+            log_pi = torch.zeros(len(obs))
+            log_pi[0], log_pi[1] = 5.0, -1.0
+            return actions, log_pi
+
+    def critic(obs, actions, idx=None):  # Q = 10 a in both members
+        return (10.0 * actions[:, 0]).expand(2, -1)
+
+    batch = {"next_obs": torch.zeros(1, 3), "rewards": torch.tensor([0.0]), "terminals": torch.tensor([0.0])}
+    args = S.Args(num_qs=2, num_min_qs=2, gamma=1.0, backup_entropy=True)
+    alpha_param = torch.tensor(S.inverse_softplus(1.0))
+    target = S.td_target(critic, Candidates(), alpha_param, batch, args, max_backup=True)
+    torch.testing.assert_close(target, torch.tensor([6.0]))
+    args.backup_entropy = False  # the paper's setting: the best Q alone
+    torch.testing.assert_close(S.td_target(critic, Candidates(), alpha_param, batch, args, max_backup=True),
+                               torch.tensor([9.0]))
+
+
 def test_tanh_gaussian_log_prob_matches_torch_distributions():
     torch.manual_seed(0)
     # float64, so that the reference's atanh(tanh(u)) does not lose precision where tanh saturates
@@ -535,7 +561,7 @@ def test_smoke_run_updates_saves_checkpoint_and_dataset(sandbox):
     assert os.path.exists(os.path.join(summary["run_dir"], "eval_curve.png"))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(summary["run_dir"]))
     ckpt = torch.load(summary["checkpoint"], weights_only=False)
-    assert set(ckpt) == {"actor", "critic", "critic_target", "alpha_param", "actor_opt", "critic_opt", "alpha_opt", "args", "step", "format", "env_id", "complete", "planned_steps"}
+    assert set(ckpt) == {"actor", "critic", "critic_target", "alpha_param", "actor_opt", "critic_opt", "alpha_opt", "args", "step", "format", "env_id", "complete", "planned_steps", "dataset"}
     n_updates = TINY["online_steps"] - TINY["learning_starts"]
     assert int(ckpt["critic_opt"]["state"][0]["step"]) == n_updates * args.utd
     assert int(ckpt["actor_opt"]["state"][0]["step"]) == n_updates

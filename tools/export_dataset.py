@@ -5,8 +5,10 @@ or N episodes of its final stochastic policy (like D4RL's medium and expert).
     python tools/export_dataset.py --save-dataset-id local/hopper/sac-v0 --save-rollouts 50 --online-steps 30000
 
 Every other flag is `sac_fast.py`'s own (`--help` lists both): this runs `sac_fast.main` with
-them, then writes what it learned from. The id and its folder are checked BEFORE training (an
-hour of training must not end on a refused name); the dataset is written with Minari's own
+them, then writes what it learned from. The id, its folder and the room on its disk are
+checked BEFORE training (an hour of training must not end on a refused name or a full disk); the
+run's checkpoint is always saved (`--save-model`), so a dataset that still cannot be written
+loses no training (the error says where the agent is); the dataset is written with Minari's own
 writer under a temporary id and renamed once whole, so nothing half-written is ever left under
 the id. A run cut short (Ctrl-C) still writes its data, marked `complete: false` in the
 dataset's metadata (loading such a dataset warns). Locomotion runs only: elsewhere the buffer
@@ -81,9 +83,12 @@ def save_minari(dataset_id: str, episodes: list, env_id: str, ref_scores, algori
         with open(meta_path, "w") as f:
             json.dump(meta, f)
         os.rename(partial_dir, final_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(partial_dir, ignore_errors=True)
-        raise
+        if isinstance(e, (OSError, RuntimeError)):  # a full disk (h5py: OSError or RuntimeError), a folder
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1][:200]
+            raise OSError(f"cannot write dataset {dataset_id}: {reason}") from None
+        raise  # Ctrl-C: nothing left behind, and the interrupt goes on
     return final_dir
 
 
@@ -164,6 +169,20 @@ def evaluate_random(env_id: str, seed: int, episodes: int) -> float:
     return float(np.mean(returns))
 
 
+def check_dataset_fits(e: Export) -> None:
+    """The dataset the run will write must fit on the disk, checked before an hour of training."""
+    from minari.storage import get_dataset_path
+
+    env_id = e.sac.env_id or (U.load_minari(e.sac.dataset_id).env_spec.id if e.sac.dataset_id else "Hopper-v5")
+    env = U.build_env(env_id, 0)
+    transitions = e.save_rollouts * env.spec.max_episode_steps if e.save_rollouts > 0 else e.sac.online_steps
+    needed = U.dataset_bytes(transitions, env.observation_space.shape[0], env.action_space.shape[0])
+    env.close()
+    U.check_free_space(str(get_dataset_path(e.save_dataset_id)), needed, f"dataset {e.save_dataset_id} "
+                       f"({transitions:,} transitions)", "free some space, or set MINARI_DATASETS_PATH to a folder on "
+                       "another disk")
+
+
 def main(e: Export) -> dict:
     check_dataset_id_is_free(e.save_dataset_id)
     if e.sac.online_steps < 1:
@@ -171,6 +190,8 @@ def main(e: Export) -> dict:
     if U.domain_of(e.sac.env_id or e.sac.dataset_id or "") != "locomotion":
         raise SystemExit("error: tools/export_dataset.py exports locomotion runs only; datasets of the other domains "
                          "come from Minari's hub or from tools/make_domain_datasets.py.")
+    check_dataset_fits(e)
+    e.sac.save_model = True  # what the run learned is kept in its folder, even if the dataset cannot be written
     if e.sac.learning_starts >= e.sac.online_steps:  # a run that would never update: random actions only
         if e.save_rollouts > 0:
             raise SystemExit("error: --save-rollouts records the final policy of a run that learns: raise "
@@ -193,7 +214,11 @@ def main(e: Export) -> dict:
     if ref_scores is None:  # unknown env: random policy as min, the final evaluation as max
         evals = summary["evals"]
         ref_scores = (evaluate_random(env_id, e.sac.seed, e.sac.eval_episodes), evals[-1][1] if evals else 0.0)
-    path = save_minari(e.save_dataset_id, episodes, env_id, ref_scores, "sac_fast", complete=complete)
+    try:
+        path = save_minari(e.save_dataset_id, episodes, env_id, ref_scores, "sac_fast", complete=complete)
+    except OSError as err:  # the disk filled up during the run: one line, and where the learning is
+        kept = f"the run's agent is kept in {summary['checkpoint']}" if "checkpoint" in summary else "nothing was kept"
+        raise SystemExit(f"error: {err}. Nothing was left under {e.save_dataset_id}; {kept}.")
     print(f"saved Minari dataset {e.save_dataset_id} ({what}{'' if complete else ', CUT SHORT: marked incomplete'}) "
           f"to {path}")
     summary["dataset"] = path

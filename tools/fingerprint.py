@@ -30,8 +30,13 @@ CASES = {
     "sac": ("sac_fast", dict(NET, online_steps=300, learning_starts=200, eval_interval=100, save_model=True)),
     "rlpd": ("sac_fast", dict(NET, online_steps=250, learning_starts=200, eval_interval=125, dataset_id=DATASET,
                               offline_ratio=0.5, utd=2)),
-    "calql": ("calql_offline", dict(NET, offline_steps=40, online_steps=120, cql_n_actions=4, offline_eval_interval=20,
-                                    eval_interval=60, analysis_interval=20, heldout_size=50, dataset_id=DATASET)),
+    # (Cal-QL's online updates start after one Hopper episode, 1,000 steps: too long for a case; the
+    # online Cal-QL/CQL loop is fingerprinted with CQL, whose updates start after one online batch)
+    "calql": ("calql_offline", dict(NET, offline_steps=40, online_steps=0, cql_n_actions=4, offline_eval_interval=20,
+                                    analysis_interval=20, heldout_size=50, dataset_id=DATASET)),
+    "cql-online": ("calql_offline", dict(NET, offline_steps=20, online_steps=120, calql=False, cql_n_actions=4,
+                                         offline_eval_interval=20, eval_interval=60, analysis_interval=20,
+                                         heldout_size=50, dataset_id=DATASET)),
     "wsrl": ("wsrl_calql_sac", dict(NET, offline_steps=40, warmup_steps=60, online_steps=160, utd=2, cql_n_actions=4,
                                     offline_eval_interval=20, eval_interval=40, analysis_interval=40, heldout_size=50,
                                     analysis_actions=4, dataset_id=DATASET)),

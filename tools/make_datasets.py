@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 import warnings
@@ -171,8 +172,21 @@ def make(args: Make) -> dict:
     """Returns {dataset id: its statistics} for the datasets written (or found)."""
     import minari
 
-    if args.size <= 0:
-        raise SystemExit("error: --size must be positive.")
+    from minari.storage import get_dataset_path
+
+    for name, value in (("--size", args.size), ("--num-envs", args.num_envs)):
+        if value < 1:
+            raise SystemExit(f"error: {name} is {value}; it must be at least 1.")
+    # all of it must fit on the disk before any of it is recorded (h5py on a full disk can crash)
+    needed = 0
+    for env in args.envs:
+        probe = U.build_env(ENV_IDS[env], 0)
+        dims = probe.observation_space.shape[0], probe.action_space.shape[0]
+        probe.close()
+        needed += sum(U.dataset_bytes(args.size * (2 if level == "medium-expert" else 1), *dims) for level in args.levels)
+    count = len(args.envs) * len(args.levels)
+    U.check_free_space(str(get_dataset_path()), needed, f"{count} dataset{'s' * (count > 1)} of --size {args.size:,}",
+                       "free some space, or set MINARI_DATASETS_PATH to a folder on another disk")
     torch.set_num_threads(1)  # one small forward pass per step: more threads only add overhead
     made = {}
     for env in args.envs:
@@ -203,14 +217,21 @@ def make(args: Make) -> dict:
                     recorded[part] = record(actor, env_id, args.size, args.seed + 1000 * i, args.num_envs)
                     print(f"  recorded {args.size:,} steps of the {part} policy on {env_id} in {time.time() - t0:.0f} s")
             episodes = [e for part in parts for e in recorded[part]]
-            if exists:
-                minari.delete_dataset(dataset_id)
-            try:
+            final_dir = str(get_dataset_path(dataset_id))
+            old_dir = f"{final_dir}.replaced{os.getpid()}"
+            if exists:  # --overwrite: the old one moves aside, and is deleted once the new one is whole
+                os.rename(final_dir, old_dir)
+            try:  # written under a temporary id, renamed once whole: a full disk or Ctrl-C leaves nothing
                 path = save_minari(dataset_id, episodes, env_id, refs, f"sac_fast {level} behaviour policy")
-            except BaseException:  # Ctrl-C or a full disk mid-write: leave no half-written dataset behind
-                if dataset_id in minari.list_local_datasets():
-                    minari.delete_dataset(dataset_id)
+            except BaseException as e:
+                if exists:
+                    os.rename(old_dir, final_dir)  # the dataset that was there stays
+                if isinstance(e, OSError):
+                    raise SystemExit(f"error: {e}. {dataset_id} is as it was; free some space (or set "
+                                     "MINARI_DATASETS_PATH to a folder on another disk) and run again.")
                 raise
+            if exists:
+                shutil.rmtree(old_dir)
             stats = dataset_stats(episodes)
             stats["normalized_mean_return"] = 100 * (stats["mean_return"] - refs[0]) / (refs[1] - refs[0])
             made[dataset_id] = stats
