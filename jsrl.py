@@ -616,13 +616,15 @@ def main(args: Args) -> dict:
                 summary["rollins"].append((step, guide_steps, int(episode["l"])))
                 rollin_left, guide_steps = start_episode(step), 0
 
-            # one high-UTD update per env step, from the first step on (as the paper's JSRL)
-            updates_start = updates_start or (time.time(), step)
-            info = sac_step(rb.sample((args.utd * args.batch_size,), gen))  # utd minibatches, stacked
-            if summary["first_losses"] is None:
-                summary["first_losses"] = {k: float(v) for k, v in info.items()}
-            if step % 100 == 0:
-                run.log_losses("losses/", info, step, "online")
+            # one high-UTD update per env step, once the buffer holds one batch (the official WSRL
+            # loop's rule for every method; JSRL's guide fills it from the first step on)
+            if step > args.batch_size:
+                updates_start = updates_start or (time.time(), step)
+                info = sac_step(rb.sample((args.utd * args.batch_size,), gen))  # utd minibatches, stacked
+                if summary["first_losses"] is None:
+                    summary["first_losses"] = {k: float(v) for k, v in info.items()}
+                if step % 100 == 0:
+                    run.log_losses("losses/", info, step, "online")
 
             # evaluation uses its own env, so the training episode in progress is not disturbed
             if step % args.eval_interval == 0 or step == args.online_steps:

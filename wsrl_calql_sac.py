@@ -908,8 +908,10 @@ def main(args: Args) -> dict:
                           target_entropy, update_actor=update_actor, noise=so2_noise)
 
     sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs, as above
-    # the last step without a gradient step: the warmup's end (--online-algo calql: not before Cal-QL's online start)
-    learning_starts = max(warmup_env_steps, calql_start)
+    # the last step without a gradient step, as the official loop: the warmup's end, and never before the
+    # buffer holds the online part of one batch (--warmup-steps 0); --online-algo calql: Cal-QL's online start
+    first_batch = args.batch_size - offline_per_batch(args.batch_size, args.offline_ratio) - rb.size
+    learning_starts = max(warmup_env_steps, first_batch, calql_start)
     last_return, episode_length, info = float("nan"), 0, {}  # no update yet: no losses to show
     online_max_backup = args.online_algo == "calql" or args.max_target_backup  # as the online learner's target
     pretrain_interrupted, step = run.interrupted, 0  # a Ctrl-C in phase 1 ends the run: no online phase

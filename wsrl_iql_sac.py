@@ -24,8 +24,8 @@ from typing import Annotated, Literal, Optional
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
     ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, env_snapshot, env_step,
-    full_precision, heldout_split, load_pretrained, load_task, build_envs, reference_scores, restore, restore_env,
-    restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states, to_batch,
+    full_precision, heldout_split, load_pretrained, load_task, build_envs, offline_per_batch, reference_scores, restore,
+    restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states, to_batch,
 )
 
 import gymnasium as gym
@@ -68,6 +68,9 @@ class Args:
     paper: variance 0.3)"""
     target_noise_clip: float = 0.6
     """the target smoothing noise is clipped to [-clip, clip] (--online-algo so2 only; SO2's paper: 0.6)"""
+    handover_temperature: Optional[float] = None
+    """SAC's temperature at the hand-over (IQL has none); None: the one at which pi_pre's spread is at
+    rest under SAC's actor loss (handover_temperature(); 0.04 for the shipped HalfCheetah agent)"""
     offline_eval_interval: int = 1_000
     """evaluate every this many offline gradient steps"""
     eval_interval: int = 2_500
@@ -566,6 +569,24 @@ def iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value
 # [end copy]
 
 
+# ---------------------------------------------------------------------------------------------
+# The temperature at the IQL -> SAC hand-over (not in the official code: docs/algorithms.md §4)
+# ---------------------------------------------------------------------------------------------
+def handover_temperature(actor: Actor, critic: QEnsemble, obs: torch.Tensor) -> float:
+    """IQL trains no temperature; SAC's usual 1.0 is far too hot for a policy whose critic is nearly
+    flat in the action (its std grows until it acts at random). Start where SAC's actor loss
+    alpha log pi - Q leaves the policy's spread at rest: the alpha that makes its gradient on the
+    std parameters smallest, -<g_logpi, g_Q> / |g_logpi|^2, in [1e-3, 1] (a Cal-QL agent: its own)."""
+    params = [p for name, p in actor.named_parameters() if "log_std" in name]
+    with torch.random.fork_rng(devices=[]):  # its random actions leave the training streams untouched
+        torch.manual_seed(0)
+        actions, log_pi = actor.sample(obs)
+    g_logpi = torch.autograd.grad(log_pi.mean(), params, retain_graph=True)
+    g_q = torch.autograd.grad(-critic(obs, actions).min(dim=0).values.mean(), params)
+    alpha = -sum((a * b).sum() for a, b in zip(g_logpi, g_q)) / sum((a * a).sum() for a in g_logpi)
+    return float(alpha.clamp(1e-3, 1.0))
+
+
 # [copy: q-diagnostics]
 # ---------------------------------------------------------------------------------------------
 # The paper's evidence (docs/algorithms.md §7): Q and TD error on data the critic never trains on
@@ -789,12 +810,14 @@ def main(args: Args) -> dict:
     # IQL -> SAC (docs/algorithms.md §4; not in the official code). IQL trained SAC's own networks
     # (the critic ensemble, the tanh-Gaussian actor), so they carry over with their Adam moments.
     # What SAC has not is dropped or reset: V(s) (SAC's target uses Q(s', a' ~ pi)); the temperature
-    # (IQL has no entropy term: alpha starts at --init-temperature with a fresh Adam); IQL's 3e-4
-    # learning rates. The IQL baseline (--online-algo iql) changes nothing.
+    # (IQL has no entropy term: alpha starts at --handover-temperature, by default where pi_pre's
+    # spread is at rest, with a fresh Adam); IQL's 3e-4 learning rates. --online-algo iql changes nothing.
     if args.online_algo in ("sac", "so2"):
         del value, value_opt, learner["value"], learner["value_opt"]
+        alpha = args.handover_temperature or handover_temperature(actor, critic, heldout["obs"])
+        print(f"hand-over temperature {alpha:.3g}" + (" (pi_pre's spread at rest)" if not args.handover_temperature else ""))
         with torch.no_grad():
-            alpha_param.fill_(inverse_softplus(args.init_temperature))
+            alpha_param.fill_(inverse_softplus(alpha))
         alpha_opt.state.clear()  # a fresh Adam: no moments, step 0
         for opt, lr in ((actor_opt, args.actor_lr), (critic_opt, args.critic_lr)):
             for group in opt.param_groups:
@@ -826,10 +849,13 @@ def main(args: Args) -> dict:
                           target_entropy, update_actor=update_actor, noise=so2_noise)
 
     sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs, as above
+    first_batch = args.batch_size - offline_per_batch(args.batch_size, args.offline_ratio) - rb.size  # (official loop:
+    learning_starts = max(warmup_env_steps, first_batch)  # no update before the buffer holds a batch's online part)
     pretrain_interrupted, step, last_return, info = run.interrupted, 0, float("nan"), {}  # (Ctrl-C in phase 1: the end)
     if not pretrain_interrupted:
         print(f"===== PHASE 2: warmup, {warmup_env_steps:,} steps of the frozen {args.warmup_policy} policy; "
-              f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} =====")
+              f"PHASE 3: {args.online_algo.upper()} fine-tuning at UTD {args.utd} to step {args.online_steps:,} "
+              f"(first update after step {learning_starts:,}) =====")
         if resumed_online:  # at an episode end: no episode in progress
             restore_from(run.resume, **learner, actor_pre=actor_pre, critic_pre=critic_pre, buffer=rb)
             step, last_return, obs = run.resume["step"], run.resume["last_return"], run.resume["obs"]
@@ -856,7 +882,7 @@ def main(args: Args) -> dict:
                 rb.add(o, a, reward_transform(r), next_o, terminated, ended)  # Alg. 1, line 10
                 last_return = run.log_episode(episode, step, last_return)
 
-                if step > warmup_env_steps:  # Alg. 1, lines 11-14: no gradient step during warmup
+                if step > learning_starts:  # Alg. 1, lines 11-14: no gradient step during warmup
                     updates_start = updates_start or (time.time(), step)
                     batch = sample_batch(rb, retained, args.utd, args.batch_size, args.offline_ratio, gen)
                     if args.online_algo in ("sac", "so2"):  # plain SAC: no pessimism, no behaviour constraint
@@ -891,7 +917,7 @@ def main(args: Args) -> dict:
                    f"IQL offline on {args.dataset_id}")
     if summary["evals"]:
         save_curve(os.path.join(run.run_dir, "eval_curve.png"), summary["evals"], f"WSRL (IQL init) on {env_id}",
-                   {"updates start": warmup_env_steps} if warmup_env_steps else None)
+                   {"updates start": learning_starts} if learning_starts else None)
     return run.finish(step, env, eval_env)
 
 

@@ -1014,7 +1014,7 @@ def check_args(args, budgets: dict) -> None:
                                "target_noise_clip"):
         if value < 0:
             problems.append(f"{flag(name)} is {value:g}; it must be at least 0")
-    for name, value in present("bc_alpha", "td3c_epsilon", "lagrange_init"):
+    for name, value in present("bc_alpha", "td3c_epsilon", "lagrange_init", "handover_temperature"):
         if value <= 0:
             problems.append(f"{flag(name)} is {value:g}; it must be above 0")
     for name, value in present("gamma", "tau"):  # a discount above 1 diverges; a Polyak rate is a share

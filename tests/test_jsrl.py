@@ -113,7 +113,10 @@ def test_learner_starts_from_the_checkpoint_unless_told_otherwise(checkpoint, mo
     first = {}
     original = J.sac_update
 
+    calls = []
+
     def sac_update(actor, critic, critic_target, alpha_param, *rest, **kw):
+        calls.append(1)
         if not first:
             first.update(actor={k: v.clone() for k, v in actor.state_dict().items()},
                          critic={k: v.clone() for k, v in critic.state_dict().items()},
@@ -122,7 +125,8 @@ def test_learner_starts_from_the_checkpoint_unless_told_otherwise(checkpoint, mo
         return original(actor, critic, critic_target, alpha_param, *rest, **kw)
 
     monkeypatch.setattr(J, "sac_update", sac_update)
-    summary = J.main(J.Args(pretrained_checkpoint=checkpoint, online_steps=20, **TINY, **flags))
+    summary = J.main(J.Args(pretrained_checkpoint=checkpoint, online_steps=40, **TINY, **flags))
+    assert len(calls) == 40 - 32  # one update per step once the buffer holds one batch (32), as the official loop
     assert same_tensors(first["actor"], pre["actor"]) == flags.get("init_policy", True)
     assert same_tensors(first["critic"], pre["critic"]) == flags.get("init_critic", True)
     if flags.get("init_critic", True):
@@ -153,7 +157,7 @@ def test_min_of_one_subsampled_critic_on_antmaze_as_rlpd(checkpoint, tmp_path, m
         return original(*a, **kw)
 
     monkeypatch.setattr(J, "sac_update", sac_update)
-    J.main(J.Args(pretrained_checkpoint=path, online_steps=20, num_min_qs=flag, **TINY))
+    J.main(J.Args(pretrained_checkpoint=path, online_steps=40, num_min_qs=flag, **TINY))
     assert seen == {expected}
 
 

@@ -13,7 +13,7 @@ import wsrl_iql_sac as I
 import wsrl_utils as U
 from conftest import write_random_dataset
 
-TINY = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32, offline_eval_interval=20, eval_interval=30,
+TINY = dict(num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=8, offline_eval_interval=20, eval_interval=30,
             eval_episodes=1, analysis_interval=15, heldout_size=50, analysis_actions=4)
 
 
@@ -59,7 +59,7 @@ def test_hand_over_copies_iql_weights_drops_value_and_resets_temperature(dataset
 
     monkeypatch.setattr(I, "sac_update", sac_update)
     summary = I.main(I.Args(dataset_id=dataset, offline_steps=20, online_steps=30, warmup_steps=10, save_model=True,
-                            init_temperature=0.5, **TINY))
+                            handover_temperature=0.5, **TINY))
     pre = U.read_checkpoint(summary["pretrained_checkpoint"], torch.device("cpu"))
     assert "value" in pre  # the IQL checkpoint keeps V, for --online-algo iql
     for key in ("actor", "critic", "critic_target"):
@@ -156,5 +156,36 @@ def test_so2_from_the_iql_agent_hands_over_to_sac_with_its_noise(dataset, monkey
     summary = I.main(I.Args(dataset_id=dataset, offline_steps=20, online_steps=30, warmup_steps=0, online_algo="so2",
                             save_model=True, **TINY))
     assert (math.sqrt(0.3), 0.6) in seen and set(seen) <= {None, (math.sqrt(0.3), 0.6)}
-    assert seen.count((math.sqrt(0.3), 0.6)) >= 30  # one critic update per online step, at least
+    assert seen.count((math.sqrt(0.3), 0.6)) >= 30 - 8  # one critic update per step once the buffer holds a batch (8)
     assert "value" not in torch.load(summary["checkpoint"], weights_only=False)
+
+
+def test_the_handover_temperature_leaves_the_policys_spread_at_rest():
+    """alpha* = -<g_logpi, g_Q> / |g_logpi|^2 on the std parameters: at alpha*, SAC's actor loss
+    alpha log pi - Q has no gradient along g_logpi. A critic that prefers small actions (Q = -5 |a|^2)
+    pulls the std down, the entropy term pushes it up: alpha* > 0. A critic flat in the action
+    needs no entropy pressure: the lower clamp, 1e-3."""
+    torch.manual_seed(0)
+    actor = I.Actor(3, 2, 16, 1, state_dependent_std=False)
+    with torch.no_grad():
+        actor.log_std.fill_(-1.5)  # std 0.22 (the shipped IQL agent's median: 0.13)
+    obs = torch.randn(256, 3)
+    critic = lambda o, a: (-5.0 * (a ** 2).sum(dim=1)).expand(2, -1)  # two members, (E, B)
+    alpha = I.handover_temperature(actor, critic, obs)
+    assert 0.01 < alpha < 1.0
+    # g_Q is linear in the critic's scale, so alpha* is too: twice the values, twice the temperature
+    double = lambda o, a: 2.0 * critic(o, a)
+    assert I.handover_temperature(actor, double, obs) == pytest.approx(2 * alpha, rel=1e-5)
+    params = [p for n, p in actor.named_parameters() if "log_std" in n]
+    with torch.random.fork_rng(devices=[]):  # the very draw handover_temperature made
+        torch.manual_seed(0)
+        actions, log_pi = actor.sample(obs)
+    g_logpi = torch.autograd.grad(log_pi.mean(), params, retain_graph=True)
+    g_loss = torch.autograd.grad(alpha * log_pi.mean() - critic(obs, actions).min(dim=0).values.mean(), params)
+    along = sum((a * b).sum() for a, b in zip(g_logpi, g_loss)) / sum((a * a).sum() for a in g_logpi).sqrt()
+    assert abs(float(along)) < 1e-4
+    flat = lambda o, a: (0.0 * a.sum(dim=1)).expand(2, -1)
+    assert I.handover_temperature(actor, flat, obs) == pytest.approx(1e-3)
+    state_before = torch.get_rng_state()
+    I.handover_temperature(actor, critic, obs)
+    assert torch.equal(torch.get_rng_state(), state_before)  # the training streams are untouched
