@@ -25,6 +25,8 @@
 #   wsrl                 wsrl_calql_sac.py from that checkpoint: warmup, then SAC
 #   wsrl_no_warmup       the same with --warmup-steps 0
 #   wsrl_iql             wsrl_iql_sac.py from IQL_CHECKPOINT, or its own IQL pre-training (same steps), then WSRL
+#   wsrl_iql_no_warmup   wsrl_iql_sac.py from IQL_CHECKPOINT, SAC with --warmup-steps 0
+#   iql_no_retention     wsrl_iql_sac.py from IQL_CHECKPOINT, IQL online, data discarded (--online-algo iql)
 #   calql_no_retention   calql_offline.py from the checkpoint, Cal-QL online, data discarded
 #   calql_retention      the same with half of every batch from the offline data
 #   jsrl                 jsrl.py from the checkpoint
@@ -253,6 +255,11 @@ if [ "$TIER" = "_job" ]; then
         run wsrl_iql_sac.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps "$ONLINE_STEPS" \
           --warmup-steps "$WARMUP" --offline-eval-interval "$OFFLINE_STEPS" --utd "$UTD" $NET $EVAL
       fi ;;
+    wsrl_iql_no_warmup|iql_no_retention)  # from the shipped IQL checkpoint: SAC with no warmup, or IQL online
+      [ -n "$IQL_CHECKPOINT" ] || { echo "$METHOD needs IQL_CHECKPOINT (a pre-trained IQL agent)" >&2; exit 1; }
+      case $METHOD in wsrl_iql_no_warmup) ALGO=sac ;; *) ALGO=iql ;; esac
+      run wsrl_iql_sac.py --pretrained-checkpoint "$IQL_CHECKPOINT" --online-steps "$ONLINE_STEPS" --warmup-steps 0 \
+        --online-algo "$ALGO" --utd "$UTD" $EVAL ;;
     rlpd)
       run sac_fast.py --dataset-id "$DATASET" --offline-ratio 0.5 --online-steps "$ONLINE_STEPS" \
         --learning-starts "$WARMUP" --utd "$UTD" $NET $EVAL ;;
@@ -274,8 +281,9 @@ fi
 # pre-trainings, the Cal-QL runs (a step with the CQL term costs several SAC steps), the methods
 # that start from the checkpoint, then those that need none.
 METHOD_ORDER="pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl so2 wsrl_iql rlpd sac_fast"
+OPTIONAL="wsrl_iql_no_warmup iql_no_retention"  # run only when METHODS names them
 [ -z "$CHECKPOINT" ] || METHOD_ORDER=${METHOD_ORDER#pretrain }  # shipped: nothing to pre-train
-KNOWN="$METHOD_ORDER td3bc_pretrain td3 td3c td3bc"
+KNOWN="$METHOD_ORDER $OPTIONAL td3bc_pretrain td3 td3c td3bc"
 if [ -n "${METHODS:-}" ]; then  # a subset, e.g. METHODS="wsrl wsrl_no_warmup" UTD=4 for the warmup ablation
   for m in $METHODS; do
     [[ " $KNOWN " == *" $m "* ]] || { echo "error: METHODS: unknown method $m (known: $KNOWN)" >&2; exit 1; }

@@ -91,23 +91,22 @@ class Args:
     num_min_qs: int = 2
     """critics drawn (without replacement) for the target min and for the CQL term (paper: 2)"""
     critic_hidden: Optional[int] = None
-    """width of the critics' hidden layers (None: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
+    """width of the critics' hidden layers (None: domain preset, 256; adroit, kitchen 512; a checkpoint's wins)"""
     critic_layers: Optional[int] = None
-    """hidden layers of each critic (None: domain preset: locomotion 2, antmaze 4, adroit/kitchen 3;
-    a checkpoint's own replaces it)"""
+    """hidden layers of each critic (None: domain preset, locomotion 2, antmaze 4, adroit/kitchen 3; a checkpoint's wins)"""
     actor_hidden: Optional[int] = None
-    """width of the actor's hidden layers (None: domain preset: 256; adroit, kitchen 512; a
-    checkpoint's own replaces it)"""
+    """width of the actor's hidden layers (None: domain preset, 256; adroit, kitchen 512; a checkpoint's wins)"""
     actor_layers: Optional[int] = None
     """hidden layers of the actor (None: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
     last_hidden_init_scale: Optional[float] = None
     """orthogonal-init gain of the last hidden layer of actor and critics (None: domain preset,
     as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
     state_dependent_std: Optional[bool] = None
-    """the policy's std is a head on the state (True) or one learned number per action dimension
-    (False) (None: domain preset, as the official code: False on antmaze, True elsewhere; a
-    checkpoint's own replaces it)"""
+    """the policy's std: a head on the state (True) or one learned number per action dimension (False)
+    (None: domain preset, as the official code: False on antmaze, True elsewhere; a checkpoint's wins)"""
+    layer_norm: Optional[bool] = None
+    """LayerNorm after every hidden Dense of actor and critics (None: on, as WSRL; a checkpoint's wins).
+    `--layer-norm False --num-qs 2`: the networks of the original IQL, CQL, Cal-QL (the paper's Fig. 7)"""
     actor_lr: float = 1e-4
     """actor learning rate"""
     critic_lr: float = 3e-4
@@ -230,16 +229,16 @@ class VectorizedLayerNorm(nn.Module):
 class QEnsemble(nn.Module):
     """num_qs critics Q_i(s, a), each Dense -> LayerNorm -> ReLU per hidden layer, then its OWN
     output head. (The official code shares one head across the trunks; an ensemble of
-    independent Q-functions is what the paper describes, so we do not.)"""
+    independent Q-functions is what the paper describes, so we do not.) layer_norm=False: none."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN):
+                 last_hidden_scale: float = ORTHOGONAL_GAIN, layer_norm: bool = True):
         super().__init__()
         self.num_qs = num_qs
         sizes = [obs_dim + act_dim] + [hidden] * layers
         gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
         self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs, g) for i, o, g in zip(sizes[:-1], sizes[1:], gains))
-        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
+        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers) if layer_norm)
         self.head = VectorizedLinear(hidden, 1, num_qs)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -250,8 +249,9 @@ class QEnsemble(nn.Module):
         x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
         n = self.num_qs if idx is None else len(idx)
         x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
-        for linear, norm in zip(self.linears, self.norms):
-            x = F.relu(norm(linear(x, idx), idx), inplace=True)
+        for i, linear in enumerate(self.linears):
+            x = linear(x, idx)
+            x = F.relu(self.norms[i](x, idx) if self.norms else x, inplace=True)
         return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
 
 
@@ -271,15 +271,15 @@ class Actor(nn.Module):
     critic"; official code: use_layer_norm=True for the policy too). The std is a second head on
     the trunk (state-dependent, the default), or, with state_dependent_std=False, one learned
     log std per action dimension that starts at 0 (std 1): the official antmaze configs
-    (std_parameterization="uniform")."""
+    (std_parameterization="uniform"). layer_norm=False: no LayerNorm (the original IQL, CQL, Cal-QL)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN, state_dependent_std: bool = True):
+                 last_hidden_scale: float = ORTHOGONAL_GAIN, state_dependent_std: bool = True, layer_norm: bool = True):
         super().__init__()
         sizes = [obs_dim] + [hidden] * layers
         gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
-        self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains)
-                                     for m in (orthogonal_linear(i, o, g), nn.LayerNorm(o, eps=LAYER_NORM_EPS), nn.ReLU())])
+        self.trunk = nn.Sequential(*[m for i, o, g in zip(sizes[:-1], sizes[1:], gains) for m in (
+            orthogonal_linear(i, o, g), *([nn.LayerNorm(o, eps=LAYER_NORM_EPS)] if layer_norm else []), nn.ReLU())])
         self.mean = orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN)
         self.state_dependent_std = state_dependent_std
         self.log_std = (orthogonal_linear(hidden, act_dim, ORTHOGONAL_GAIN) if state_dependent_std
@@ -397,9 +397,9 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
     at the start), the temperature alpha = softplus(alpha_param) (so that it stays positive), and
     their Adam optimizers."""
     actor = Actor(obs_dim, act_dim, args.actor_hidden, args.actor_layers, args.last_hidden_init_scale,
-                  args.state_dependent_std).to(device)
-    critic = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
-    critic_target = QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs, args.last_hidden_init_scale).to(device)
+                  args.state_dependent_std, args.layer_norm).to(device)
+    critic, critic_target = (QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs,
+                                       args.last_hidden_init_scale, args.layer_norm).to(device) for _ in range(2))
     critic_target.load_state_dict(critic.state_dict())
     alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
     return (actor, critic, critic_target, alpha_param, *make_optimizers(actor, critic, alpha_param, args))

@@ -241,16 +241,16 @@ class VectorizedLayerNorm(nn.Module):
 class QEnsemble(nn.Module):
     """num_qs critics Q_i(s, a), each Dense -> LayerNorm -> ReLU per hidden layer, then its OWN
     output head. (The official code shares one head across the trunks; an ensemble of
-    independent Q-functions is what the paper describes, so we do not.)"""
+    independent Q-functions is what the paper describes, so we do not.) layer_norm=False: none."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, num_qs: int,
-                 last_hidden_scale: float = ORTHOGONAL_GAIN):
+                 last_hidden_scale: float = ORTHOGONAL_GAIN, layer_norm: bool = True):
         super().__init__()
         self.num_qs = num_qs
         sizes = [obs_dim + act_dim] + [hidden] * layers
         gains = [ORTHOGONAL_GAIN] * (layers - 1) + [last_hidden_scale]
         self.linears = nn.ModuleList(VectorizedLinear(i, o, num_qs, g) for i, o, g in zip(sizes[:-1], sizes[1:], gains))
-        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers))
+        self.norms = nn.ModuleList(VectorizedLayerNorm(hidden, num_qs) for _ in range(layers) if layer_norm)
         self.head = VectorizedLinear(hidden, 1, num_qs)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -261,8 +261,9 @@ class QEnsemble(nn.Module):
         x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
         n = self.num_qs if idx is None else len(idx)
         x = x.unsqueeze(0).expand(n, *x.shape)  # (E, B, obs+act), a view: no copy
-        for linear, norm in zip(self.linears, self.norms):
-            x = F.relu(norm(linear(x, idx), idx), inplace=True)
+        for i, linear in enumerate(self.linears):
+            x = linear(x, idx)
+            x = F.relu(self.norms[i](x, idx) if self.norms else x, inplace=True)
         return full_precision(self.head, x, idx).squeeze(-1)  # (E, B)
 
 

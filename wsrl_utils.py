@@ -55,20 +55,20 @@ import torch.nn as nn  # noqa: E402
 # ---------------------------------------------------------------------------------------------
 DOMAIN_PRESETS = {  # (each script uses the keys it has flags for: Cal-QL's cql_*, IQL's expectile and beta)
     "locomotion": dict(critic_hidden=256, critic_layers=2, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
-                       state_dependent_std=True,
+                       state_dependent_std=True, layer_norm=True,
                        cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=3.0),
     "antmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
-                    state_dependent_std=False,  # one learned std per action dim (std_parameterization="uniform")
+                    state_dependent_std=False, layer_norm=True,  # one learned std per action dim (std_parameterization="uniform")
                     cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
     # PointMaze (this project's sparse-maze demo; not in the paper): antmaze's settings
     "pointmaze": dict(critic_hidden=256, critic_layers=4, actor_hidden=256, actor_layers=2, last_hidden_init_scale=0.01,
-                      state_dependent_std=False,
+                      state_dependent_std=False, layer_norm=True,
                       cql_alpha=5.0, cql_importance_sample=True, cql_lagrange=True, expectile=0.9, awr_beta=10.0),
     "adroit": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=2, last_hidden_init_scale=0.01,
-                   state_dependent_std=True,
+                   state_dependent_std=True, layer_norm=True,
                    cql_alpha=1.0, cql_importance_sample=True, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
     "kitchen": dict(critic_hidden=512, critic_layers=3, actor_hidden=512, actor_layers=3, last_hidden_init_scale=math.sqrt(2.0),
-                    state_dependent_std=True,
+                    state_dependent_std=True, layer_norm=True,
                     cql_alpha=5.0, cql_importance_sample=False, cql_lagrange=False, expectile=0.7, awr_beta=0.5),
 }
 
@@ -790,7 +790,7 @@ def save_actor(run_dir: str, actor: nn.Module, args, env_id: str, step: int, eva
 # Loading a checkpoint written by save_checkpoint (any script of this repository)
 # ---------------------------------------------------------------------------------------------
 NETWORK_ARGS = ("num_qs", "critic_hidden", "critic_layers", "actor_hidden", "actor_layers", "last_hidden_init_scale",
-                "state_dependent_std")
+                "state_dependent_std", "layer_norm")
 
 
 def read_checkpoint(path: str, device: torch.device) -> dict:
@@ -854,8 +854,10 @@ def check_checkpoint_fits(ckpt: dict, obs_dim: int, act_dim: int, env_id: str, a
 def use_checkpoint_network_sizes(args, ckpt: dict) -> None:
     """The networks must be built with the checkpoint's sizes: they override the flags (said aloud)."""
     for key in NETWORK_ARGS:
-        # (the std's kind is read from the weights: checkpoints older than that flag name it nowhere else)
-        value = "log_std.weight" in ckpt["actor"] if key == "state_dependent_std" else ckpt["args"][key]
+        # (the std's kind and the LayerNorms are read from the weights: checkpoints older than
+        # those flags name them nowhere else)
+        value = ("log_std.weight" in ckpt["actor"] if key == "state_dependent_std" else
+                 any(k.startswith("norms.") for k in ckpt["critic"]) if key == "layer_norm" else ckpt["args"][key])
         if getattr(args, key) not in (None, value):
             print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaced by the checkpoint's {value}")
         setattr(args, key, value)

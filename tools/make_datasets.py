@@ -114,7 +114,8 @@ def load_policy(policy_dir: str, env: str, level: str) -> tuple[S.Actor, dict]:
 def build_actor(saved: dict) -> S.Actor:
     """The actor of a file written by `sac_fast.py --save-actors` (or shipped from one)."""
     env = U.build_env(saved["env_id"], 0)
-    actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], saved["actor_hidden"], saved["actor_layers"])
+    actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], saved["actor_hidden"], saved["actor_layers"],
+                    layer_norm=any(".weight" in k and saved["actor"][k].dim() == 1 for k in saved["actor"]))
     env.close()
     actor.load_state_dict(saved["actor"])
     return actor.eval()

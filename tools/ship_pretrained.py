@@ -41,7 +41,8 @@ def ship(path: str, name: str, command: str, episodes: int = 20, out_dir: str = 
         spec = U.dataset_env_spec(dict(U.load_minari(args["dataset_id"]).storage.metadata))
     env = U.build_env(env_id, 70_000, spec)
     actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], args["actor_hidden"], args["actor_layers"],
-                    state_dependent_std="log_std.weight" in ckpt["actor"])
+                    state_dependent_std="log_std.weight" in ckpt["actor"],
+                    layer_norm=any(k.startswith("norms.") for k in ckpt["critic"]))
     actor.load_state_dict(ckpt["actor"])
     returns, successes = [], []
     for i in range(episodes):
