@@ -27,6 +27,11 @@
 #   wsrl_iql             wsrl_iql_sac.py from IQL_CHECKPOINT, or its own IQL pre-training (same steps), then WSRL
 #   wsrl_iql_no_warmup   wsrl_iql_sac.py from IQL_CHECKPOINT, SAC with --warmup-steps 0
 #   iql_no_retention     wsrl_iql_sac.py from IQL_CHECKPOINT, IQL online, data discarded (--online-algo iql)
+# the paper's Fig. 7 baselines as their papers ran them (2 Q-functions, no LayerNorm), each pre-trained
+# in its own run for OFFLINE_STEPS, then fine-tuned without the data (run only when METHODS names them;
+# the full tier runs them):
+#   calql_2q / cql_2q    calql_offline.py --num-qs 2 --layer-norm False (cql_2q: --no-calql)
+#   iql_2q               wsrl_iql_sac.py --online-algo iql --num-qs 2 --layer-norm False
 #   calql_no_retention   calql_offline.py from the checkpoint, Cal-QL online, data discarded
 #   calql_retention      the same with half of every batch from the offline data
 #   jsrl                 jsrl.py from the checkpoint
@@ -146,6 +151,8 @@ case "$TIER" in
     SEEDS=${SEEDS:-"1 2 3"}
     JOBS=${JOBS:-$(echo $SEEDS | wc -w)}
     THREADS=${THREADS:-4}
+    # every method of the paper's Fig. 7, its IQL, CQL and Cal-QL baselines also as their papers ran them
+    METHODS=${METHODS:-"pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl so2 wsrl_iql rlpd sac_fast calql_2q cql_2q iql_2q"}
     ;;
   speed)
     mkdir -p results/speed
@@ -260,6 +267,14 @@ if [ "$TIER" = "_job" ]; then
       case $METHOD in wsrl_iql_no_warmup) ALGO=sac ;; *) ALGO=iql ;; esac
       run wsrl_iql_sac.py --pretrained-checkpoint "$IQL_CHECKPOINT" --online-steps "$ONLINE_STEPS" --warmup-steps 0 \
         --online-algo "$ALGO" --utd "$UTD" $EVAL ;;
+    calql_2q|cql_2q)  # Fig. 7: Cal-QL / CQL as in their papers, pre-trained here, fine-tuned without the data
+      [ "$METHOD" = cql_2q ] && KIND=--no-calql || KIND=--calql
+      run calql_offline.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps "$ONLINE_STEPS" \
+        --offline-ratio 0 "$KIND" --offline-eval-interval "$OFFLINE_STEPS" $NET --num-qs 2 --layer-norm False $EVAL ;;
+    iql_2q)  # Fig. 7: IQL as in its paper, pre-trained here, fine-tuned without the data
+      run wsrl_iql_sac.py --dataset-id "$DATASET" --offline-steps "$OFFLINE_STEPS" --online-steps "$ONLINE_STEPS" \
+        --warmup-steps 0 --online-algo iql --offline-eval-interval "$OFFLINE_STEPS" $NET --num-qs 2 --layer-norm False \
+        $EVAL ;;
     rlpd)
       run sac_fast.py --dataset-id "$DATASET" --offline-ratio 0.5 --online-steps "$ONLINE_STEPS" \
         --learning-starts "$WARMUP" --utd "$UTD" $NET $EVAL ;;
@@ -281,7 +296,7 @@ fi
 # pre-trainings, the Cal-QL runs (a step with the CQL term costs several SAC steps), the methods
 # that start from the checkpoint, then those that need none.
 METHOD_ORDER="pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl so2 wsrl_iql rlpd sac_fast"
-OPTIONAL="wsrl_iql_no_warmup iql_no_retention"  # run only when METHODS names them
+OPTIONAL="wsrl_iql_no_warmup iql_no_retention calql_2q cql_2q iql_2q"  # run only when METHODS names them
 [ -z "$CHECKPOINT" ] || METHOD_ORDER=${METHOD_ORDER#pretrain }  # shipped: nothing to pre-train
 KNOWN="$METHOD_ORDER $OPTIONAL td3bc_pretrain td3 td3c td3bc"
 if [ -n "${METHODS:-}" ]; then  # a subset, e.g. METHODS="wsrl wsrl_no_warmup" UTD=4 for the warmup ablation

@@ -210,13 +210,37 @@ def test_dry_run_prints_the_full_tier_at_the_papers_budgets(tmp_path):
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     commands = [line for line in done.stdout.splitlines() if "python " in line]
-    assert len(commands) == 3 * 10  # three seeds; pre-training and the nine methods each
+    assert len(commands) == 3 * 13  # three seeds; pre-training, the nine methods and Fig. 7's three baselines each
     pretrain = [c for c in commands if "--exp-name pretrain " in c]
     assert len(pretrain) == 3 and all("--offline-steps 250000" in c and "mujoco/hopper/medium-v0" in c for c in pretrain)
     wsrl = [c for c in commands if "--exp-name wsrl " in c]
     assert all("--utd 4" in c and "--warmup-steps 5000" in c and "--online-steps 300000" in c for c in wsrl)
     assert all("--eval-episodes 20" in c for c in commands if "pretrain" not in c)
+    fig7 = [c for c in commands if "_2q " in c]  # as their papers: 2 critics, no LayerNorm, their own pre-training
+    assert len(fig7) == 9 and all("--num-qs 2 --layer-norm False" in c and "--offline-steps 250000" in c for c in fig7)
+    assert all(("--offline-ratio 0 " in c) != ("--online-algo iql" in c) for c in fig7)  # no data online
     assert not (tmp_path / "full").exists()  # nothing made
+
+
+def test_the_fig7_baselines_run_as_their_papers_in_a_tiny_tier(sandbox):
+    """METHODS="calql_2q cql_2q iql_2q": each pre-trains its own 2-critic networks without LayerNorm
+    and fine-tunes them without the data; the report has a row for each."""
+    import torch
+
+    env = dict(os.environ, OUT=str(sandbox / "bench"), DATASET_STEPS="400", OFFLINE_STEPS="20", ONLINE_STEPS="1010",
+               WARMUP="20", SEEDS="1", JOBS="2", METHODS="calql_2q cql_2q iql_2q",
+               **{**TINY_TIER, "EVAL": "--eval-interval 505 --eval-episodes 1"})
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = (sandbox / "bench" / "scores.md").read_text()
+    for method, label in R.METHODS:
+        assert (f"| {label} | 1 |" in table) == method.endswith("_2q"), label
+    for name in ("calql_2q", "cql_2q", "iql_2q"):
+        (run,) = [r for r in os.listdir(sandbox / "bench" / "runs") if f"__{name}__" in r]
+        ckpt = torch.load(sandbox / "bench" / "runs" / run / f"{name}_pretrained.pt", weights_only=True)
+        assert ckpt["critic"]["head.weight"].shape[0] == 2 and not any(k.startswith("norms.") for k in ckpt["critic"])
+        assert ckpt["args"]["calql"] is (name == "calql_2q") if name != "iql_2q" else ckpt["args"]["online_algo"] == "iql"
 
 
 def test_dry_run_of_the_cpu_tier_uses_the_medium_dataset_and_the_shipped_agents(tmp_path):

@@ -36,8 +36,11 @@ BENCHMARK_METHODS = [
     ("rlpd", "RLPD (retention)"),
     ("sac_fast", "SAC (fast), from scratch"),
 ]
-# demo.sh's runs from an IQL agent
-METHODS = BENCHMARK_METHODS + [("wsrl_iql_no_warmup", "WSRL (IQL), no warmup"), ("iql_no_retention", "IQL, no retention")]
+# run only when METHODS names them: demo.sh's runs from an IQL agent, the Fig. 7 baselines
+METHODS = BENCHMARK_METHODS + [("wsrl_iql_no_warmup", "WSRL (IQL), no warmup"), ("iql_no_retention", "IQL, no retention"),
+                                # the paper's Fig. 7 baselines as their papers ran them (2 Q-functions, no LayerNorm)
+                                ("calql_2q", "Cal-QL (2 Q, no LN), no retention"), ("cql_2q", "CQL (2 Q, no LN), no retention"),
+                                ("iql_2q", "IQL (2 Q, no LN), no retention")]
 # the td3c tier (td3c.py: the policy-collapse paper); TD3-C first, the reference of its report
 METHODS += [("td3c", "TD3-C"), ("td3", "TD3"), ("td3bc", "TD3+BC, continued online")]
 # (tag, panel title, log scale): Fig. 11's three panels, then how far the policy moved (Fig. 8)
