@@ -303,6 +303,7 @@ ADROIT_TASKS = ("pen", "door", "relocate")  # the binary Adroit tasks of the pap
 ADROIT_MAX_STEPS = {"pen": 100, "door": 200, "relocate": 200}  # their episode lengths (official mj_envs)
 MAZE_GOAL_RADIUS = 0.5  # "at the goal" in D4RL and the official code (gymnasium-robotics's own is 0.45)
 KITCHEN_TASK_RADIUS = 0.3  # a kitchen task is done when its joints are this close to their goal
+KITCHEN_MAX_STEPS = 280  # D4RL's kitchen episodes (the official envs and the paper's main comparison)
 
 
 def domain_of(name: str) -> str:
@@ -325,8 +326,10 @@ def env_kwargs_for(domain: str, env_id: str) -> dict:
     """What the wrapper below needs from the environment: it decides the ends of episodes itself."""
     if domain in ("antmaze", "pointmaze"):  # never end or move the goal on its own (the wrapper ends at the goal)
         return dict(continuing_task=True, reset_target=False)
-    if domain == "kitchen":  # the episode ends when all four tasks are done (the wrapper), not on the env's terms
-        return dict(terminate_on_tasks_completed=False, remove_task_when_completed=False)
+    if domain == "kitchen":  # the episode ends when all four tasks are done (the wrapper), not on the env's terms,
+        # or after D4RL's 280 steps, as the paper's kitchen runs (Minari's partial/mixed specs say 450)
+        return dict(terminate_on_tasks_completed=False, remove_task_when_completed=False,
+                    max_episode_steps=KITCHEN_MAX_STEPS)
     if domain == "adroit":
         task = adroit_task(env_id)
         return dict(max_episode_steps=ADROIT_MAX_STEPS[task])
@@ -348,9 +351,11 @@ class DomainWrapper(gym.Wrapper):
       ant's 27), pointmaze (x, y, vx, vy). Reward 1 within MAZE_GOAL_RADIUS of the goal cell's
       centre, else 0, and the episode ends there (terminal: nothing is bootstrapped after it).
     - kitchen: D4RL's observation without its constant goal vector: robot joint positions (9)
-      and object positions (21). Reward = the number of the four tasks done SO FAR in the episode
-      (official code: a task once done stays counted), the episode ends when all four are done,
-      success = that number / 4.
+      and object positions (21). Online reward = the number of the four tasks done SO FAR in the
+      episode (the official env: a task once done stays counted); offline (relabel_episode) =
+      the number at their goal in the observation reached, D4RL's stored reward, which falls when
+      a task is undone. The episode ends when all four are done (terminal) or after 280 steps;
+      success = the reward / 4.
     - adroit (pen, door, relocate): the binary tasks of Cal-QL: reward = goal reached - 1, in
       {-1, 0}, read from the observation; the episode ends at the goal.
     - locomotion: unchanged.
@@ -404,8 +409,7 @@ class DomainWrapper(gym.Wrapper):
         return ((np.linalg.norm(o[..., 39:42], axis=-1) < 0.075) & ((o[..., 33:36] * o[..., 36:39]).sum(-1) > 0.95))[..., None]
 
     def reward_and_end(self, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(reward, terminal, success) from the flags after each step; for kitchen `flags` must be
-        the tasks done so far."""
+        """(reward, terminal, success) from the flags after each step (kitchen: one per task)."""
         if self.domain == "kitchen":
             done = flags.sum(-1).astype(np.float64)
             return done, flags.all(-1), done / len(self.tasks)
@@ -434,9 +438,9 @@ class DomainWrapper(gym.Wrapper):
         flat observations, rewards and terminals; None for an episode the domain drops."""
         if self.domain == "locomotion":
             return dict(observations=np.asarray(obs), rewards=rewards, terminals=np.asarray(terminations, bool))
-        flags = self.goal_flags(after_first(obs))  # the flags of the observation each step led to
-        if self.domain == "kitchen":  # done so far: a running OR along the episode, as `step` keeps it
-            flags = np.logical_or.accumulate(flags, axis=0)
+        # the flags of the observation each step led to (kitchen: tasks at their goal THERE, not done
+        # so far: the official code trains on D4RL's stored reward, which is Markovian)
+        flags = self.goal_flags(after_first(obs))
         reward, terminal, _ = self.reward_and_end(flags)
         flat = self.flat_observation(obs)
         if self.domain == "adroit":  # official Cal-QL data: episodes that never succeed are dropped,

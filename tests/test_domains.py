@@ -109,11 +109,26 @@ def test_the_demo_maze_data_covers_the_maze_and_names_its_evaluation_task(module
     assert (data["rewards"] == 5.0).any() and (data["rewards"] == -5.0).mean() > 0.5
 
 
-def test_kitchen_counts_tasks_done_so_far_never_fewer_within_an_episode(datasets):
+def test_kitchen_data_counts_the_tasks_at_their_goal_in_each_observation(datasets):
     data, _ = U.load_offline_data(datasets["kitchen"], "kitchen")
     episodes = data["rewards"].reshape(T.DATASETS["kitchen"][2], T.DATASETS["kitchen"][1])  # all whole here
-    assert np.all(np.diff(episodes, axis=1) >= 0)
-    assert sorted(set(episodes[:, 0])) == [-4.0, -3.0, -2.0, -1.0, 0.0]  # 0-4 tasks done at the start
+    assert sorted(set(episodes[:, 0])) == [-4.0, -3.0, -2.0, -1.0, 0.0]  # 0-4 tasks at their goal at the start
+    # by hand: one task at its goal after steps 1 and 3, moved away after step 2; another after step 3 only.
+    # D4RL's stored reward (what the official code trains on) is 1, 0, 2: it falls when a task is undone,
+    # where the online env's "done so far" would give 1, 1, 2
+    kitchen, _ = T.make_recording_env("kitchen")
+    k = U.DomainWrapper(kitchen, "kitchen")
+    tasks = k.tasks
+    assert len(tasks) == 4
+    goal = {t: np.zeros((4, 3)) for t in tasks}
+    achieved = {t: np.full((4, 3), 5.0) for t in tasks}  # far from the goal ...
+    achieved[tasks[0]][[1, 3]] = 0.1  # ... but within 0.3 of it here
+    achieved[tasks[1]][3] = 0.0
+    obs = {"observation": np.zeros((4, 59)), "achieved_goal": achieved, "desired_goal": goal}
+    out = k.relabel_episode(obs, np.zeros(3), np.zeros(3, bool))
+    np.testing.assert_array_equal(out["rewards"], [1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(out["terminals"], [False, False, False])
+    assert U.build_env("FrankaKitchen-v1", 0).spec.max_episode_steps == 280  # D4RL's, not Minari's 450
 
 
 def test_sparse_returns_to_go_give_failing_trajectories_the_value_of_failing_forever(datasets):
@@ -136,7 +151,9 @@ def test_sparse_returns_to_go_give_failing_trajectories_the_value_of_failing_for
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_the_online_path_and_the_data_path_agree_on_the_same_trajectory(datasets, name):
-    """The same steps through DomainWrapper.step (online) and relabel_episode (offline)."""
+    """The same steps through DomainWrapper.step (online) and relabel_episode (offline): the same
+    observations, rewards and ends (kitchen: the data's reward counts the tasks at their goal in
+    the observation, the online one those done so far)."""
     domain, _ = LAYOUTS[name]
     raw_env, eval_spec = T.make_recording_env(name)
     if eval_spec is not None:  # the mazes: the evaluation maze, from next to its goal
@@ -170,6 +187,9 @@ def test_the_online_path_and_the_data_path_agree_on_the_same_trajectory(datasets
             continue
         n = min(len(rewards), len(off["rewards"]))
         np.testing.assert_allclose(off["observations"][: n + 1], np.array(obs)[: n + 1])
+        if domain == "kitchen":  # offline: tasks at their goal now; online: done so far, never fewer
+            assert np.all(off["rewards"][:n] <= np.array(rewards[:n])) and np.all(off["terminals"][:n] <= terminals[:n])
+            continue
         np.testing.assert_array_equal(off["rewards"][:n], rewards[:n])
         np.testing.assert_array_equal(off["terminals"][:n], terminals[:n])
 
