@@ -366,3 +366,77 @@ def test_ctrl_c_then_resume_marks_nothing_finished_that_was_cut_short(sandbox):
     assert "already on this machine, reused" in done.stdout
     assert len([r for r in os.listdir(bench / "runs") if "__pretrain__" in r]) == 1
     assert minari.load_dataset("local/hopper/tiny-v0").total_steps == 400
+
+
+# ---------------------------------------------------------------------------------------------
+# demo.sh
+# ---------------------------------------------------------------------------------------------
+def test_demo_help_prints_its_usage_and_runs_nothing(tmp_path):
+    before = set(os.listdir(os.path.join(ROOT, "runs"))) if os.path.isdir(os.path.join(ROOT, "runs")) else set()
+    for flag in ("--help", "-h"):
+        done = subprocess.run(["bash", os.path.join(ROOT, "demo.sh"), flag], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and "SEEDS=" in done.stdout and "runs nothing" in done.stdout
+        assert "=====" not in done.stdout  # no step began
+    bad = subprocess.run(["bash", os.path.join(ROOT, "demo.sh"), "--seeds"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "takes no argument but --help" in bad.stderr
+    after = set(os.listdir(os.path.join(ROOT, "runs"))) if os.path.isdir(os.path.join(ROOT, "runs")) else set()
+    assert after == before  # no demo folder made
+
+
+def test_the_demo_figure_has_a_legend_in_every_panel_and_its_caption_reads_the_runs(tmp_path):
+    """Two seeds of the three runs, by hand: the caption's numbers are their means and ranges."""
+    runs = tmp_path / "runs"
+    curves = {"wsrl_iql": ([40, 40, 10, 30], [38, 38, 20, 34]),  # start, warmup, dip, end
+              "wsrl_iql_no_warmup": ([40, 5, 8, 12], [38, 15, 9, 20]),
+              "iql_no_retention": ([40, 35, 36, 37], [38, 33, 34, 35])}
+    for method, seeds in curves.items():
+        for seed, values in enumerate(seeds, start=1):
+            writer = SummaryWriter(str(runs / f"HalfCheetah-v5__{method}__{seed}__100"))
+            for step, v in zip((0, 1000, 2000, 3000), values):
+                writer.add_scalar("eval/normalized_score", v, step)
+                writer.add_scalar("analysis/policy_kl_heldout", step / 1000, step)
+                writer.add_scalar("analysis/td_error_heldout", 1 + step / 1000, step)
+            writer.close()
+    data = R.read_runs(str(runs), [t for t, _, _ in R.DEMO_PANELS])
+    legends = R.plot_demo(data, str(tmp_path / "demo.png"), "title", 1000)
+    assert len(legends) == 3 and (tmp_path / "demo.png").stat().st_size > 20000
+    for legend in legends:  # the warmup, the switch and the three runs, in every panel
+        assert len(legend) == 5 and any("warmup" in t for t in legend) and any("switch" in t for t in legend)
+        assert all(any(label in t for t in legend) for _, label in R.DEMO_METHODS)
+    caption = R.demo_caption(data, 1000)
+    assert "score 39.0 at step 0" in caption and "(2 seeds)" in caption
+    # WSRL: lowest 10 and 20 -> 15.0; final 30 and 34 -> 32.0; no warmup: lowest 5 and 9 -> 7.0
+    assert "lowest 15.0 (seeds 10.0 to 20.0), final 32.0 (seeds 30.0 to 34.0)" in caption.replace("\n", " ")
+    assert "lowest 7.0 (seeds 5.0 to 9.0)" in caption.replace("\n", " ")
+    assert "No method ends above the pre-trained agent's 39.0 within 3,000 steps" in caption.replace("\n", " ")
+    assert "cost 24.0 points (WSRL) and 32.0 points (SAC from the first batch)" in caption.replace("\n", " ")
+
+
+def test_the_demo_runs_end_to_end_at_a_tiny_budget(sandbox):
+    """demo.sh as a user runs it, with a tiny agent and dataset in place of the shipped ones: the
+    three runs, the figure and its caption."""
+    import wsrl_iql_sac
+
+    env = dict(os.environ, DATASET_SIZE="2000")
+    made = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_datasets.py"), "make", "--envs",
+                           "halfcheetah", "--size", "2000"], env=env, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    iql = wsrl_iql_sac.main(wsrl_iql_sac.Args(dataset_id="local/halfcheetah/medium-v0", offline_steps=20, online_steps=0,
+                                              num_qs=3, critic_hidden=32, actor_hidden=32, batch_size=32,
+                                              offline_eval_interval=20, eval_episodes=1))["pretrained_checkpoint"]
+    # a copy of the repository whose runs/ is this test's own (demo.sh writes under its folder)
+    import shutil
+
+    repo = sandbox / "repo"
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "results", "__pycache__"))
+    env.update(PRETRAINED=os.path.abspath(iql), ONLINE_STEPS="600", WARMUP="300", SEEDS="1")
+    done = subprocess.run(["bash", str(repo / "demo.sh")], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    (out,) = [d for d in os.listdir(repo / "runs") if d.startswith("demo-")]
+    assert (repo / "runs" / out / "demo.png").stat().st_size > 20000
+    caption = (repo / "runs" / out / "caption.txt").read_text()
+    assert caption.strip() in done.stdout
+    caption = " ".join(caption.split())
+    assert "for 600 steps" in caption and "(1 seed)" in caption
+    for _, label in R.DEMO_METHODS:
+        assert label in caption

@@ -151,6 +151,97 @@ def plot_analysis(runs: dict, methods: list, path: str, title: str, warmup: int 
     return True
 
 
+# demo.sh's figure: the three runs from one IQL agent, in words a student reads without the docs
+DEMO_METHODS = [("wsrl_iql", "WSRL: warmup with the frozen policy, then SAC"),
+                ("wsrl_iql_no_warmup", "SAC from the first batch, no warmup"),
+                ("iql_no_retention", "IQL kept as the online learner")]
+DEMO_PANELS = [("eval/normalized_score", "How well the agent does\n(normalised score: 0 random, 100 expert)", False),
+               ("analysis/policy_kl_heldout", "How far the policy moved from the pre-trained one\n"
+                                              "(KL(pi_pre || pi) on offline states)", False),
+               ("analysis/td_error_heldout", "How badly the critic now fits offline data\n"
+                                             "(TD error on held-out offline transitions, log scale)", True)]
+
+
+def plot_demo(runs: dict, path: str, title: str, warmup: int) -> list:
+    """demo.sh's one figure: a panel per question, a legend in every panel, the switch (step 0:
+    online, the data thrown away) and the end of WSRL's warmup (its first update) marked. With
+    several seeds: the mean and the band from the lowest to the highest seed. Returns the panels'
+    legend labels (for the tests)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 6.2))
+    legends = []
+    for ax, (tag, name, log) in zip(axes, DEMO_PANELS):
+        if warmup:
+            ax.axvspan(0, warmup, color="0.85", alpha=0.6, linewidth=0,
+                       label=f"WSRL's warmup: the frozen pre-trained policy acts, no update (0-{warmup:,})")
+        ax.axvline(0, color="k", linewidth=1.2, label="the switch: online, the offline data thrown away")
+        for i, (method, label) in enumerate(DEMO_METHODS):
+            steps, values = seed_matrix(runs.get(method, {}), tag)
+            if steps is None or len(steps) == 0:
+                continue
+            seeds = f" ({len(values)} seeds)" if len(values) > 1 else ""
+            ax.plot(steps, values.mean(0), color=f"C{i}", marker=".", label=label + seeds)
+            if len(values) > 1:
+                ax.fill_between(steps, values.min(0), values.max(0), color=f"C{i}", alpha=0.15, linewidth=0)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("online environment steps")
+        ax.set_xlim(left=-0.04 * max(ax.get_xlim()[1], 1))  # the switch's line off the frame
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13))  # under the panel: no curve hidden
+        legends.append([t.get_text() for t in ax.get_legend().get_texts()])
+    fig.suptitle(textwrap.fill(title, 140), fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return legends
+
+
+def demo_caption(runs: dict, warmup: int, tag: str = "eval/normalized_score") -> str:
+    """The paragraph demo.sh prints under its figure, its numbers read from the runs (mean over
+    seeds, with the range when there are several)."""
+    def stat(values) -> str:
+        v = np.asarray(values, dtype=float)
+        return f"{v.mean():.1f}" + (f" (seeds {v.min():.1f} to {v.max():.1f})" if len(v) > 1 else "")
+
+    rows = {label: r for label, r in ((r[0], r) for r in score_rows(runs, DEMO_METHODS, tag))}
+    said, starts = [], []
+    for _, label in DEMO_METHODS:
+        if label not in rows:
+            continue
+        _, finals, _, st, lows, last = rows[label]
+        starts += list(st.values())
+        said.append(f"{label}: lowest {stat(list(lows.values()))}, final {stat(list(finals.values()))}")
+    if not said:
+        return ""
+    seeds = max(len(r[1]) for r in rows.values())
+    start, last = float(np.mean(starts)), max(r[5] for r in rows.values())
+    above = [label for label, r in rows.items() if np.mean(list(r[1].values())) > start]
+    verdict = (f"Ending above the start: {', '.join(above)}." if above else
+               f"No method ends above the pre-trained agent's {start:.1f} within {last:,} steps.")
+    dips = {label: start - np.mean(list(r[4].values())) for label, r in rows.items() if r[4]}
+    sac = [(label, dips[label]) for _, label in DEMO_METHODS[:2] if label in dips]
+    dip_said = ("In these runs the switch from IQL to SAC cost " +
+                " and ".join(f"{d:.1f} points ({label.split(':')[0].split(',')[0]})" for label, d in sac) +
+                " at the lowest point. ") if sac else ""
+    return textwrap.fill(
+        f"An agent pre-trained offline with IQL (normalised score {start:.1f} at step 0) is fine-tuned online "
+        f"for {last:,} steps with its offline data thrown away, three ways ({seeds} seed{'s' * (seeds > 1)}). "
+        f"{'; '.join(said)}. {verdict} Grey band: WSRL lets the frozen pre-trained policy act for {warmup:,} "
+        "steps before its first update, so its score holds there; its dip comes after its first update, "
+        "the other two update (or, for IQL, keep updating) from the first batch. Middle: how far each policy "
+        "has moved from the pre-trained one. Right: the TD error of each critic on offline transitions it "
+        "never trained on, which grows as the critic forgets the data (what the paper's Fig. 4 looks at). "
+        f"{dip_said}This is a small budget (2 CPU cores, 128-unit networks, one update per step; the paper "
+        "fine-tunes for 300,000 steps at four). docs/benchmarks.md (The demo) has these runs over 5 seeds "
+        "with their intervals.", 100)
+
+
 def score_rows(runs: dict, methods: list, tag: str) -> list:
     rows = []
     for method, label in methods:
@@ -347,8 +438,21 @@ def main() -> None:
     p.add_argument("--note", default="", help="a line for scores.md: machine, date, budgets")
     p.add_argument("--command", default="", help="the command that produced the runs, for scores.md")
     p.add_argument("--warmup", type=int, default=0, help="draw the end of WSRL's warmup at this step")
+    p.add_argument("--demo", action="store_true",
+                   help="demo.sh's figure instead (demo.png: the three runs from one IQL agent) and its caption "
+                        "(caption.txt, also printed)")
     a = p.parse_args()
     runs = read_runs(a.runs, [a.tag] + [t for t, _, _ in ANALYSIS_TAGS])
+    if a.demo:
+        if not any(m in runs for m, _ in DEMO_METHODS):
+            sys.exit(f"error: no run of {', '.join(m for m, _ in DEMO_METHODS)} under {a.runs}")
+        os.makedirs(a.out, exist_ok=True)
+        plot_demo(runs, os.path.join(a.out, "demo.png"), a.title, a.warmup)
+        caption = demo_caption(runs, a.warmup, a.tag)
+        with open(os.path.join(a.out, "caption.txt"), "w") as f:
+            f.write(caption + "\n")
+        print(f"\n{caption}\n\nwrote {a.out}/demo.png and {a.out}/caption.txt")
+        return
     unknown = sorted(set(runs) - {m for m, _ in METHODS})
     methods = METHODS + [(m, m) for m in unknown if m not in ("pretrain", "td3bc_pretrain", "dataset")]  # others
     if not any(a.tag in s for m, _ in methods for s in runs.get(m, {}).values()):
