@@ -15,7 +15,7 @@ move by tau = 0.005. Actor, TD3+BC (offline, and online with `--online-algo td3b
 -lambda mean Q_1(s, pi(s)) + mean (pi(s) - a)^2, lambda = 2.5 / mean |Q_1(s, pi(s))| held constant.
 TD3 (`--online-algo td3`): minimise -mean Q_1(s, pi(s)). TD3-C (`--online-algo td3c`, default):
 minimise -mean Q_1(s, pi(s)) + lambda D with D = mean ||pi(s) - pi'(s)||^2 and dQ_1/da clipped to
-[-1, 1], while lambda = exp(p) minimises lambda (epsilon - D), epsilon = 1e-5: it grows while
+[-1, 1], while lambda = softplus(p) minimises lambda (epsilon - D), epsilon = 1e-5: it grows while
 D > epsilon and shrinks while D < epsilon. Online the agent acts with clip(pi(s) + N(0, 0.1^2), -1,
 1), and one critic step follows each environment step once the buffer holds 1,000 transitions.
 
@@ -24,7 +24,7 @@ delay 2, replay 1e6 at most and 1,000 at least, batch 256, exploration noise 0.1
 clipped at 0.5, TD3+BC alpha 2.5, epsilon 1e-5, dQ/da clipping on for TD3-C, 2 x 256 networks,
 500k offline steps, 200k online steps, one gradient step per environment step, no state
 normalisation. Our choices where it is silent or where we depart, each said again where it is
-coded: the multiplier (initial value 100, Adam at 1e-2 on its logarithm), the
+coded: the multiplier (initial value 100, Adam at 1e-2 as MPO's dual variables, softplus), the
 sign of its term (Eq. 5 as printed cannot be minimised over lambda), the clip value 1.0 and its
 elementwise form, TD3+BC's state normalisation ON by default, this project's LayerNorm + ReLU
 networks (the paper: Acme's LayerNormMLP with ELU), the critic targets moved with the actor every
@@ -308,12 +308,21 @@ class DeterministicActor(nn.Module):
         return action.cpu().numpy()
 
 
+# [copy: train-utils]
 # ---------------------------------------------------------------------------------------------
-# The target networks' Polyak update (as the SAC scripts')
+# The target networks' Polyak update, and the softplus parameterisation of the temperature
 # ---------------------------------------------------------------------------------------------
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def inverse_softplus(x: float) -> float:
+    """The parameter p with softplus(p) = log(1 + e^p) = x: a temperature starts at x this way."""
+    return math.log(math.expm1(x))
+
+
+# [end copy]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +399,7 @@ def actor_loss(critic, batch: dict, actions: torch.Tensor, target_actions: torch
     elif algo == "td3c":
         # TD3-C (Eq. 5, our reading): maximise Q subject to D <= epsilon through the Lagrangian
         # -Q + lambda D; lambda is held fixed here (detached) and takes its own step in update_lagrange
-        loss = -q_lin.mean() + lagrange_param.exp().detach() * policy_change
+        loss = -q_lin.mean() + F.softplus(lagrange_param).detach() * policy_change
     else:  # plain TD3 (Eq. 2)
         loss = -q_lin.mean()
     terms.update({"actor_loss": loss})
@@ -398,11 +407,11 @@ def actor_loss(critic, batch: dict, actions: torch.Tensor, target_actions: torch
 
 
 def lagrange_loss(lagrange_param: torch.Tensor, policy_change: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """lambda (epsilon - D), lambda = exp(p) > 0, minimised over p: its gradient moves lambda
+    """lambda (epsilon - D), lambda = softplus(p) >= 0, minimised over p: its gradient moves lambda
     up while D > epsilon (the constraint is violated) and down while D < epsilon. (Eq. 5 as printed,
     lambda [epsilon - D] subtracted from Q and minimised over lambda, would send lambda to infinity
     whenever D < epsilon; this is the standard dual step of the constrained problem of Eq. 4.)"""
-    return lagrange_param.exp() * (epsilon - policy_change.detach())
+    return F.softplus(lagrange_param) * (epsilon - policy_change.detach())
 
 
 def update_lagrange(lagrange_param: torch.Tensor, lagrange_opt, policy_change: torch.Tensor, epsilon: float) -> None:
@@ -574,10 +583,10 @@ def main(args: Args) -> dict:
     fused = adam_options(device, args)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused)
-    # TD3-C's multiplier lambda = exp(p) > 0; the paper gives neither start nor rate. Ours (docs/algorithms.md
-    # §10): 100, the scale D = 1e-5 needs, and Adam at 1e-2 on log lambda: ~1% a step whatever its size, so it
-    # follows the constraint. It starts afresh at the switch (no meaning offline).
-    lagrange_param = torch.tensor(math.log(args.lagrange_init), device=device, requires_grad=True)
+    # TD3-C's multiplier lambda = softplus(p) >= 0. The paper gives neither its start nor its rate;
+    # ours (docs/algorithms.md §10): 100, the scale D = 1e-5 needs (2 lambda (pi - pi') = dQ_1/da at
+    # balance), and Adam at 1e-2, MPO's dual rate. It starts afresh at the switch (no meaning offline).
+    lagrange_param = torch.tensor(inverse_softplus(args.lagrange_init), device=device, requires_grad=True)
     lagrange_opt = torch.optim.Adam([lagrange_param], lr=args.lagrange_lr, **fused)
     learner = dict(actor=actor, actor_target=actor_target, critic=critic, critic_target=critic_target, actor_opt=actor_opt,
                    critic_opt=critic_opt)  # (what a checkpoint restores)
@@ -687,7 +696,7 @@ def main(args: Args) -> dict:
                     if step % 100 == 0 or step == args.online_steps:
                         run.log("losses/", info, step)
                         if algo == "td3c":
-                            run.writer.add_scalar("losses/lagrange_multiplier", float(lagrange_param.detach().exp()), step)
+                            run.writer.add_scalar("losses/lagrange_multiplier", float(F.softplus(lagrange_param.detach())), step)
                         stop_if_diverged(info, step, "online", run.writer)
                 if step % args.analysis_interval == 0:
                     online = sample_newest(rb, min(step, rb.size), args.batch_size, gen)  # the online transitions only
