@@ -178,8 +178,10 @@ def test_a_checkpoints_std_kind_is_read_from_its_weights_even_without_the_flag()
         actor = W.Actor(3, 2, 8, 1, state_dependent_std=kind)
         args = W.Args()
         saved = {k: getattr(W.Args(critic_hidden=8, critic_layers=1, actor_hidden=8, actor_layers=1,
-                                   last_hidden_init_scale=0.01), k) for k in U.NETWORK_ARGS if k != "state_dependent_std"}
-        U.use_checkpoint_network_sizes(args, {"args": saved, "actor": actor.state_dict()})
+                                   last_hidden_init_scale=0.01), k) for k in U.NETWORK_ARGS
+                 if k not in ("state_dependent_std", "layer_norm")}
+        critic = W.QEnsemble(3, 2, 8, 1, 2)
+        U.use_checkpoint_network_sizes(args, {"args": saved, "actor": actor.state_dict(), "critic": critic.state_dict()})
         assert args.state_dependent_std is kind and args.actor_hidden == 8
 
 
