@@ -183,7 +183,7 @@ def plot_demo(runs: dict, path: str, title: str, warmup: int) -> list:
             steps, values = seed_matrix(runs.get(method, {}), tag)
             if steps is None or len(steps) == 0:
                 continue
-            seeds = f" ({len(values)} seeds)" if len(values) > 1 else ""
+            seeds = f" (mean of {len(values)} seeds; band: lowest to highest)" if len(values) > 1 else ""
             ax.plot(steps, values.mean(0), color=f"C{i}", marker=".", label=label + seeds)
             if len(values) > 1:
                 ax.fill_between(steps, values.min(0), values.max(0), color=f"C{i}", alpha=0.15, linewidth=0)
