@@ -3,7 +3,7 @@
 # 2 minutes on 2 CPU cores with no network. One figure and a caption at the end.
 #
 #   bash demo.sh                      # seed 1 (about 2 min on 2 cores)
-#   SEEDS="1 2 3 4 5" bash demo.sh    # the same over 5 seeds (about 8.5 min): mean and spread
+#   SEEDS="1 2 3 4 5" bash demo.sh    # the same over 5 seeds (about 8.5 min in all): mean and spread
 #   PRETRAIN=1 bash demo.sh           # pre-train the IQL agent here first (about half an hour)
 #   bash demo.sh --help               # this text; runs nothing
 #
