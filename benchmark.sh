@@ -32,6 +32,8 @@
 # the full tier runs them):
 #   calql_2q / cql_2q    calql_offline.py --num-qs 2 --layer-norm False (cql_2q: --no-calql)
 #   iql_2q               wsrl_iql_sac.py --online-algo iql --num-qs 2 --layer-norm False
+#   (in the cpu tier OFFLINE_STEPS defaults to 2,500, a smoke budget: results/cpu-iql-2q used
+#   OFFLINE_STEPS=100000, the shipped agents' pre-training)
 #   calql_no_retention   calql_offline.py from the checkpoint, Cal-QL online, data discarded
 #   calql_retention      the same with half of every batch from the offline data
 #   jsrl                 jsrl.py from the checkpoint

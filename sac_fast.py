@@ -72,7 +72,7 @@ class Args:
     actor_hidden: Optional[int] = None
     """width of the actor's hidden layers (None: domain preset, 256; adroit, kitchen 512; a checkpoint's wins)"""
     actor_layers: Optional[int] = None
-    """hidden layers of the actor (None: domain preset: 2; kitchen 3; a checkpoint's own replaces it)"""
+    """hidden layers of the actor (None: domain preset, 2; kitchen 3; a checkpoint's wins)"""
     last_hidden_init_scale: Optional[float] = None
     """orthogonal-init gain of the last hidden layer of actor and critics (None: domain preset,
     as the official code: 1e-2 in locomotion, antmaze and adroit; sqrt 2 = 1.414 on kitchen)"""
@@ -371,7 +371,7 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
                   args.state_dependent_std, args.layer_norm).to(device)
     critic, critic_target = (QEnsemble(obs_dim, act_dim, args.critic_hidden, args.critic_layers, args.num_qs,
                                        args.last_hidden_init_scale, args.layer_norm).to(device) for _ in range(2))
-    critic_target.load_state_dict(critic.state_dict())
+    critic_target.load_state_dict(critic.state_dict())  # (built twice, not deep-copied: same random draws, same runs)
     alpha_param = torch.tensor(inverse_softplus(args.init_temperature), device=device, requires_grad=True)
     return (actor, critic, critic_target, alpha_param, *make_optimizers(actor, critic, alpha_param, args))
 

@@ -410,6 +410,7 @@ def test_the_demo_figure_has_a_legend_in_every_panel_and_its_caption_reads_the_r
     assert "lowest 7.0 (seeds 5.0 to 9.0)" in caption.replace("\n", " ")
     assert "No method ends above the pre-trained agent's 39.0 within 3,000 steps" in caption.replace("\n", " ")
     assert "cost 24.0 points (WSRL) and 32.0 points (SAC from the first batch)" in caption.replace("\n", " ")
+    assert "intervals over these seeds are in bench/scores.md" in caption.replace("\n", " ")  # 2 seeds here
 
 
 def test_the_demo_runs_end_to_end_at_a_tiny_budget(sandbox):

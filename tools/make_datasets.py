@@ -115,6 +115,7 @@ def build_actor(saved: dict) -> S.Actor:
     """The actor of a file written by `sac_fast.py --save-actors` (or shipped from one)."""
     env = U.build_env(saved["env_id"], 0)
     actor = S.Actor(env.observation_space.shape[0], env.action_space.shape[0], saved["actor_hidden"], saved["actor_layers"],
+                    # a LayerNorm's weight is the only 1-dim ".weight" of an actor (a Dense's is 2-dim)
                     layer_norm=any(".weight" in k and saved["actor"][k].dim() == 1 for k in saved["actor"]))
     env.close()
     actor.load_state_dict(saved["actor"])
