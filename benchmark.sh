@@ -15,8 +15,13 @@
 #   JOBS     runs side by side (cpu: 2, one thread each; full: as many as SEEDS)
 #   METHODS  a subset of the methods below, e.g. METHODS="wsrl wsrl_no_warmup" (default: all; maze: three)
 #   PRECISION fp32 (default) or bf16: every run's --precision (bfloat16 matmuls in the updates)
-#   RESUME=1 finish an interrupted benchmark: finished runs are kept, unfinished ones restarted
+#   RESUME=1 finish an interrupted benchmark: finished runs are kept, unfinished ones continue from
+#            their last resume point (or start again if they have none)
 #   DRY_RUN=1 print every command with its budgets, run nothing
+#   SLURM=1  submit the same runs to a Slurm cluster as job arrays instead (docs/running.md):
+#            JOBS runs at a time, SBATCH_ARGS="--partition ... --time ..." added to every sbatch;
+#            preempted runs are requeued and continue from their resume points (RESUME_INTERVAL)
+#   RESUME_INTERVAL  every run's --resume-interval (env steps between resume points; td3c.py has none)
 #
 # What runs, for each seed (JOBS workers share one queue of all seeds' runs):
 #   pretrain   calql_offline.py, offline only: the Cal-QL checkpoint every method below starts from
@@ -50,7 +55,7 @@ TIER=${1:-}
 # the settings given in the environment, to print with the command in scores.md
 OVERRIDES=""
 for var in ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET \
-    EVAL SEEDS JOBS THREADS METHODS PRECISION OUT; do
+    EVAL SEEDS JOBS THREADS METHODS PRECISION OUT RESUME_INTERVAL SLURM; do
   [ -n "${!var+set}" ] || continue
   case "${!var}" in
     *" "*) OVERRIDES+="$var=\"${!var}\" " ;;
@@ -59,7 +64,7 @@ for var in ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT O
 done
 
 usage() {
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
   exit 1
 }
 
@@ -166,8 +171,9 @@ case "$TIER" in
 esac
 
 PRECISION=${PRECISION:-fp32}
+RESUME_INTERVAL=${RESUME_INTERVAL:-}
 export ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET EVAL THREADS ROOT \
-  PRECISION
+  PRECISION RESUME_INTERVAL
 export OUT=${OUT:-results/$TIER}
 
 # ---- one job: one method for one seed ----------------------------------------------------------
@@ -180,9 +186,12 @@ if [ "$TIER" = "_job" ]; then
   # Ctrl-C reaches the script too, which saves what it has and exits normally: this worker must
   # then stop WITHOUT marking the run finished (bash runs the trap once the script has exited)
   trap 'echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD interrupted"; exit 130' INT
+  # SIGTERM (a cluster's preemption): the script saves what it has too; the job is then requeued
+  trap 'echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD stopped by SIGTERM"; exit 143' TERM
   run() {  # run SCRIPT ARGS...: its console goes to logs/METHOD_SEED.log; .done marks it finished
-    local script=$1 log="logs/${METHOD}_$SEED.log"
+    local script=$1 log="logs/${METHOD}_$SEED.log" previous
     shift
+    [ -z "$RESUME_INTERVAL" ] || [ "$script" = td3c.py ] || set -- "$@" --resume-interval "$RESUME_INTERVAL"
     if [ -n "${DRY_RUN:-}" ]; then
       echo "  (in $OUT) OMP_NUM_THREADS=$THREADS python $script --exp-name $METHOD --seed $SEED --precision $PRECISION $*"
       return
@@ -191,10 +200,19 @@ if [ "$TIER" = "_job" ]; then
       echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD already finished, kept"
       return
     fi
-    rm -rf runs/*__"$METHOD"__"$SEED"__* "$log.failed"  # what an interrupted try left (never a finished run)
-    echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD"
-    if ! OMP_NUM_THREADS=$THREADS python "$ROOT/$script" --exp-name "$METHOD" --seed "$SEED" --precision "$PRECISION" "$@" \
-        > "$log" 2>&1; then
+    rm -f "$log.failed"
+    previous=$(ls -d runs/*__"$METHOD"__"$SEED"__* 2> /dev/null | tail -1 || true)
+    if [ -n "$previous" ] && [ -f "$previous/resume.pt" ]; then  # an interrupted try (never a finished run)
+      # continues from its last resume point, with the settings it began with; its earlier console is kept
+      echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD continues from its resume point in $previous"
+      [ ! -f "$log" ] || mv "$log" "$log.$(date +%s)"
+      set -- --resume "$previous"
+    else  # nothing to continue from: what the try left goes, the run starts again
+      rm -rf runs/*__"$METHOD"__"$SEED"__*
+      echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD"
+      set -- --exp-name "$METHOD" --seed "$SEED" --precision "$PRECISION" "$@"
+    fi
+    if ! OMP_NUM_THREADS=$THREADS python "$ROOT/$script" "$@" > "$log" 2>&1; then
       touch "$log.failed"
       echo "FAILED: $METHOD, seed $SEED; the end of $OUT/$log:"
       tail -5 "$log"
@@ -336,7 +354,7 @@ if [ -n "${DRY_RUN:-}" ]; then  # the commands, in the queue's order
   queue | while read -r method seed; do bash "$ROOT/benchmark.sh" _job "$method" "$seed"; done
   exit 0
 fi
-if [ -z "${RESUME:-}" ] && [ -d "$OUT/runs" ] && [ -n "$(ls -A "$OUT/runs")" ]; then
+if [ -z "${RESUME:-}${SLURM_PHASE:-}" ] && [ -d "$OUT/runs" ] && [ -n "$(ls -A "$OUT/runs")" ]; then
   echo "error: $OUT/runs already holds runs. To finish an interrupted benchmark (finished runs kept):" >&2
   echo "  RESUME=1 bash benchmark.sh $TIER" >&2
   echo "To start afresh, move $OUT away (or set OUT=another/folder): the figures must show one benchmark's runs." >&2
@@ -345,49 +363,92 @@ fi
 mkdir -p "$OUT/runs" "$OUT/logs"
 trap 'echo "benchmark $TIER interrupted; finish it with: RESUME=1 bash benchmark.sh $TIER" >&2; exit 130' INT
 
-have_dataset() { python -c "import minari, sys; sys.exit(0 if '$DATASET' in minari.list_local_datasets() else 1)" 2>/dev/null; }
-if have_dataset && [ -f "$OUT/logs/dataset.log" ] && [ ! -f "$OUT/logs/dataset.log.done" ]; then
-  # this benchmark began making it and was interrupted: tools/export_dataset.py saves a dataset on Ctrl-C,
-  # so what is there is a shorter run's buffer. Make it again rather than pre-train on that.
-  echo "dataset $DATASET: left unfinished by an interrupted benchmark; deleted, made again"
-  python -c "import minari; minari.delete_dataset('$DATASET')"
-fi
-if have_dataset; then
-  echo "dataset $DATASET: already on this machine, reused"
-elif [ "$DATASET_STEPS" -gt 0 ]; then
-  echo "[$(date +%H:%M:%S)] dataset $DATASET: the replay buffer of a $DATASET_STEPS-step SAC run"
-  (cd "$OUT" && python "$ROOT/tools/export_dataset.py" --exp-name dataset --env-id "$ENV_ID" --online-steps "$DATASET_STEPS" \
-    $NET --eval-interval "$DATASET_STEPS" --save-dataset-id "$DATASET" > logs/dataset.log 2>&1) \
-    || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
-  touch "$OUT/logs/dataset.log.done"  # (an interruption has already left through the trap above)
-elif [[ "$DATASET" =~ ^local/(hopper|halfcheetah|walker2d)/(medium|expert|medium-expert)-v0$ ]]; then
-  echo "[$(date +%H:%M:%S)] dataset $DATASET: $DATASET_SIZE transitions of the shipped behaviour policy"
-  python tools/make_datasets.py make --envs "${BASH_REMATCH[1]}" --levels "${BASH_REMATCH[2]}" --size "$DATASET_SIZE" \
-    > "$OUT/logs/dataset.log" 2>&1 \
-    || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
-  touch "$OUT/logs/dataset.log.done"
-elif [ "$DATASET" = local/pointmaze/umaze-v0 ]; then
-  echo "[$(date +%H:%M:%S)] dataset $DATASET: planner + PD controller + noise in the U-maze"
-  python tools/make_domain_datasets.py umaze > "$OUT/logs/dataset.log" 2>&1 \
-    || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
-  touch "$OUT/logs/dataset.log.done"
-fi  # otherwise the scripts download it (full tier) or say how to make it
+make_dataset() {  # the tier's dataset, unless it is on this machine already
+  have_dataset() { python -c "import minari, sys; sys.exit(0 if '$DATASET' in minari.list_local_datasets() else 1)" 2>/dev/null; }
+  if have_dataset && [ -f "$OUT/logs/dataset.log" ] && [ ! -f "$OUT/logs/dataset.log.done" ]; then
+    # this benchmark began making it and was interrupted: tools/export_dataset.py saves a dataset on Ctrl-C,
+    # so what is there is a shorter run's buffer. Make it again rather than pre-train on that.
+    echo "dataset $DATASET: left unfinished by an interrupted benchmark; deleted, made again"
+    python -c "import minari; minari.delete_dataset('$DATASET')"
+  fi
+  if have_dataset; then
+    echo "dataset $DATASET: already on this machine, reused"
+  elif [ "$DATASET_STEPS" -gt 0 ]; then
+    echo "[$(date +%H:%M:%S)] dataset $DATASET: the replay buffer of a $DATASET_STEPS-step SAC run"
+    (cd "$OUT" && python "$ROOT/tools/export_dataset.py" --exp-name dataset --env-id "$ENV_ID" --online-steps "$DATASET_STEPS" \
+      $NET --eval-interval "$DATASET_STEPS" --save-dataset-id "$DATASET" > logs/dataset.log 2>&1) \
+      || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
+    touch "$OUT/logs/dataset.log.done"  # (an interruption has already left through the trap above)
+  elif [[ "$DATASET" =~ ^local/(hopper|halfcheetah|walker2d)/(medium|expert|medium-expert)-v0$ ]]; then
+    echo "[$(date +%H:%M:%S)] dataset $DATASET: $DATASET_SIZE transitions of the shipped behaviour policy"
+    python tools/make_datasets.py make --envs "${BASH_REMATCH[1]}" --levels "${BASH_REMATCH[2]}" --size "$DATASET_SIZE" \
+      > "$OUT/logs/dataset.log" 2>&1 \
+      || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
+    touch "$OUT/logs/dataset.log.done"
+  elif [ "$DATASET" = local/pointmaze/umaze-v0 ]; then
+    echo "[$(date +%H:%M:%S)] dataset $DATASET: planner + PD controller + noise in the U-maze"
+    python tools/make_domain_datasets.py umaze > "$OUT/logs/dataset.log" 2>&1 \
+      || { echo "FAILED: making the dataset, see $OUT/logs/dataset.log"; tail -5 "$OUT/logs/dataset.log"; exit 1; }
+    touch "$OUT/logs/dataset.log.done"
+  fi  # otherwise the scripts download it (full tier) or say how to make it
+}
 
+report() {  # scores.md, curves.png, analysis.png from every run under $OUT/runs
+  MINUTES=$(( ($(date +%s) - START) / 60 ))
+  WALL="Wall time: $MINUTES min"
+  [ -z "${SLURM:-}" ] || WALL="$WALL from submission to report on Slurm (queueing included)"
+  [ -z "${RESUME:-}" ] || WALL="$WALL (RESUME=1: the resumed part only)"
+  PRE="$OFFLINE_STEPS pre-training steps per seed"
+  [ -z "$CHECKPOINT" ] || PRE="pre-trained agents $(basename "$CHECKPOINT")${IQL_CHECKPOINT:+ and $(basename "$IQL_CHECKPOINT")} (all seeds)"
+  MACHINE="$(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
+  python tools/benchmark_report.py --runs "$OUT/runs" --out "$OUT" --warmup "$WARMUP" \
+    --title "$ENV_ID, $DATASET: $PRE, $ONLINE_STEPS online steps, UTD $UTD, seeds $SEEDS" \
+    --command "${OVERRIDES}bash benchmark.sh $TIER" \
+    --note "Machine: $MACHINE. Date: $(date +%F). $WALL. Budgets: $PRE, $ONLINE_STEPS online steps (warmup $WARMUP), UTD $UTD for the SAC learners (Cal-QL: 1), $NET, $EVAL, seeds $SEEDS."
+  echo "benchmark $TIER done in $MINUTES min: $OUT/curves.png, $OUT/analysis.png, $OUT/scores.md"
+}
+
+slurm_submit() {  # SLURM=1: the same queue as job arrays; the jobs run this file's _job, like xargs does here
+  command -v sbatch > /dev/null || { echo "error: SLURM=1 needs Slurm's sbatch, which is not on this machine" >&2; exit 1; }
+  mkdir -p "$OUT/slurm"
+  OUT=$(cd "$OUT" && pwd)  # the jobs may start elsewhere
+  export OUT SWEEP_START=${SWEEP_START:-$START}
+  # what is left to do (RESUME=1: not the finished runs), the pre-trainings apart: the rest starts from them
+  queue | while read -r m s; do [ -f "$OUT/logs/${m}_$s.log.done" ] || echo "$m $s"; done > "$OUT/slurm/todo.txt"
+  grep -E '^(pretrain|td3bc_pretrain) ' "$OUT/slurm/todo.txt" > "$OUT/slurm/pretrain.txt" || true
+  grep -vE '^(pretrain|td3bc_pretrain) ' "$OUT/slurm/todo.txt" > "$OUT/slurm/runs.txt" || true
+  # every job: requeued when preempted (its run continues from its resume point), log appended to
+  sb() { sbatch --parsable --requeue --open-mode=append --cpus-per-task="$THREADS" --job-name "wsrl-$TIER" ${SBATCH_ARGS:-} "$@"; }
+  array() {  # array LIST AFTER: one task per line of LIST ("method seed"), JOBS at a time, once AFTER succeeded
+    sb --dependency="afterok:$2" --array="1-$(wc -l < "$1")%$JOBS" -o "$OUT/logs/slurm_%A_%a.out" \
+      --wrap "bash '$ROOT/benchmark.sh' _job \$(sed -n \${SLURM_ARRAY_TASK_ID}p '$1')"
+  }
+  local last ids
+  last=$(sb -o "$OUT/logs/slurm_dataset.out" --wrap "SLURM_PHASE=dataset bash '$ROOT/benchmark.sh' $TIER")
+  ids="dataset $last"
+  if [ -s "$OUT/slurm/pretrain.txt" ]; then last=$(array "$OUT/slurm/pretrain.txt" "$last"); ids+=", pre-training $last"; fi
+  if [ -s "$OUT/slurm/runs.txt" ]; then last=$(array "$OUT/slurm/runs.txt" "$last"); ids+=", runs $last"; fi
+  last=$(sb --dependency="afterok:$last" -o "$OUT/logs/slurm_report.out" --wrap "SLURM_PHASE=report bash '$ROOT/benchmark.sh' $TIER")
+  echo "submitted to Slurm: $(wc -l < "$OUT/slurm/todo.txt") runs; jobs: $ids, report $last"
+  echo "  watch: squeue -u $(id -un); each run's console: $OUT/logs/<method>_<seed>.log, Slurm's: $OUT/logs/slurm_*.out"
+  echo "  the report ($OUT/scores.md) is made when every run has finished. If a run fails, the report never"
+  echo "  starts: fix it, scancel $last, then resubmit what is left: SLURM=1 RESUME=1 bash benchmark.sh $TIER"
+}
+
+# ---- what runs, here or on Slurm ------------------------------------------------------------------
+case "${SLURM_PHASE:-}" in  # (inside the Slurm jobs that slurm_submit makes)
+  dataset) make_dataset; exit 0 ;;
+  report) START=${SWEEP_START:-$START}; report; exit 0 ;;
+esac
+if [ -n "${SLURM:-}" ]; then
+  slurm_submit
+  exit 0
+fi
+make_dataset
 # $JOBS workers take the jobs from the queue in order; a failed job stops the benchmark (after
 # the jobs already running) before the report
 if ! queue | xargs -P "$JOBS" -L 1 bash "$ROOT/benchmark.sh" _job; then
   echo "benchmark $TIER: a run failed (above). Fix it, then finish with: RESUME=1 bash benchmark.sh $TIER" >&2
   exit 1
 fi
-
-MINUTES=$(( ($(date +%s) - START) / 60 ))
-WALL="Wall time: $MINUTES min"
-[ -z "${RESUME:-}" ] || WALL="$WALL (RESUME=1: the resumed part only)"
-PRE="$OFFLINE_STEPS pre-training steps per seed"
-[ -z "$CHECKPOINT" ] || PRE="pre-trained agents $(basename "$CHECKPOINT")${IQL_CHECKPOINT:+ and $(basename "$IQL_CHECKPOINT")} (all seeds)"
-MACHINE="$(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
-python tools/benchmark_report.py --runs "$OUT/runs" --out "$OUT" --warmup "$WARMUP" \
-  --title "$ENV_ID, $DATASET: $PRE, $ONLINE_STEPS online steps, UTD $UTD, seeds $SEEDS" \
-  --command "${OVERRIDES}bash benchmark.sh $TIER" \
-  --note "Machine: $MACHINE. Date: $(date +%F). $WALL. Budgets: $PRE, $ONLINE_STEPS online steps (warmup $WARMUP), UTD $UTD for the SAC learners (Cal-QL: 1), $NET, $EVAL, seeds $SEEDS."
-echo "benchmark $TIER done in $MINUTES min: $OUT/curves.png, $OUT/analysis.png, $OUT/scores.md"
+report

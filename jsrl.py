@@ -31,12 +31,12 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional
 
 # SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
-    ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, dataset_env_spec, domain_of,
+    ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, check_args, dataset_env_spec, domain_of,
     env_snapshot, env_step, full_precision, load_minari, load_pretrained, build_envs, reference_scores, restore,
     restore_env, restore_from, rng_states, save_checkpoint, save_curve, set_rng_states,
 )
@@ -50,7 +50,7 @@ import tyro
 
 
 @dataclass
-class Args:
+class Args(RunArgs):  # + the flags every script shares: --seed, --cuda, --precision, --track, ... (wsrl_utils.py)
     # ---- guide ----------------------------------------------------------------------------
     pretrained_checkpoint: Optional[str] = None
     """REQUIRED: the pre-trained agent (calql_offline.py's runs/RUN/calql_offline_pretrained.pt,
@@ -128,18 +128,6 @@ class Args:
     # ---- generic --------------------------------------------------------------------------
     exp_name: str = "jsrl"
     """name of this experiment (used in the run folder name)"""
-    seed: int = 1
-    """seed of the experiment (python, numpy, torch, environment, roll-in draws)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda_graphs: bool = False
-    """on a GPU, record each update once as a CUDA graph and replay it (one launch instead of
-    hundreds); off by default: this project has not measured it on a GPU yet"""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
-    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
-    cuda: bool = True
-    """use CUDA when it is available (the CPU is used otherwise)"""
     save_model: bool = False
     """save a checkpoint (actor, critics, target, temperature, optimizer states, args) at the end
     of the run, or when it is interrupted, to runs/{run_name}/{exp_name}.pt"""

@@ -48,7 +48,7 @@ from typing import Literal, Optional
 # SUPPORT CODE (datasets, environments, checkpoints, argument checks, progress): not the algorithm,
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
-    NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, build_env, check_args,
+    NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, build_env, check_args,
     check_checkpoint_fits, dataset_record, domain_of, env_id_for, env_step, full_precision, heldout_split,
     load_offline_data, read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
     save_td3_checkpoint, stop_if_diverged, to_batch, use_td3_checkpoint_settings,
@@ -63,7 +63,7 @@ import tyro
 
 
 @dataclass
-class Args:
+class Args(RunArgs):  # + the flags every script shares: --seed, --cuda, --precision, --track, ... (wsrl_utils.py)
     # ---- phases -----------------------------------------------------------------------------
     pretrained_checkpoint: Optional[str] = None
     """start from this checkpoint (a td3c_pretrained.pt, or a --save-model file, of td3c.py) and
@@ -162,18 +162,6 @@ class Args:
     # ---- generic --------------------------------------------------------------------------
     exp_name: str = "td3c"
     """name of this experiment (used in the run folder name)"""
-    seed: int = 1
-    """seed of the experiment (python, numpy, torch, environment)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda_graphs: bool = False
-    """on a GPU, record each update once as a CUDA graph and replay it (one launch instead of
-    hundreds); off by default: this project has not measured it on a GPU yet"""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
-    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
-    cuda: bool = True
-    """use CUDA when it is available (the CPU is used otherwise)"""
     save_model: bool = False
     """also save the FINE-TUNED checkpoint at the end to runs/{run_name}/{exp_name}.pt (the
     pre-trained one, runs/{run_name}/{exp_name}_pretrained.pt, is always saved)"""
@@ -564,7 +552,7 @@ def main(args: Args) -> dict:
                          f"not fit the replay buffer (--buffer-size {args.buffer_size:,}); raise --buffer-size.")
     gen = run.seed()  # the replay sampler's random stream
     env = NormalizedStates(build_env(env_id, args.seed, metadata.get("spec")), obs_mean, obs_std)
-    eval_env = NormalizedStates(build_env(env_id, args.seed + 10_000, metadata.get("spec")), obs_mean, obs_std)
+    eval_env = NormalizedStates(build_env(env_id, args.seed + 10_000, metadata.get("spec"), True), obs_mean, obs_std)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if ckpt is not None:  # before anything is built or written: its sizes, its environment, its data
         check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id, "head", dataset_record(args.dataset_id, metadata))

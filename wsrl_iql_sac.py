@@ -23,7 +23,7 @@ from typing import Annotated, Literal, Optional
 # SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
-    ReplayBuffer, REWARD_TRANSFORMS, Run, adam_options, autocast, backward, check_args, env_snapshot, env_step,
+    ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, check_args, env_snapshot, env_step,
     full_precision, heldout_split, load_pretrained, load_task, build_envs, offline_per_batch, reference_scores, restore,
     restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states, to_batch,
 )
@@ -37,7 +37,7 @@ import tyro
 
 
 @dataclass
-class Args:
+class Args(RunArgs):  # + the flags every script shares: --seed, --cuda, --precision, --track, ... (wsrl_utils.py)
     # ---- phases -----------------------------------------------------------------------------
     pretrained_checkpoint: Optional[str] = None
     """start from this checkpoint (a *_pretrained.pt of calql_offline.py or a WSRL script, or any
@@ -158,18 +158,6 @@ class Args:
     # ---- generic --------------------------------------------------------------------------
     exp_name: str = "wsrl_iql_sac"
     """name of this experiment (used in the run folder name)"""
-    seed: int = 1
-    """seed of the experiment (python, numpy, torch, environment)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda_graphs: bool = False
-    """on a GPU, record each update once as a CUDA graph and replay it (one launch instead of
-    hundreds); off by default: this project has not measured it on a GPU yet"""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
-    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
-    cuda: bool = True
-    """use CUDA when it is available (the CPU is used otherwise)"""
     save_model: bool = False
     """also save the FINE-TUNED checkpoint at the end to runs/{run_name}/{exp_name}.pt (the
     pre-trained one, runs/{run_name}/{exp_name}_pretrained.pt, is always saved)"""

@@ -15,7 +15,8 @@ td3c.py) holds its algorithm in full: its flags, networks, losses and updates, e
     CUDA graphs         --cuda-graphs: an update function wrapped once, recorded, then replayed
     progress            progress lines, the run summary, curves, run folders
     the task            load_pretrained, load_task, build_envs: checkpoint, data, domain, environments
-    Run                 one run's plumbing behind a few calls (resume, logs, Ctrl-C, the summary)
+    RunArgs             the flags every script shares (seed, device, precision, --track, --capture-video)
+    Run                 one run's plumbing behind a few calls (resume, logs, W&B, videos, Ctrl-C, the summary)
 
 Nothing here is needed to understand an algorithm: read the scripts first. Copy this file next
 to a script you take elsewhere; the script runs with it alone.
@@ -34,8 +35,8 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import asdict
-from typing import Optional
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
 
 # OpenMP threads (torch's, on the CPU) wait for work passively unless you say otherwise: spinning
 # ones run a run several times slower as soon as anything else uses a core (a second seed, a
@@ -473,10 +474,11 @@ def dataset_env_spec(metadata: dict):
 # ---------------------------------------------------------------------------------------------
 # Environment: one env, reset by hand, so no transition ever spans two episodes
 # ---------------------------------------------------------------------------------------------
-def build_env(env_id: str, seed: int, spec=None) -> gym.Env:
+def build_env(env_id: str, seed: int, spec=None, render: bool = False) -> gym.Env:
     """The environment `env_id`, in its domain's form (DomainWrapper). Outside locomotion, a
     dataset's own spec of it (dataset_env_spec: AntMaze's evaluation maze, kitchen's tasks) is
-    used when given."""
+    used when given. `render`: it can draw frames (rgb_array, for --capture-video); nothing is
+    drawn until a frame is asked for."""
     domain = domain_of(env_id)
     if domain != "locomotion":  # AntMaze, PointMaze, FrankaKitchen and Adroit come from gymnasium-robotics
         # (its notice on import is about Adroit's DENSE rewards, which these scripts never use)
@@ -486,7 +488,8 @@ def build_env(env_id: str, seed: int, spec=None) -> gym.Env:
         gym.register_envs(gymnasium_robotics)
     use_spec = spec is not None and spec.id == env_id and domain != "locomotion"
     try:
-        env = gym.make(spec if use_spec else env_id, **env_kwargs_for(domain, env_id))
+        env = gym.make(spec if use_spec else env_id, render_mode="rgb_array" if render else None,
+                       **env_kwargs_for(domain, env_id))
     except gym.error.Error as e:  # an unknown id or version: gymnasium's own words, without the traceback
         raise SystemExit(f"error: cannot make environment {env_id!r}: {e}")
     if domain != "locomotion":
@@ -1366,7 +1369,7 @@ def build_envs(env_id: str, seed: int, metadata: dict, ckpt: Optional[dict] = No
     """The training environment (seed) and the evaluation one (seed + 10,000), checked against the
     checkpoint's and the data's sizes before anything is built or written. Returns
     (env, eval_env, obs_dim, act_dim)."""
-    env, eval_env = build_env(env_id, seed, metadata.get("spec")), build_env(env_id, seed + 10_000, metadata.get("spec"))
+    env, eval_env = build_env(env_id, seed, metadata.get("spec")), build_env(env_id, seed + 10_000, metadata.get("spec"), True)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     if ckpt is not None:
         check_checkpoint_fits(ckpt, obs_dim, act_dim, env_id, dataset=dataset_record(dataset_id, metadata))
@@ -1374,6 +1377,94 @@ def build_envs(env_id: str, seed: int, metadata: dict, ckpt: Optional[dict] = No
         raise SystemExit(f"error: dataset {dataset_id} has {data['observations'].shape[1]}-dim "
                          f"observations but {env_id} has {obs_dim}: pass the matching --env-id.")
     return env, eval_env, obs_dim, act_dim
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights & Biases (--track) and videos of evaluations (--capture-video)
+# ---------------------------------------------------------------------------------------------
+def start_wandb(args, run_dir: str):
+    """A W&B run that mirrors the tensorboard logs (sync_tensorboard, as CleanRL), with the flags as
+    its config. Its id comes from the run folder, so a --resume continues the same W&B run (the
+    steps redone after the resume point appear there twice: W&B cannot take back what it got)."""
+    import wandb
+
+    name = os.path.basename(os.path.normpath(run_dir))
+    wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=asdict(args),
+               name=name, id=hashlib.sha1(name.encode()).hexdigest()[:16], resume="allow", save_code=True)
+    return wandb
+
+
+class EvalRecorder:
+    """Films the first episode of every evaluation with gymnasium's RecordVideo, slipped into the
+    evaluation env's wrappers under its episode statistics: the script's env object stays the same."""
+
+    def __init__(self, env: gym.Env, folder: str):
+        from gymnasium.wrappers import RecordVideo
+
+        self.folder, self.armed = folder, True
+        with warnings.catch_warnings():  # "overwriting existing videos": a resumed run adds to its folder
+            warnings.simplefilter("ignore")
+            self.recorder = RecordVideo(env, folder, episode_trigger=self._trigger, name_prefix="recording",
+                                        disable_logger=True)
+
+    def _trigger(self, episode: int) -> bool:  # at every reset: film the first episode after an evaluation
+        armed, self.armed = self.armed, False
+        return armed
+
+    def save(self, name: str) -> Optional[str]:
+        """After an evaluation: its film, renamed `name` in the folder; returns its path (None if none)."""
+        if self.recorder.recording:  # (one episode per evaluation: the next reset never came)
+            self.recorder.stop_recording()
+        self.armed = True
+        films = sorted(f for f in os.listdir(self.folder) if f.startswith("recording-episode-"))
+        if not films:
+            return None
+        path = os.path.join(self.folder, name)
+        os.replace(os.path.join(self.folder, films[-1]), path)
+        return path
+
+
+def record_evaluations(eval_env: gym.Env, folder: str) -> EvalRecorder:
+    """Insert an EvalRecorder's RecordVideo just under RecordEpisodeStatistics of `eval_env`
+    (built by build_env with render=True)."""
+    if eval_env.render_mode != "rgb_array":
+        raise SystemExit("error: --capture-video: this evaluation environment cannot draw frames (build it with "
+                         "build_env(..., render=True)).")
+    holder = eval_env
+    while not isinstance(holder, gym.wrappers.RecordEpisodeStatistics):
+        holder = holder.env
+    video = EvalRecorder(holder.env, folder)
+    holder.env = video.recorder
+    return video
+
+
+# ---------------------------------------------------------------------------------------------
+# RunArgs: the flags every script shares (CleanRL's generic block); each script's Args extends it
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RunArgs:
+    seed: int = 1
+    """seed of the experiment (python, numpy, torch, environment)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when it is available (the CPU is used otherwise)"""
+    cuda_graphs: bool = False
+    """on a GPU, record each update once as a CUDA graph and replay it (one launch instead of
+    hundreds); off by default: this project has not measured it on a GPU yet"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: the networks' matmuls in bfloat16 during updates (autocast), weights, output layers,
+    losses and targets in float32; faster where the hardware has bfloat16 (recent CPUs, GPUs)"""
+    track: bool = False
+    """log to Weights & Biases as well (the tensorboard scalars, the flags, the videos); needs
+    `pip install wandb`; WANDB_MODE=offline writes the run to ./wandb/ for a later `wandb sync`"""
+    wandb_project_name: str = "wsrl"
+    """the W&B project (with --track)"""
+    wandb_entity: Optional[str] = None
+    """the W&B entity, a user or team (with --track; None: your default one)"""
+    capture_video: bool = False
+    """record the first episode of every evaluation to runs/{run_name}/videos/*.mp4 (with
+    --track, also to W&B); renders off-screen with MuJoCo's EGL (MUJOCO_GL=egl unless set)"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1387,9 +1478,9 @@ class Run:
         run = Run(args, "sac_fast.py")       # --resume: the run's own settings and its last resume point
         args, device = run.args, run.device
         gen = run.seed()                     # python, numpy, torch; returns the replay sampler's generator
-        run.open_logs(env_id)                # runs/<run>/ and its tensorboard writer, run.writer
+        run.open_logs(env_id)                # runs/<run>/ and its tensorboard writer, run.writer (--track: W&B too)
         update = run.graphs.wrap(update)     # --cuda-graphs (a plain call otherwise)
-        run.start(eval_env)                  # the eval env seeded; resumed: summary and eval env as they were
+        run.start(eval_env)                  # the eval env seeded (--capture-video: recorded); resumed: as it was
         with run.stoppable():                # Ctrl-C (or SIGTERM) ends the loop; the code after saves
             for step in run.steps(1, total): # run.step follows the loop
                 run.log_losses("losses/", update(batch), step, "online")
@@ -1415,12 +1506,19 @@ class Run:
             phase = f"{self.resume['phase']} " if "phase" in self.resume else ""
             print(f"resuming {args.resume} after {phase}step {self.resume['step']:,}")
         self.args, self.script = args, script
+        if args.track:  # W&B is imported only when asked for
+            try:
+                import wandb  # noqa: F401
+            except ImportError:
+                raise SystemExit("error: --track logs to Weights & Biases, which is not installed: pip install wandb")
+        if args.capture_video:  # off-screen rendering (no display): MuJoCo's EGL, unless the user chose
+            os.environ.setdefault("MUJOCO_GL", "egl")
         self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
         # --cuda-graphs: each update function is wrapped once (`run.graphs.wrap(update)`)
         self.graphs = CudaGraphs(use_cuda_graphs(args, self.device))
         self.start_time = time.time()
         self.step, self.resume_step, self.interrupted = 0, None, False
-        self.run_dir = self.writer = self._previous_sigterm = self.dataset = None
+        self.run_dir = self.writer = self._previous_sigterm = self.dataset = self.wandb = self.video = None
         self.summary = {"run_dir": None, "evals": [], "first_losses": None}
 
     def start(self, eval_env: gym.Env, offline_evals: bool = False) -> Optional[str]:
@@ -1431,12 +1529,13 @@ class Run:
         if offline_evals:
             self.summary["offline_evals"] = []
         eval_env.reset(seed=self.args.seed + 10_000)
-        if not self.resume:
-            return None
-        self.summary.update(self.resume["summary"])
-        self.resume_step = self.resume["step"]
-        restore_env(eval_env, self.resume["eval_env"])
-        return self.resume.get("phase", "")
+        if self.resume:
+            self.summary.update(self.resume["summary"])
+            self.resume_step = self.resume["step"]
+            restore_env(eval_env, self.resume["eval_env"])
+        if self.args.capture_video:  # after the resets above, so the first evaluation's first episode is filmed
+            self.video = record_evaluations(eval_env, os.path.join(self.run_dir, "videos"))
+        return self.resume.get("phase", "") if self.resume else None
 
     def seed(self) -> torch.Generator:
         """Seed python, numpy and torch (CleanRL's block); returns the replay sampler's generator."""
@@ -1461,6 +1560,8 @@ class Run:
             check_same_data(self.resume.get("dataset"), self.dataset, f"the run {args.resume} began", refuse=True)
         self.run_dir = args.resume if self.resume else make_run_dir(env_id, args.exp_name, args.seed)
         self.summary["run_dir"] = self.run_dir
+        if args.track:  # before the writer: W&B mirrors what tensorboard gets (CleanRL's sync_tensorboard)
+            self.wandb = start_wandb(args, self.run_dir)
         self.writer = SummaryWriter(self.run_dir, purge_step=self.resume["step"] + 1 if self.resume and purge else None)
         if not self.resume:
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
@@ -1485,6 +1586,10 @@ class Run:
             self.writer.add_scalar(f"{prefix}eval/normalized_score", score, step)
         if success is not None:  # sparse domains
             self.writer.add_scalar(f"{prefix}eval/success_rate", success, step)
+        if self.video is not None:  # --capture-video: this evaluation's first episode
+            path = self.video.save(f"{prefix.replace('/', '_')}eval_step_{step}.mp4")
+            if path and self.wandb is not None:
+                self.wandb.log({f"videos/{prefix}eval": self.wandb.Video(path, format="mp4"), "global_step": step})
         return ret
 
     def log_episode(self, episode: Optional[dict], step: int, last_return: float) -> float:
@@ -1544,6 +1649,8 @@ class Run:
         for env in envs:
             env.close()
         self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
         if self._previous_sigterm is not None:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, self._previous_sigterm)

@@ -63,6 +63,10 @@ def test_every_flag_of_args_is_in_the_help_with_its_default(helps):
         tree = ast.parse(open(os.path.join(ROOT, script), encoding="utf-8").read())
         args = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args")
         fields = {n.target.id.replace("_", "-") for n in args.body if isinstance(n, ast.AnnAssign)}
+        assert [b.id for b in args.bases] == ["RunArgs"], script  # the flags every script shares
+        utils = ast.parse(open(os.path.join(ROOT, "wsrl_utils.py"), encoding="utf-8").read())
+        shared = next(n for n in utils.body if isinstance(n, ast.ClassDef) and n.name == "RunArgs")
+        fields |= {n.target.id.replace("_", "-") for n in shared.body if isinstance(n, ast.AnnAssign)}
         assert fields == set(helps[script]) - {"help"}, script
         for flag, (_, text) in helps[script].items():
             assert text, f"{script}: --{flag} has no help text"
