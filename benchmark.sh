@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the paper's no-retention comparison (WSRL Fig. 7, with the analysis of Fig. 4 and 11)
-# with this repository's own scripts, and regenerate the figures and table of the README.
+# with this repository's own scripts, and regenerate the figures and tables of docs/results.md.
 #
 #   bash benchmark.sh cpu     # 2-core machine, no network: HalfCheetah medium from the shipped agents, 5 seeds (54 min)
 #   bash benchmark.sh maze    # 2-core machine: the sparse-reward demo, PointMaze U-maze, success rates, 3 seeds

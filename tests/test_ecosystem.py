@@ -124,6 +124,18 @@ def test_a_filmed_evaluation_holds_its_first_episode_frame_by_frame(sandbox):
     env.close()
 
 
+def test_capture_video_leaves_every_evaluation_as_it_was(sandbox):
+    """Filming draws frames only: the same episodes, seeds and returns as without it."""
+    import sac_fast as S
+
+    tiny = dict(online_steps=60, learning_starts=20, eval_interval=30, eval_episodes=2, num_qs=2, batch_size=8,
+                critic_hidden=16, actor_hidden=16)
+    plain = S.main(S.Args(**tiny))
+    filmed = S.main(S.Args(**tiny, capture_video=True))
+    assert filmed["evals"] == plain["evals"] and len(plain["evals"]) == 2
+    assert sorted(os.listdir(os.path.join(filmed["run_dir"], "videos"))) == ["eval_step_30.mp4", "eval_step_60.mp4"]
+
+
 def test_wandb_is_imported_only_with_track_and_its_absence_is_one_line(sandbox, monkeypatch):
     import sac_fast as S
 

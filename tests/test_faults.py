@@ -148,7 +148,7 @@ def test_a_checkpoint_of_another_environment_with_the_same_sizes_is_refused():
 def test_flags_given_with_resume_are_refused_not_dropped(sandbox):
     with pytest.raises(SystemExit) as stop:
         S.main(S.Args(resume="runs/whatever", seed=3, utd=4))
-    assert "--resume continues a run with the settings it began with; drop --utd, --seed (" in str(stop.value)  # (in the order of --help)
+    assert "--resume continues a run with the settings it began with; drop --seed, --utd (" in str(stop.value)  # (in the order of --help)
 
 
 def test_a_damaged_resume_point_or_another_scripts_run_is_one_line(sandbox):

@@ -1,6 +1,6 @@
-"""Point the README's walk-through of Algorithm 1 at the current lines of wsrl_calql_sac.py.
+"""Point the walk-through of Algorithm 1 (docs/scripts.md) at the current lines of wsrl_calql_sac.py.
 
-    python tools/readme_ranges.py            # rewrite the ranges in README.md
+    python tools/readme_ranges.py            # rewrite the ranges in docs/scripts.md
     python tools/readme_ranges.py --check    # only say whether they are current
 
 Each row of the walk-through table is found by a marker comment the script carries (the same
@@ -55,24 +55,25 @@ def ranges(source: str) -> dict:
     }
 
 
-ROW = re.compile(r"^(\| ([\d-]+) \| [^|]+ \| )\[L(\d+)-L(\d+)\]\(wsrl_calql_sac\.py#L\d+-L\d+\)", re.M)
+DOC = os.path.join("docs", "scripts.md")
+ROW = re.compile(r"^(\| ([\d-]+) \| [^|]+ \| )\[L(\d+)-L(\d+)\]\(\.\./wsrl_calql_sac\.py#L\d+-L\d+\)", re.M)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a range is stale")
     opts = parser.parse_args()
-    path = os.path.join(ROOT, "README.md")
+    path = os.path.join(ROOT, DOC)
     readme = open(path, encoding="utf-8").read()
     want = ranges(open(os.path.join(ROOT, SCRIPT), encoding="utf-8").read())
     new = ROW.sub(lambda m: f"{m.group(1)}[L{want[m.group(2)][0]}-L{want[m.group(2)][1]}]"
-                            f"({SCRIPT}#L{want[m.group(2)][0]}-L{want[m.group(2)][1]})", readme)
+                            f"(../{SCRIPT}#L{want[m.group(2)][0]}-L{want[m.group(2)][1]})", readme)
     if opts.check:
         print("current" if new == readme else "stale: run python tools/readme_ranges.py")
         return int(new != readme)
     with open(path, "w", encoding="utf-8") as f:
         f.write(new)
-    print("README.md: walk-through ranges " + ("updated" if new != readme else "already current"))
+    print(f"{DOC}: walk-through ranges " + ("updated" if new != readme else "already current"))
     return 0
 
 
