@@ -6,6 +6,7 @@
 #   bash benchmark.sh maze    # 2-core machine: the sparse-reward demo, PointMaze U-maze, success rates, 3 seeds
 #   bash benchmark.sh td3c    # 2-core machine: the policy-collapse paper, TD3 vs TD3-C from one TD3+BC agent per seed
 #   bash benchmark.sh full    # the paper's budgets (250k pre-training, 10 critics 2x256, UTD 4): a GPU job
+#   bash benchmark.sh gpu     # one GPU, capped: WSRL, Cal-QL with its data and RLPD at UTD 4 over 50k steps (tools/gpu_session.sh)
 #   bash benchmark.sh speed   # env-steps/s of each script's update at the paper's config, as a markdown table
 #
 # Every tier writes under results/<tier>/: runs/ (tensorboard logs and checkpoints), logs/ (the
@@ -22,6 +23,8 @@
 #            JOBS runs at a time, SBATCH_ARGS="--partition ... --time ..." added to every sbatch;
 #            preempted runs are requeued and continue from their resume points (RESUME_INTERVAL)
 #   RESUME_INTERVAL  every run's --resume-interval (env steps between resume points; td3c.py has none)
+#   WALL_CAP seconds: each run is stopped there (as Ctrl-C: it saves what it has) and counts as finished
+#   REPORT=0 make no report (the runs are reported elsewhere: tools/gpu_session.sh brings them back)
 #
 # What runs, for each seed (JOBS workers share one queue of all seeds' runs):
 #   pretrain   calql_offline.py, offline only: the Cal-QL checkpoint every method below starts from
@@ -55,7 +58,7 @@ TIER=${1:-}
 # the settings given in the environment, to print with the command in scores.md
 OVERRIDES=""
 for var in ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET \
-    EVAL SEEDS JOBS THREADS METHODS PRECISION OUT RESUME_INTERVAL SLURM; do
+    EVAL SEEDS JOBS THREADS METHODS PRECISION OUT RESUME_INTERVAL SLURM WALL_CAP CALQL_UTD; do
   [ -n "${!var+set}" ] || continue
   case "${!var}" in
     *" "*) OVERRIDES+="$var=\"${!var}\" " ;;
@@ -64,7 +67,7 @@ for var in ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT O
 done
 
 usage() {
-  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
   exit 1
 }
 
@@ -161,6 +164,30 @@ case "$TIER" in
     # every method of the paper's Fig. 7, its IQL, CQL and Cal-QL baselines also as their papers ran them
     METHODS=${METHODS:-"pretrain calql_no_retention calql_retention wsrl wsrl_no_warmup jsrl so2 wsrl_iql rlpd sac_fast calql_2q cql_2q iql_2q"}
     ;;
+  gpu)
+    # The paper's claim over its first 50,000 steps (App. E, Fig. 20) on ONE lent GPU, with a
+    # wall-clock cap so that a slow GPU still gives curves: from the shipped Cal-QL agent (10
+    # critics, 128 wide), WSRL (warmup 5,000, UTD 4), Cal-QL with half of every batch from its data
+    # at UTD 4 (the paper's Fig. 9 variant) and RLPD at UTD 4, 3 seeds each, all 9 runs side by
+    # side. tools/gpu_session.sh runs it (REPORT=0; the report is made from the runs brought back).
+    ENV_ID=${ENV_ID:-HalfCheetah-v5}
+    DATASET=${DATASET:-local/halfcheetah/medium-v0}
+    DATASET_STEPS=0
+    DATASET_SIZE=${DATASET_SIZE:-100000}
+    CHECKPOINT=${CHECKPOINT-$ROOT/pretrained/halfcheetah-medium-calql.pt}
+    IQL_CHECKPOINT=""
+    OFFLINE_STEPS=${OFFLINE_STEPS:-250000}  # only without CHECKPOINT
+    ONLINE_STEPS=${ONLINE_STEPS:-50000}
+    WARMUP=${WARMUP:-5000}
+    UTD=${UTD:-4}
+    CALQL_UTD=${CALQL_UTD:-4}
+    NET=${NET:-"--critic-hidden 128 --actor-hidden 128"}   # the shipped agent's width (RLPD the same)
+    EVAL=${EVAL:-"--eval-interval 2500 --eval-episodes 10"}
+    SEEDS=${SEEDS:-"1 2 3"}
+    JOBS=${JOBS:-9}
+    THREADS=${THREADS:-1}
+    METHODS=${METHODS:-"calql_retention wsrl rlpd"}
+    ;;
   speed)
     mkdir -p results/speed
     python tools/speed.py --table | tee results/speed/speed.md
@@ -172,8 +199,10 @@ esac
 
 PRECISION=${PRECISION:-fp32}
 RESUME_INTERVAL=${RESUME_INTERVAL:-}
+WALL_CAP=${WALL_CAP:-}
+CALQL_UTD=${CALQL_UTD:-1}  # Cal-QL fine-tunes at UTD 1, as Cal-QL does (gpu tier: 4, the paper's Fig. 9 variant)
 export ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET EVAL THREADS ROOT \
-  PRECISION RESUME_INTERVAL
+  PRECISION RESUME_INTERVAL WALL_CAP CALQL_UTD
 export OUT=${OUT:-results/$TIER}
 
 # ---- one job: one method for one seed ----------------------------------------------------------
@@ -212,13 +241,17 @@ if [ "$TIER" = "_job" ]; then
       echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD"
       set -- --exp-name "$METHOD" --seed "$SEED" --precision "$PRECISION" "$@"
     fi
-    if ! OMP_NUM_THREADS=$THREADS python "$ROOT/$script" "$@" > "$log" 2>&1; then
+    local cap=()
+    [ -z "$WALL_CAP" ] || cap=(timeout --preserve-status --signal=INT --kill-after=120 "$WALL_CAP")  # SIGINT: the script saves and ends
+    if ! OMP_NUM_THREADS=$THREADS "${cap[@]}" python "$ROOT/$script" "$@" > "$log" 2>&1; then
       touch "$log.failed"
       echo "FAILED: $METHOD, seed $SEED; the end of $OUT/$log:"
       tail -5 "$log"
       exit 255  # tells xargs to start no further job (the ones running finish first)
     fi
-    if grep -q "^interrupted at" "$log"; then  # stopped early (e.g. a signal to this one run)
+    if [ -n "$WALL_CAP" ] && grep -q "^interrupted at" "$log"; then  # stopped at the cap: what it reached is its result
+      echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD stopped at the ${WALL_CAP}s cap ($(grep -o '^interrupted at [a-z ]*step [0-9,]*' "$log"))"
+    elif grep -q "^interrupted at" "$log"; then  # stopped early (e.g. a signal to this one run)
       touch "$log.failed"  # a job waiting for this seed's checkpoint must stop, not wait forever
       echo "[$(date +%H:%M:%S)] seed $SEED: $METHOD was interrupted; RESUME=1 runs it again"
       exit 255
@@ -253,12 +286,14 @@ if [ "$TIER" = "_job" ]; then
     # Cal-QL runs at UTD 1, as Cal-QL does; the SAC learners below run at $UTD
     calql_no_retention)
       CKPT=$(checkpoint)
-      run calql_offline.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --offline-ratio 0 $EVAL ;;
+      run calql_offline.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --offline-ratio 0 \
+        --utd "$CALQL_UTD" $EVAL ;;
     calql_retention)  # the paper's share of offline data in every batch: 50%, 25% on kitchen (its App. I,
       # after Cal-QL; the official code leaves it to the command line)
       CKPT=$(checkpoint)
       case "$DATASET" in *kitchen*) RETAIN=0.25 ;; *) RETAIN=0.5 ;; esac
-      run calql_offline.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --offline-ratio "$RETAIN" $EVAL ;;
+      run calql_offline.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --offline-ratio "$RETAIN" \
+        --utd "$CALQL_UTD" $EVAL ;;
     wsrl)
       CKPT=$(checkpoint)
       run wsrl_calql_sac.py --pretrained-checkpoint "$CKPT" --online-steps "$ONLINE_STEPS" --warmup-steps "$WARMUP" \
@@ -451,4 +486,4 @@ if ! queue | xargs -P "$JOBS" -L 1 bash "$ROOT/benchmark.sh" _job; then
   echo "benchmark $TIER: a run failed (above). Fix it, then finish with: RESUME=1 bash benchmark.sh $TIER" >&2
   exit 1
 fi
-report
+[ "${REPORT:-1}" = 0 ] || report

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
@@ -441,3 +440,31 @@ def test_the_demo_runs_end_to_end_at_a_tiny_budget(sandbox):
     assert "for 600 steps" in caption and "(1 seed)" in caption
     for _, label in R.DEMO_METHODS:
         assert label in caption
+
+
+def test_the_gpu_session_rehearsed_on_the_cpu_packs_its_files_and_reports(tmp_path):
+    """tools/gpu_session.sh with REHEARSAL=1: every step a lent GPU machine runs (wheels skipped:
+    this environment has them), at toy budgets, one comparison run stopped at its cap; then
+    tools/gpu_report.py makes the report from what it packed, as it will from a real session."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = dict(os.environ, REHEARSAL="1", PYTHON=sys.executable, WHEELS=str(tmp_path / "no-wheels"), WORK=str(work),
+               CAP="25", SEEDS="1", JOBS="1", METHODS="rlpd", ONLINE_STEPS="100000", WARMUP="100")
+    done = subprocess.run(["bash", os.path.join(ROOT, "tools", "gpu_session.sh"), str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    files = sorted(os.listdir(out))
+    assert files == ["dataset.log", "runs.tar.gz", "session.log", "speed.md", "summary.md", "tests.log"]
+    assert len(files) <= 8  # what a device call brings back
+    summary = (out / "summary.md").read_text()
+    assert "torch " in summary and "tests/test_gpu.py: exit 0" in summary, summary
+    assert "bash benchmark.sh gpu (WALL_CAP=25): exit 0" in summary, summary
+    assert "| sac_fast.py | SAC, UTD 4" in (out / "speed.md").read_text()
+    assert "stopped at the 25s cap" in (out / "session.log").read_text()
+    dest = tmp_path / "report"
+    report = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_report.py"), str(out), str(dest),
+                             "--warmup", "100"], capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+    (row,) = [line for line in (dest / "reached.md").read_text().splitlines() if "__rlpd__1__" in line]
+    last = int(row.split("|")[2].strip().removeprefix("cap at step ").replace(",", ""))
+    assert 100 < last < 100000  # it got past its warmup, and the cap stopped it long before its budget
+    assert (dest / "scores.md").exists() and (dest / "speed.md").exists()

@@ -146,11 +146,14 @@ def measure(fn, repeats: int, device: torch.device) -> tuple[float, float]:
     return counter.get_total_flops(), 1000 * (time.perf_counter() - start) / repeats
 
 
-def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, precision: str) -> list:
+def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, precision: str,
+                graphs: bool = False) -> list:
     """[(script, what, precision, unit, flops, ms)] for the update(s) script `name` runs, built
-    from ITS OWN functions (the marked copies are identical, but each script is timed as it is)."""
+    from ITS OWN functions (the marked copies are identical, but each script is timed as it is).
+    `graphs` (--graphs, on a GPU): through --cuda-graphs' wrapper instead (capturable Adam, each
+    update recorded once, then replayed); its rows say "CUDA graph"."""
     S = importlib.import_module(name)
-    args = S.Args(precision=precision)
+    args = S.Args(precision=precision, cuda_graphs=graphs)
     if name != "jsrl":  # (jsrl.py takes its sizes from its checkpoint)
         U.apply_domain_preset(args, "locomotion")
     for key, value in dict(num_qs=a.num_qs, batch_size=a.batch_size, critic_hidden=a.hidden, actor_hidden=a.hidden,
@@ -171,30 +174,29 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, 
              "next_obs": torch.randn(n, obs_dim), "terminals": torch.zeros(n), "mc_returns": torch.randn(n)}
         return {k: v.to(device) for k, v in b.items()}
 
-    rows = []
+    updates = []  # (what, unit, update(batch), batch)
     if hasattr(S, "calql_update"):
         cql_lagrange_param = torch.zeros((), requires_grad=True, device=device)
-        cql_opt = torch.optim.Adam([cql_lagrange_param])
-        b = batch(args.batch_size)
+        cql_opt = torch.optim.Adam([cql_lagrange_param], **U.adam_options(device, args))
         # (Cal-QL always backs up the best of 10 sampled next actions: no flag to set)
-        step = lambda: S.calql_update(actor, critic, target, alpha_param, cql_lagrange_param, *opts, cql_opt, b, args,
-                                      -float(act_dim))
-        rows.append((name, "Cal-QL step (offline; online at UTD 1)", precision, "gradient steps/s",
-                     *measure(step, a.repeats, device)))
+        updates.append(("Cal-QL step (offline; online at UTD 1)", "gradient steps/s",
+                        lambda b: S.calql_update(actor, critic, target, alpha_param, cql_lagrange_param, *opts, cql_opt,
+                                                 b, args, -float(act_dim)), batch(args.batch_size)))
     if hasattr(S, "iql_update"):
         value = S.ValueNet(obs_dim, args.critic_hidden, args.critic_layers).to(device)
-        value_opt = torch.optim.Adam(value.parameters(), lr=3e-4)
-        b = batch(args.batch_size)
-        step = lambda: S.iql_update(actor, critic, target, value, opts[0], opts[1], value_opt, b, args)
-        rows.append((name, "IQL step (offline)", precision, "gradient steps/s", *measure(step, a.repeats, device)))
+        value_opt = torch.optim.Adam(value.parameters(), lr=3e-4, **U.adam_options(device, args))
+        updates.append(("IQL step (offline)", "gradient steps/s",
+                        lambda b: S.iql_update(actor, critic, target, value, opts[0], opts[1], value_opt, b, args),
+                        batch(args.batch_size)))
     if hasattr(S, "sac_update"):
         args.utd = a.utd
         args.max_target_backup = False  # SAC on locomotion: one next action (App. I; antmaze would back up 10)
-        b = batch(args.utd * args.batch_size)
-        step = lambda: S.sac_update(actor, critic, target, alpha_param, *opts, b, args, -float(act_dim))
-        rows.append((name, f"SAC, UTD {args.utd}: {args.utd} critic + 1 actor update per env step", precision,
-                     "env-steps/s", *measure(step, a.repeats, device)))
-    return rows
+        updates.append((f"SAC, UTD {args.utd}: {args.utd} critic + 1 actor update per env step", "env-steps/s",
+                        lambda b: S.sac_update(actor, critic, target, alpha_param, *opts, b, args, -float(act_dim)),
+                        batch(args.utd * args.batch_size)))
+    recorder = U.CudaGraphs(enabled=graphs)  # a plain call unless `graphs`
+    return [(name, what + (", CUDA graph" if graphs else ""), precision, unit,
+             *measure(lambda: recorder.run(what, update, b), a.repeats, device)) for what, unit, update, b in updates]
 
 
 def print_table(a) -> None:
@@ -203,8 +205,10 @@ def print_table(a) -> None:
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     U.keep_freed_memory()
     precisions = ["fp32", "bf16"] if a.precision in (None, "both") else [a.precision]
+    modes = [False, True] if a.graphs and device.type == "cuda" else [False]
     rows = [r for name in ("sac_fast", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "jsrl")
-            for precision in precisions for r in update_rows(name, a, obs_dim, act_dim, device, precision)]
+            for precision in precisions for graphs in modes
+            for r in update_rows(name, a, obs_dim, act_dim, device, precision, graphs)]
     peaks = {p: matmul_peak(device=device, dtype=torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU, {torch.get_num_threads()} threads")
@@ -247,6 +251,8 @@ def main():
                    help="time every script's own update functions (no env loop) and print one markdown table")
     p.add_argument("--repeats", type=int, default=30, help="with --table: timed calls per update")
     p.add_argument("--device", default="auto", help="with --table: cpu, cuda, or auto (cuda when there is one)")
+    p.add_argument("--graphs", action="store_true",
+                   help="with --table on a GPU: each update also through --cuda-graphs (recorded once, replayed)")
     p.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
                    help="the scripts' --precision (default: fp32; --table: both, one row each)")
     a = p.parse_args()
@@ -288,7 +294,7 @@ def main():
     peak = matmul_peak(dtype=torch.bfloat16 if a.precision == "bf16" else torch.float32)  # the run's own precision
     achieved = sps * flops / 1e9
     print(f"\n| script | config | env-steps/s | GFLOP/step | GFLOP/s | {a.precision} matmul peak | share of peak |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     print(f"| {a.script}.py | {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden}, UTD {a.utd}, batch {a.batch_size}, "
           f"{a.precision}, {torch.get_num_threads()} threads | {sps:.1f} | {flops / 1e9:.2f} | {achieved:.0f} | {peak:.0f} GFLOP/s | "
           f"{100 * achieved / peak:.0f}% |")
