@@ -129,7 +129,7 @@ def test_a_simulator_that_returns_nan_stops_the_run(sandbox, monkeypatch):
             return obs * float("nan"), r, term, trunc, info
 
     make = U.build_env
-    monkeypatch.setattr(U, "build_env", lambda env_id, seed, spec=None: Blows(make(env_id, seed, spec)))
+    monkeypatch.setattr(U, "build_env", lambda env_id, seed, spec=None, render=False: Blows(make(env_id, seed, spec, render)))
     with pytest.raises(SystemExit, match="Hopper-v5 returned a non-finite observation or reward"):
         S.main(S.Args(save_model=True, **TINY_SAC))
     assert not list(sandbox.glob("runs/*/*.pt"))
