@@ -1,4 +1,4 @@
-"""tools/scalars.py reads tensorboard logs back into tables and figures (used for the README)."""
+"""tools/scalars.py reads tensorboard logs back into tables and figures (used for docs/results.md and docs/benchmarks.md)."""
 
 import os
 import subprocess

@@ -10,7 +10,7 @@
 #
 # The wheels of what the machine lacks (gymnasium, mujoco, minari, tyro and their needs) travel in
 # .whl/: `bash tools/gpu_wheels.sh` downloads them here. Budgets, from the environment:
-#   CAP       seconds each comparison run may take (default 270; it stops and saves there)
+#   CAP       seconds each comparison run may take (default 240; it stops and saves there)
 #   SEEDS     comparison seeds (default "1 2 3"); METHODS (default "calql_retention wsrl rlpd")
 #   REPEATS   timed calls per update in the speed table (default 20)
 # Back here: python tools/gpu_report.py OUT results/gpu-DATE makes the report from OUT/runs.tar.gz.
@@ -24,7 +24,7 @@ T0=$(date +%s)
 stage() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 PY=${PYTHON:-python3}
 REHEARSAL=${REHEARSAL:-}
-CAP=${CAP:-270}
+CAP=${CAP:-240}
 REPEATS=${REPEATS:-20}
 WORK=${WORK:-/tmp/wsrl-gpu}
 rm -rf "$WORK" && mkdir -p "$WORK"
@@ -59,7 +59,7 @@ DATASET_PID=$!
 
 stage "tests that need a GPU"
 if [ -n "$REHEARSAL" ]; then export WSRL_GPU_TESTS_ON_CPU=1; fi
-$PY -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.log" 2>&1
+timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.log" 2>&1
 TESTS=$?
 tail -3 "$OUT/tests.log"
 echo "- tests/test_gpu.py: exit $TESTS ($(tail -1 "$OUT/tests.log"))" >> "$OUT/summary.md"
@@ -70,8 +70,8 @@ if [ -n "$REHEARSAL" ]; then
 else
   SPEED=(--repeats "$REPEATS")
 fi
-timeout 150 $PY tools/speed.py --table --graphs "${SPEED[@]}" > "$OUT/speed.md" 2>&1 \
-  || echo "- tools/speed.py --table --graphs: failed or cut at 150 s (see speed.md)" >> "$OUT/summary.md"
+timeout 120 $PY tools/speed.py --table --graphs "${SPEED[@]}" > "$OUT/speed.md" 2>&1 \
+  || echo "- tools/speed.py --table --graphs: failed or cut at 120 s (see speed.md)" >> "$OUT/summary.md"
 tail -n +1 "$OUT/speed.md" | head -40
 
 stage "dataset"
