@@ -36,9 +36,9 @@ from typing import Optional
 # SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
-    ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, check_args, dataset_env_spec, domain_of,
-    env_snapshot, env_step, full_precision, load_minari, load_pretrained, build_envs, reference_scores, restore,
-    restore_env, restore_from, rng_states, save_checkpoint, save_curve, set_rng_states,
+    Adam, ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, check_args,
+    dataset_env_spec, domain_of, env_snapshot, env_step, full_precision, load_minari, load_pretrained, build_envs,
+    reference_scores, restore, restore_env, restore_from, rng_states, save_checkpoint, save_curve, set_rng_states,
 )
 
 import gymnasium as gym
@@ -380,9 +380,9 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
 def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor)."""
     fused = adam_options(alpha_param.device, args)
-    return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
-            torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
-            torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+    return (Adam(actor.parameters(), lr=args.actor_lr, **fused),
+            Adam(critic.parameters(), lr=args.critic_lr, **fused),
+            Adam([alpha_param], lr=args.temp_lr, **fused))
 
 
 # [end copy]
@@ -558,7 +558,7 @@ def main(args: Args) -> dict:
     def sac_step(batch: dict) -> dict:  # one high-UTD step: `utd` critic updates, then one actor update
         return sac_update(**learner, batch=batch, args=args, target_entropy=target_entropy)
 
-    sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs: recorded once as a CUDA graph, then replayed
+    sac_step = run.graphs.wrap(sac_step)  # --compile: compiled whole; --cuda-graphs: recorded once, then replayed
     # JSRL, like WSRL, keeps no offline data: the buffer starts empty and holds online data only
     rb = ReplayBuffer(obs_dim, act_dim, args.buffer_size, device)
     print(f"JSRL on {env_id} | {device}, {args.precision} | guide and start: {args.pretrained_checkpoint} | "

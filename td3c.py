@@ -48,10 +48,10 @@ from typing import Literal, Optional
 # SUPPORT CODE (datasets, environments, checkpoints, argument checks, progress): not the algorithm,
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
-    NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, build_env, check_args,
-    check_checkpoint_fits, dataset_record, domain_of, env_id_for, env_step, full_precision, heldout_split,
-    load_offline_data, read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest, save_curve,
-    save_td3_checkpoint, stop_if_diverged, to_batch, use_td3_checkpoint_settings,
+    Adam, gradient, NormalizedStates, ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward,
+    build_env, check_args, check_checkpoint_fits, dataset_record, domain_of, env_id_for, env_step, full_precision,
+    heldout_split, load_offline_data, read_td3_checkpoint, reference_scores, restore_td3, sample_batch, sample_newest,
+    save_curve, save_td3_checkpoint, stop_if_diverged, to_batch, use_td3_checkpoint_settings,
 )
 
 import gymnasium as gym
@@ -362,8 +362,7 @@ def linearised_q(critic, obs: torch.Tensor, actions: torch.Tensor, dqda_clip: fl
     Returns that (B,), Q_1(s, pi(s)) detached (B,) and g before clipping (B, A)."""
     a0 = actions.detach().requires_grad_(True)  # (B, A)
     q = critic(obs, a0)[0]  # (B,): TD3's actor follows the FIRST critic only
-    backward(q.sum(), inputs=[a0])  # dQ_1/da through the critic; its weights get no gradient
-    dqda = a0.grad  # (B, A)
+    (dqda,) = gradient(q.sum(), [a0])  # (B, A): dQ_1/da through the critic; its weights get no gradient
     slope = dqda.clamp(-dqda_clip, dqda_clip) if dqda_clip > 0 else dqda
     return q.detach() + (slope * (actions - a0.detach())).sum(-1), q.detach(), dqda
 
@@ -405,7 +404,7 @@ def lagrange_loss(lagrange_param: torch.Tensor, policy_change: torch.Tensor, eps
 def update_lagrange(lagrange_param: torch.Tensor, lagrange_opt, policy_change: torch.Tensor, epsilon: float) -> None:
     loss = lagrange_loss(lagrange_param, policy_change, epsilon)
     lagrange_opt.zero_grad(set_to_none=True)
-    backward(loss)
+    backward(loss, inputs=[lagrange_param])
     lagrange_opt.step()
 
 
@@ -569,13 +568,13 @@ def main(args: Args) -> dict:
                        args.last_hidden_init_scale).to(device)
     actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)  # the targets start as exact copies
     fused = adam_options(device, args)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused)
+    actor_opt = Adam(actor.parameters(), lr=args.actor_lr, **fused)
+    critic_opt = Adam(critic.parameters(), lr=args.critic_lr, **fused)
     # TD3-C's multiplier lambda = softplus(p) >= 0. The paper gives neither its start nor its rate;
     # ours (docs/algorithms.md §10): 100, the scale D = 1e-5 needs (2 lambda (pi - pi') = dQ_1/da at
     # balance), and Adam at 1e-2, MPO's dual rate. It starts afresh at the switch (no meaning offline).
     lagrange_param = torch.tensor(inverse_softplus(args.lagrange_init), device=device, requires_grad=True)
-    lagrange_opt = torch.optim.Adam([lagrange_param], lr=args.lagrange_lr, **fused)
+    lagrange_opt = Adam([lagrange_param], lr=args.lagrange_lr, **fused)
     learner = dict(actor=actor, actor_target=actor_target, critic=critic, critic_target=critic_target, actor_opt=actor_opt,
                    critic_opt=critic_opt)  # (what a checkpoint restores)
     if ckpt is not None:  # weights and Adam states, as the pre-training left them (this run's learning rates)

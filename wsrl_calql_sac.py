@@ -28,10 +28,10 @@ from typing import Annotated, Literal, Optional
 # SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
-    ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, check_args, env_snapshot, env_step,
-    full_precision, heldout_split, load_pretrained, load_task, build_envs, offline_per_batch, reference_scores,
-    restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states,
-    to_batch,
+    Adam, ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, check_args, env_snapshot,
+    env_step, full_precision, heldout_split, load_pretrained, load_task, build_envs, offline_per_batch,
+    reference_scores, restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve,
+    set_rng_states, to_batch,
 )
 
 import gymnasium as gym
@@ -421,9 +421,9 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
 def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor)."""
     fused = adam_options(alpha_param.device, args)
-    return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
-            torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
-            torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+    return (Adam(actor.parameters(), lr=args.actor_lr, **fused),
+            Adam(critic.parameters(), lr=args.critic_lr, **fused),
+            Adam([alpha_param], lr=args.temp_lr, **fused))
 
 
 # [end copy]
@@ -563,7 +563,7 @@ def make_cql_lagrange(args, device: torch.device) -> tuple:
     """The Lagrange multiplier alpha' = softplus(param) of the CQL term (--cql-lagrange), 1.0 at the
     start, and its Adam (plain, not fused, as it has always been: fused Adam rounds differently)."""
     cql_lagrange_param = torch.tensor(inverse_softplus(1.0), device=device, requires_grad=True)
-    return cql_lagrange_param, torch.optim.Adam([cql_lagrange_param], lr=args.cql_lagrange_lr,
+    return cql_lagrange_param, Adam([cql_lagrange_param], lr=args.cql_lagrange_lr,
                                                 **adam_options(device, args, fused=False))
 
 
@@ -895,7 +895,7 @@ def main(args: Args) -> dict:
         return sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch, args,
                           target_entropy, update_actor=update_actor, noise=so2_noise)
 
-    sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs, as above
+    sac_step = run.graphs.wrap(sac_step)  # --compile, --cuda-graphs, as above
     # the last step without a gradient step, as the official loop: the warmup's end, and never before the
     # buffer holds the online part of one batch (--warmup-steps 0); --online-algo calql: Cal-QL's online start
     first_batch = args.batch_size - offline_per_batch(args.batch_size, args.offline_ratio) - rb.size

@@ -23,9 +23,10 @@ from typing import Annotated, Literal, Optional
 # SUPPORT CODE (datasets, environments, checkpoints, resume points, progress): not the algorithm,
 # skip it on a first read. Imported before torch: it sets how idle OpenMP threads wait.
 from wsrl_utils import (
-    ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, check_args, env_snapshot, env_step,
-    full_precision, heldout_split, load_pretrained, load_task, build_envs, offline_per_batch, reference_scores, restore,
-    restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve, set_rng_states, to_batch,
+    Adam, ReplayBuffer, REWARD_TRANSFORMS, Run, RunArgs, adam_options, autocast, backward, check_args, env_snapshot,
+    env_step, full_precision, heldout_split, load_pretrained, load_task, build_envs, offline_per_batch,
+    reference_scores, restore, restore_env, restore_from, rng_states, sample_batch, save_checkpoint, save_curve,
+    set_rng_states, to_batch,
 )
 
 import gymnasium as gym
@@ -411,9 +412,9 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
 def make_optimizers(actor, critic, alpha_param, args):
     """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor)."""
     fused = adam_options(alpha_param.device, args)
-    return (torch.optim.Adam(actor.parameters(), lr=args.actor_lr, **fused),
-            torch.optim.Adam(critic.parameters(), lr=args.critic_lr, **fused),
-            torch.optim.Adam([alpha_param], lr=args.temp_lr, **fused))
+    return (Adam(actor.parameters(), lr=args.actor_lr, **fused),
+            Adam(critic.parameters(), lr=args.critic_lr, **fused),
+            Adam([alpha_param], lr=args.temp_lr, **fused))
 
 
 # [end copy]
@@ -518,7 +519,7 @@ def make_value_net(obs_dim: int, args, device: torch.device) -> tuple:
     """IQL's V(s) and its Adam (plain, not fused, as V's optimizer has always been: fused Adam
     rounds differently, and the shipped IQL agent's numbers would move)."""
     value = ValueNet(obs_dim, args.critic_hidden, args.critic_layers).to(device)
-    return value, torch.optim.Adam(value.parameters(), lr=args.iql_lr, **adam_options(device, args, fused=False))
+    return value, Adam(value.parameters(), lr=args.iql_lr, **adam_options(device, args, fused=False))
 
 
 def iql_update(actor, critic, critic_target, value, actor_opt, critic_opt, value_opt, batch: dict, args) -> dict:
@@ -836,7 +837,7 @@ def main(args: Args) -> dict:
         return sac_update(actor, critic, critic_target, alpha_param, actor_opt, critic_opt, alpha_opt, batch, args,
                           target_entropy, update_actor=update_actor, noise=so2_noise)
 
-    sac_step = run.graphs.wrap(sac_step)  # --cuda-graphs, as above
+    sac_step = run.graphs.wrap(sac_step)  # --compile, --cuda-graphs, as above
     first_batch = args.batch_size - offline_per_batch(args.batch_size, args.offline_ratio) - rb.size  # (official loop:
     learning_starts = max(warmup_env_steps, first_batch)  # no update before the buffer holds a batch's online part)
     pretrain_interrupted, step, last_return, info = run.interrupted, 0, float("nan"), {}  # (Ctrl-C in phase 1: the end)

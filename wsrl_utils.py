@@ -48,6 +48,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
+from torch.optim.adam import adam as functional_adam  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -647,8 +648,17 @@ def backward(loss: torch.Tensor, **kwargs) -> None:
     """loss.backward() outside the bf16 region: autocast would also cast the backward's own
     matmuls (on the CPU the backward runs in this thread), those of the fp32 output layers
     included. The trunk's backward still runs in the bf16 of its forward."""
+    if not torch.is_autocast_enabled(loss.device.type):  # (fp32: nothing to leave)
+        return loss.backward(**kwargs)
     with torch.autocast(loss.device.type, enabled=False):
         loss.backward(**kwargs)
+
+
+def gradient(output: torch.Tensor, inputs: list) -> tuple:
+    """torch.autograd.grad(output, inputs), outside the bf16 region as backward() (--compile traces
+    it, where backward(inputs=...) of a tensor made inside the update cannot be traced)."""
+    with torch.autocast(output.device.type, enabled=False):
+        return torch.autograd.grad(output, inputs)
 
 
 def full_precision(layer: nn.Module, x: torch.Tensor, *rest) -> torch.Tensor:
@@ -678,6 +688,41 @@ def adam_options(device: torch.device, args, fused: bool = True) -> dict:
     if device.type == "cuda" and args.cuda_graphs:
         options["capturable"] = True
     return options
+
+
+class Adam(torch.optim.Adam):
+    """torch.optim.Adam as it is, except inside torch.compile (--compile): there its zero_grad and
+    step trace into the same graph as the update's forward and backward, through torch's own
+    functional Adam (torch's step breaks the graph on purpose, and zero_grad is never traced).
+    Called eagerly it is torch's, so numbers, checkpoints and resume points are unchanged. After
+    its step it lets the gradients go (nothing reads them after the step)."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not torch.compiler.is_compiling():
+            return super().zero_grad(set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def step(self, closure=None):
+        if not torch.compiler.is_compiling():
+            out = super().step(closure)
+        else:
+            out = None
+            for group in self.param_groups:  # (the state exists: the first call of an update is eager)
+                params = [p for p in group["params"] if p.grad is not None]
+                states = [self.state[p] for p in params]
+                functional_adam([p.detach() for p in params], [p.grad.detach() for p in params],
+                                [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+                                [s["step"] for s in states], foreach=False, fused=False, capturable=group["capturable"],
+                                differentiable=False, amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1],
+                                lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+        for group in self.param_groups:  # nothing reads a gradient after its step: every update starts from
+            for p in group["params"]:  # none, so a compiled one always finds the same state
+                p.grad = None
+        return out
+
+    step.hooked = True  # (torch wraps a class's step in its profiling hooks once, unless so marked)
 
 
 def make_run_dir(env_id: str, exp_name: str, seed: int) -> str:
@@ -1187,6 +1232,8 @@ def load_resume_point(run_dir: str) -> dict:
 # --cuda-graphs: a whole update recorded once as a CUDA graph, then replayed
 # ---------------------------------------------------------------------------------------------
 def use_cuda_graphs(args, device: torch.device) -> bool:
+    if args.cuda_graphs and args.compile:
+        raise SystemExit("error: --compile and --cuda-graphs are two ways to speed up the same updates: use one.")
     if args.cuda_graphs and device.type != "cuda":
         print("note: --cuda-graphs needs a GPU; on the CPU every update runs as a plain call")
     return args.cuda_graphs and device.type == "cuda"
@@ -1209,15 +1256,18 @@ class CudaGraphs:
 
     WARMUP = 3
 
-    def __init__(self, enabled: bool, emulate: bool = False):
-        self.enabled, self.emulate = enabled or emulate, emulate
+    def __init__(self, enabled: bool, emulate: bool = False, compile: bool = False):
+        self.enabled, self.emulate, self.compile = enabled or emulate, emulate, compile
         self.graphs, self.calls = {}, {}
 
     def wrap(self, fn):
         """`update = graphs.wrap(update)`, once per use: then `update(batch, **flags)` runs through
         run(), with one graph per distinct set of keyword flags (e.g. update_actor=False). A
         function used on batches of two shapes (Cal-QL offline: B, online: utd * B) is wrapped
-        twice, one wrap per shape: a graph replays on the shapes it recorded."""
+        twice, one wrap per shape: a graph replays on the shapes it recorded. With `compile`
+        (--compile) the update is compiled instead (compiled())."""
+        if self.compile:
+            return compiled(fn)
         index = self.wrapped = getattr(self, "wrapped", 0) + 1  # each wrap its own graphs
 
         def wrapped(batch: dict, **flags) -> dict:
@@ -1264,6 +1314,34 @@ class CudaGraphs:
         with torch.cuda.graph(graph):  # records, runs nothing: the replay after it does this call's update
             static_out = fn(static_in)
         return graph, static_in, static_out
+
+
+def compiled(fn):
+    """--compile: `update(batch, **flags)` through torch.compile, the WHOLE update as one graph
+    (forward, backward, Adam, target updates: fullgraph=True fails rather than run in pieces), one
+    compiled function per set of keyword flags. Each one's first call runs eagerly (Adam makes its
+    state then); the second compiles, which takes a while once (tens of seconds on a CPU; torch
+    caches the compiled code on disk for the next run) and says how long."""
+    import torch._dynamo
+
+    torch._dynamo.config.trace_autograd_ops = True  # backward() inside the graph
+    versions = {}
+
+    def wrapped(batch: dict, **flags) -> dict:
+        key = tuple(sorted(flags.items()))
+        call = (lambda b: fn(b, **flags)) if flags else fn
+        if key not in versions:
+            versions[key] = None
+            return call(batch)
+        if versions[key] is None:
+            versions[key] = torch.compile(call, fullgraph=True)
+            start = time.time()
+            out = versions[key](batch)
+            print(f"--compile: {fn.__name__}{'' if not flags else f' {dict(key)}'} compiled in {time.time() - start:.0f} s")
+            return out
+        return versions[key](batch)
+
+    return wrapped
 
 
 def keep_freed_memory() -> None:
@@ -1462,6 +1540,9 @@ class RunArgs:
     """the W&B project (with --track)"""
     wandb_entity: Optional[str] = None
     """the W&B entity, a user or team (with --track; None: your default one)"""
+    compile: bool = False
+    """torch.compile each update once, whole (forward, backward, Adam: one graph); its first
+    compiled call takes tens of seconds on a CPU, then updates run faster (docs/speed.md)"""
     capture_video: bool = False
     """record the first episode of every evaluation to runs/{run_name}/videos/*.mp4 (with
     --track, also to W&B); renders off-screen with MuJoCo's EGL (MUJOCO_GL=egl unless set)"""
@@ -1479,7 +1560,7 @@ class Run:
         args, device = run.args, run.device
         gen = run.seed()                     # python, numpy, torch; returns the replay sampler's generator
         run.open_logs(env_id)                # runs/<run>/ and its tensorboard writer, run.writer (--track: W&B too)
-        update = run.graphs.wrap(update)     # --cuda-graphs (a plain call otherwise)
+        update = run.graphs.wrap(update)     # --compile, --cuda-graphs (a plain call otherwise)
         run.start(eval_env)                  # the eval env seeded (--capture-video: recorded); resumed: as it was
         with run.stoppable():                # Ctrl-C (or SIGTERM) ends the loop; the code after saves
             for step in run.steps(1, total): # run.step follows the loop
@@ -1515,7 +1596,7 @@ class Run:
             os.environ.setdefault("MUJOCO_GL", "egl")
         self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
         # --cuda-graphs: each update function is wrapped once (`run.graphs.wrap(update)`)
-        self.graphs = CudaGraphs(use_cuda_graphs(args, self.device))
+        self.graphs = CudaGraphs(use_cuda_graphs(args, self.device), compile=args.compile)
         self.start_time = time.time()
         self.step, self.resume_step, self.interrupted = 0, None, False
         self.run_dir = self.writer = self._previous_sigterm = self.dataset = self.wandb = self.video = None

@@ -147,11 +147,13 @@ def measure(fn, repeats: int, device: torch.device) -> tuple[float, float]:
 
 
 def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, precision: str,
-                graphs: bool = False) -> list:
+                graphs: bool = False, compile: bool = False) -> list:
     """[(script, what, precision, unit, flops, ms)] for the update(s) script `name` runs, built
     from ITS OWN functions (the marked copies are identical, but each script is timed as it is).
     `graphs` (--graphs, on a GPU): through --cuda-graphs' wrapper instead (capturable Adam, each
-    update recorded once, then replayed); its rows say "CUDA graph"."""
+    update recorded once, then replayed); its rows say "CUDA graph". `compile` (--compile): through
+    --compile's wrapper (the whole update compiled once; not timed: its first calls); rows say
+    "compiled"."""
     S = importlib.import_module(name)
     args = S.Args(precision=precision, cuda_graphs=graphs)
     if name != "jsrl":  # (jsrl.py takes its sizes from its checkpoint)
@@ -194,7 +196,11 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, 
         updates.append((f"SAC, UTD {args.utd}: {args.utd} critic + 1 actor update per env step", "env-steps/s",
                         lambda b: S.sac_update(actor, critic, target, alpha_param, *opts, b, args, -float(act_dim)),
                         batch(args.utd * args.batch_size)))
-    recorder = U.CudaGraphs(enabled=graphs)  # a plain call unless `graphs`
+    recorder = U.CudaGraphs(enabled=graphs, compile=compile)  # a plain call unless `graphs` or `compile`
+    if compile:
+        wrapped = {what: recorder.wrap(update) for what, _, update, _ in updates}
+        return [(name, what + ", compiled", precision, unit, *measure(lambda: wrapped[what](b), a.repeats, device))
+                for what, unit, update, b in updates]
     return [(name, what + (", CUDA graph" if graphs else ""), precision, unit,
              *measure(lambda: recorder.run(what, update, b), a.repeats, device)) for what, unit, update, b in updates]
 
@@ -205,10 +211,10 @@ def print_table(a) -> None:
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     U.keep_freed_memory()
     precisions = ["fp32", "bf16"] if a.precision in (None, "both") else [a.precision]
-    modes = [False, True] if a.graphs and device.type == "cuda" else [False]
-    rows = [r for name in ("sac_fast", "calql_offline", "wsrl_calql_sac", "wsrl_iql_sac", "jsrl")
-            for precision in precisions for graphs in modes
-            for r in update_rows(name, a, obs_dim, act_dim, device, precision, graphs)]
+    modes = [(False, False)] + ([(True, False)] if a.graphs and device.type == "cuda" else []) + (
+        [(False, True)] if a.compile else [])
+    rows = [r for name in a.scripts.split(",") for precision in precisions for graphs, compile in modes
+            for r in update_rows(name, a, obs_dim, act_dim, device, precision, graphs, compile)]
     peaks = {p: matmul_peak(device=device, dtype=torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU, {torch.get_num_threads()} threads")
@@ -251,6 +257,10 @@ def main():
                    help="time every script's own update functions (no env loop) and print one markdown table")
     p.add_argument("--repeats", type=int, default=30, help="with --table: timed calls per update")
     p.add_argument("--device", default="auto", help="with --table: cpu, cuda, or auto (cuda when there is one)")
+    p.add_argument("--compile", action="store_true",
+                   help="with --table: each update also through --compile (compiled whole, once; compile time not timed)")
+    p.add_argument("--scripts", default="sac_fast,calql_offline,wsrl_calql_sac,wsrl_iql_sac,jsrl",
+                   help="with --table: which scripts' updates (comma-separated module names)")
     p.add_argument("--graphs", action="store_true",
                    help="with --table on a GPU: each update also through --cuda-graphs (recorded once, replayed)")
     p.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
