@@ -179,14 +179,14 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, 
     updates = []  # (what, unit, update(batch), batch)
     if hasattr(S, "calql_update"):
         cql_lagrange_param = torch.zeros((), requires_grad=True, device=device)
-        cql_opt = torch.optim.Adam([cql_lagrange_param], **U.adam_options(device, args))
+        cql_opt = U.Adam([cql_lagrange_param], **U.adam_options(device, args))
         # (Cal-QL always backs up the best of 10 sampled next actions: no flag to set)
         updates.append(("Cal-QL step (offline; online at UTD 1)", "gradient steps/s",
                         lambda b: S.calql_update(actor, critic, target, alpha_param, cql_lagrange_param, *opts, cql_opt,
                                                  b, args, -float(act_dim)), batch(args.batch_size)))
     if hasattr(S, "iql_update"):
         value = S.ValueNet(obs_dim, args.critic_hidden, args.critic_layers).to(device)
-        value_opt = torch.optim.Adam(value.parameters(), lr=3e-4, **U.adam_options(device, args))
+        value_opt = U.Adam(value.parameters(), lr=3e-4, **U.adam_options(device, args))
         updates.append(("IQL step (offline)", "gradient steps/s",
                         lambda b: S.iql_update(actor, critic, target, value, opts[0], opts[1], value_opt, b, args),
                         batch(args.batch_size)))
