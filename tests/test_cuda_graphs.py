@@ -99,8 +99,8 @@ def test_a_whole_run_through_the_graph_path_equals_the_plain_run(sandbox, monkey
     plain = S.main(S.Args(**tiny))
     made, real = [], U.CudaGraphs
 
-    def emulated(enabled):  # what Run builds, in emulation, kept to look at afterwards
-        made.append(real(enabled, emulate=True))
+    def emulated(enabled, **kw):  # what Run builds, in emulation, kept to look at afterwards
+        made.append(real(enabled, emulate=True, **kw))
         return made[-1]
 
     monkeypatch.setattr(U, "CudaGraphs", emulated)

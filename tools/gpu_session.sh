@@ -10,7 +10,7 @@
 #
 # The wheels of what the machine lacks (gymnasium, mujoco, minari, tyro and their needs) travel in
 # .whl/: `bash tools/gpu_wheels.sh` downloads them here. Budgets, from the environment:
-#   CAP       seconds each comparison run may take (default 240; it stops and saves there)
+#   CAP       seconds each comparison run may take (default 210; it stops and saves there)
 #   SEEDS     comparison seeds (default "1 2 3"); METHODS (default "calql_retention wsrl rlpd")
 #   REPEATS   timed calls per update in the speed table (default 20)
 # Back here: python tools/gpu_report.py OUT results/gpu-DATE makes the report from OUT/runs.tar.gz.
@@ -24,7 +24,7 @@ T0=$(date +%s)
 stage() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 PY=${PYTHON:-python3}
 REHEARSAL=${REHEARSAL:-}
-CAP=${CAP:-240}
+CAP=${CAP:-210}
 REPEATS=${REPEATS:-20}
 WORK=${WORK:-/tmp/wsrl-gpu}
 rm -rf "$WORK" && mkdir -p "$WORK"
@@ -73,6 +73,10 @@ fi
 timeout 120 $PY tools/speed.py --table --graphs "${SPEED[@]}" > "$OUT/speed.md" 2>&1 \
   || echo "- tools/speed.py --table --graphs: failed or cut at 120 s (see speed.md)" >> "$OUT/summary.md"
 tail -n +1 "$OUT/speed.md" | head -40
+stage "speed of --compile (sac_fast.py's update, fp32 and bf16)"
+{ echo; timeout 90 $PY tools/speed.py --table --compile --scripts sac_fast "${SPEED[@]}"; } >> "$OUT/speed.md" 2>&1 \
+  || echo "- tools/speed.py --table --compile: failed or cut at 90 s (see speed.md)" >> "$OUT/summary.md"
+grep "compiled" "$OUT/speed.md"
 
 stage "dataset"
 wait "$DATASET_PID" || { tail -5 "$WORK/dataset.log"; echo "error: the dataset was not made"; exit 1; }

@@ -132,8 +132,35 @@ def calql_step(S, a, obs_dim: int, act_dim: int, repeats: int = 10) -> tuple[flo
 # ---------------------------------------------------------------------------------------------
 # --table: every script's own update functions at the paper's configuration
 # ---------------------------------------------------------------------------------------------
-def measure(fn, repeats: int, device: torch.device) -> tuple[float, float]:
-    """Matmul FLOPs of one call and its mean milliseconds (after 5 warm-up calls)."""
+PROFILES = []  # --profile: (row name, {category: share of the time}), filled by measure()
+CATEGORIES = (("matmul", ("mm", "matmul", "linear")), ("LayerNorm", ("layer_norm",)), ("Adam", ("adam",)),
+              ("compiled kernels (Inductor)", ("compiledfxgraph", "compiledfunction", "cpp_fused", "triton", "inductor")))
+
+
+def where_time_goes(fn, device: torch.device, calls: int = 5) -> dict:
+    """torch.profiler over `calls` calls: the share of self time (CPU, and the GPU's on a GPU) by
+    kind of operator; what no category names is "elementwise and the rest"."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    shares, total = {}, 0.0
+    for event in prof.key_averages():
+        t = getattr(event, key)
+        total += t
+        kind = next((label for label, names in CATEGORIES if any(n in event.key.lower() for n in names)),
+                    "elementwise and the rest")
+        shares[kind] = shares.get(kind, 0.0) + t
+    return {k: v / total for k, v in shares.items()} if total else {}
+
+
+def measure(fn, repeats: int, device: torch.device, profile_as: str = "") -> tuple[float, float]:
+    """Matmul FLOPs of one call and its mean milliseconds (after 5 warm-up calls); with
+    `profile_as` (--profile), where its time goes too (PROFILES)."""
     with FlopCounterMode(display=False) as counter:
         fn()
     for _ in range(5):
@@ -143,7 +170,10 @@ def measure(fn, repeats: int, device: torch.device) -> tuple[float, float]:
     for _ in range(repeats):
         fn()
     sync(device)
-    return counter.get_total_flops(), 1000 * (time.perf_counter() - start) / repeats
+    ms = 1000 * (time.perf_counter() - start) / repeats
+    if profile_as:
+        PROFILES.append((profile_as, where_time_goes(fn, device)))
+    return counter.get_total_flops(), ms
 
 
 def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, precision: str,
@@ -199,10 +229,13 @@ def update_rows(name: str, a, obs_dim: int, act_dim: int, device: torch.device, 
     recorder = U.CudaGraphs(enabled=graphs, compile=compile)  # a plain call unless `graphs` or `compile`
     if compile:
         wrapped = {what: recorder.wrap(update) for what, _, update, _ in updates}
-        return [(name, what + ", compiled", precision, unit, *measure(lambda: wrapped[what](b), a.repeats, device))
-                for what, unit, update, b in updates]
-    return [(name, what + (", CUDA graph" if graphs else ""), precision, unit,
-             *measure(lambda: recorder.run(what, update, b), a.repeats, device)) for what, unit, update, b in updates]
+        return [(name, what + ", compiled", precision, unit,
+                 *measure(lambda: wrapped[what](b), a.repeats, device,
+                          a.profile and f"{name}.py, {what}, compiled, {precision}")) for what, unit, update, b in updates]
+    label = ", CUDA graph" if graphs else ""
+    return [(name, what + label, precision, unit,
+             *measure(lambda: recorder.run(what, update, b), a.repeats, device,
+                      a.profile and f"{name}.py, {what}{label}, {precision}")) for what, unit, update, b in updates]
 
 
 def print_table(a) -> None:
@@ -229,6 +262,14 @@ def print_table(a) -> None:
         achieved = flops / ms / 1e6
         print(f"| {script}.py | {what} | {precision} | {1000 / ms:.1f} {unit} | {flops / 1e9:.3g} | {ms:.1f} | "
               f"{achieved:.0f} | {100 * achieved / peaks[precision]:.0f}% |")
+    if PROFILES:  # --profile
+        kinds = [label for label, _ in CATEGORIES] + ["elementwise and the rest"]
+        print("\nWhere the time goes (torch.profiler, self time over 5 calls, share by kind of operator; a compiled "
+              "update's fused kernels count as one kind, with the matmuls it calls out to under matmul):\n")
+        print("| update | " + " | ".join(kinds) + " |")
+        print("|---" * (len(kinds) + 1) + "|")
+        for name, shares in PROFILES:
+            print(f"| {name} | " + " | ".join(f"{100 * shares.get(k, 0):.0f}%" for k in kinds) + " |")
 
 
 def loop_args(S, a):
@@ -259,6 +300,8 @@ def main():
     p.add_argument("--device", default="auto", help="with --table: cpu, cuda, or auto (cuda when there is one)")
     p.add_argument("--compile", action="store_true",
                    help="with --table: each update also through --compile (compiled whole, once; compile time not timed)")
+    p.add_argument("--profile", action="store_true",
+                   help="with --table: also where each update's time goes (torch.profiler), by kind of operator")
     p.add_argument("--scripts", default="sac_fast,calql_offline,wsrl_calql_sac,wsrl_iql_sac,jsrl",
                    help="with --table: which scripts' updates (comma-separated module names)")
     p.add_argument("--graphs", action="store_true",
