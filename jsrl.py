@@ -380,7 +380,8 @@ def make_sac_agent(obs_dim: int, act_dim: int, args, device: torch.device) -> tu
 
 
 def make_optimizers(actor, critic, alpha_param, args):
-    """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor)."""
+    """Adam, no weight decay, no grad clipping; fused kernels (one per step, not one per tensor).
+    (`Adam` is torch's, from wsrl_utils only so that --compile can trace its step.)"""
     fused = adam_options(alpha_param.device, args)
     return (Adam(actor.parameters(), lr=args.actor_lr, **fused),
             Adam(critic.parameters(), lr=args.critic_lr, **fused),

@@ -404,7 +404,7 @@ def lagrange_loss(lagrange_param: torch.Tensor, policy_change: torch.Tensor, eps
 def update_lagrange(lagrange_param: torch.Tensor, lagrange_opt, policy_change: torch.Tensor, epsilon: float) -> None:
     loss = lagrange_loss(lagrange_param, policy_change, epsilon)
     lagrange_opt.zero_grad(set_to_none=True)
-    backward(loss, inputs=[lagrange_param])
+    backward(loss, inputs=[lagrange_param])  # (its only leaf; named so --compile can trace this step)
     lagrange_opt.step()
 
 

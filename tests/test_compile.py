@@ -13,14 +13,7 @@ import wsrl_iql_sac as I
 import wsrl_utils as U
 import td3c as T
 
-OBS, ACT, BATCH = 5, 2, 16
-
-
-def make_batch(step: int, n: int) -> dict:
-    g = torch.Generator().manual_seed(step)
-    return {"obs": torch.randn(n, OBS, generator=g), "actions": torch.rand(n, ACT, generator=g) * 2 - 1,
-            "next_obs": torch.randn(n, OBS, generator=g), "rewards": torch.randn(n, generator=g),
-            "terminals": (torch.rand(n, generator=g) < 0.1).float(), "mc_returns": torch.randn(n, generator=g)}
+from test_cuda_graphs import ACT, BATCH, OBS, make_batch  # the same small batches
 
 
 def learner(module=W, members: int = 4, **kw):
