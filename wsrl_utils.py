@@ -1316,6 +1316,25 @@ class CudaGraphs:
         return graph, static_in, static_out
 
 
+def inductor_with_bias_unfused():
+    """Inductor, except that on the CPU an ensemble layer's float32 baddbmm (bias + x @ w) becomes
+    bmm + add, so that the add joins the LayerNorm and ReLU kernel after it. Kept whole, the bias
+    is first copied into the output of every matmul, one more pass over each activation (5% of a
+    compiled SAC update at the paper's sizes on a 2-core Xeon, docs/speed.md). Inductor splits
+    addmm this way on a GPU itself; bf16 stays whole (rounding the matmul's result before the add
+    would lose precision)."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    def baddbmm(bias, a, b, beta=1, alpha=1):
+        if a.device.type == "cpu" and a.dtype == torch.float32 and beta == 1 and alpha == 1:
+            return torch.bmm(a, b) + bias
+        return NotImplemented  # (Inductor's own way: an extern baddbmm)
+
+    table = {**select_decomp_table(), torch.ops.aten.baddbmm.default: baddbmm}
+    return lambda graph, example_inputs: compile_fx(graph, example_inputs, decompositions=table)
+
+
 def compiled(fn):
     """--compile: `update(batch, **flags)` through torch.compile, the WHOLE update as one graph
     (forward, backward, Adam, target updates: fullgraph=True fails rather than run in pieces), one
@@ -1334,7 +1353,7 @@ def compiled(fn):
             versions[key] = None
             return call(batch)
         if versions[key] is None:
-            versions[key] = torch.compile(call, fullgraph=True)
+            versions[key] = torch.compile(call, fullgraph=True, backend=inductor_with_bias_unfused())
             start = time.time()
             out = versions[key](batch)
             print(f"--compile: {fn.__name__}{'' if not flags else f' {dict(key)}'} compiled in {time.time() - start:.0f} s")

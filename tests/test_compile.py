@@ -121,3 +121,24 @@ def test_our_adam_is_torchs_when_called_eagerly():
 def test_compile_and_cuda_graphs_together_are_refused():
     with pytest.raises(SystemExit, match="use one"):
         U.use_cuda_graphs(W.Args(compile=True, cuda_graphs=True), torch.device("cpu"))
+
+
+def test_compiled_fp32_ensemble_layers_leave_their_bias_to_the_next_kernel():
+    """On the CPU in fp32 a compiled update calls plain batched matmuls (bmm) and adds the ensemble
+    layers' biases in the fused kernel after each, where eager calls baddbmm (inductor_with_bias_unfused)."""
+    from torch.profiler import profile
+
+    def ops(compile_it: bool) -> set:
+        torch._dynamo.reset()
+        args, actor, critic, target, alpha_param, opts = learner()
+        step = U.CudaGraphs(enabled=False, compile=compile_it).wrap(
+            lambda b: W.sac_update(actor, critic, target, alpha_param, *opts, b, args, -float(ACT)))
+        step(make_batch(0, 2 * BATCH))
+        step(make_batch(1, 2 * BATCH))  # (compiled: the compile)
+        with profile() as prof:
+            step(make_batch(2, 2 * BATCH))
+        return {event.key for event in prof.key_averages()}
+
+    eager, compiled_ops = ops(False), ops(True)
+    assert "aten::baddbmm" in eager
+    assert "aten::baddbmm" not in compiled_ops and "aten::bmm" in compiled_ops
