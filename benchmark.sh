@@ -16,6 +16,8 @@
 #   JOBS     runs side by side (cpu: 2, one thread each; full: as many as SEEDS)
 #   METHODS  a subset of the methods below, e.g. METHODS="wsrl wsrl_no_warmup" (default: all; maze: three)
 #   PRECISION fp32 (default) or bf16: every run's --precision (bfloat16 matmuls in the updates)
+#   COMPILE=1 every run with --compile (each update compiled whole; the first run of a script pays
+#            the compile, tens of seconds, the others find it in torch's cache: docs/speed.md)
 #   RESUME=1 finish an interrupted benchmark: finished runs are kept, unfinished ones continue from
 #            their last resume point (or start again if they have none)
 #   DRY_RUN=1 print every command with its budgets, run nothing
@@ -58,7 +60,7 @@ TIER=${1:-}
 # the settings given in the environment, to print with the command in scores.md
 OVERRIDES=""
 for var in ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET \
-    EVAL SEEDS JOBS THREADS METHODS PRECISION OUT RESUME_INTERVAL SLURM WALL_CAP CALQL_UTD; do
+    EVAL SEEDS JOBS THREADS METHODS PRECISION COMPILE OUT RESUME_INTERVAL SLURM WALL_CAP CALQL_UTD; do
   [ -n "${!var+set}" ] || continue
   case "${!var}" in
     *" "*) OVERRIDES+="$var=\"${!var}\" " ;;
@@ -198,11 +200,12 @@ case "$TIER" in
 esac
 
 PRECISION=${PRECISION:-fp32}
+COMPILE=${COMPILE:-0}
 RESUME_INTERVAL=${RESUME_INTERVAL:-}
 WALL_CAP=${WALL_CAP:-}
 CALQL_UTD=${CALQL_UTD:-1}  # Cal-QL fine-tunes at UTD 1, as Cal-QL does (gpu tier: 4, the paper's Fig. 9 variant)
 export ENV_ID DATASET DATASET_STEPS DATASET_SIZE CHECKPOINT IQL_CHECKPOINT OFFLINE_STEPS ONLINE_STEPS WARMUP UTD NET EVAL THREADS ROOT \
-  PRECISION RESUME_INTERVAL WALL_CAP CALQL_UTD
+  PRECISION COMPILE RESUME_INTERVAL WALL_CAP CALQL_UTD
 export OUT=${OUT:-results/$TIER}
 
 # ---- one job: one method for one seed ----------------------------------------------------------
@@ -221,6 +224,7 @@ if [ "$TIER" = "_job" ]; then
     local script=$1 log="logs/${METHOD}_$SEED.log" previous
     shift
     [ -z "$RESUME_INTERVAL" ] || [ "$script" = td3c.py ] || set -- "$@" --resume-interval "$RESUME_INTERVAL"
+    [ "$COMPILE" != 1 ] || set -- "$@" --compile
     if [ -n "${DRY_RUN:-}" ]; then
       echo "  (in $OUT) OMP_NUM_THREADS=$THREADS python $script --exp-name $METHOD --seed $SEED --precision $PRECISION $*"
       return

@@ -282,6 +282,20 @@ def test_methods_runs_a_subset_and_refuses_an_unknown_name(tmp_path):
     assert "python " not in done.stdout and not (tmp_path / "cpu").exists()
 
 
+def test_compile_1_compiles_every_run_and_is_off_otherwise(tmp_path):
+    """`COMPILE=1`: every run of the tier with --compile (td3c.py too); without it, none."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CHECKPOINT", "IQL_CHECKPOINT", "SEEDS", "DATASET", "METHODS",
+                                                          "COMPILE")}
+    env.update(OUT=str(tmp_path / "cpu"), DRY_RUN="1", SEEDS="1")
+    for compile_value, expected in ((None, False), ("1", True), ("0", False)):
+        run_env = env if compile_value is None else dict(env, COMPILE=compile_value)
+        done = subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "cpu"], env=run_env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        commands = [line for line in done.stdout.splitlines() if "python " in line]
+        assert len(commands) == 9 and all(("--compile" in c.split()) is expected for c in commands), compile_value
+
+
 def test_a_failed_run_stops_the_queue_with_a_clear_message(sandbox):
     """A pre-training that cannot start (no such dataset, no hub) must stop the benchmark at once,
     not go on to hours of runs that cannot be compared, and say how to finish once fixed."""

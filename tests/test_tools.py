@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from torch.utils.tensorboard import SummaryWriter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,6 +71,20 @@ def test_speed_times_the_loop_in_both_precisions():
         assert f", {precision}, " in row and float(row.split(" | ")[2]) > 0  # env-steps/s
 
 
+def test_speed_times_the_compiled_loop_without_its_compile():
+    """`python tools/speed.py --compile`: the loop with --compile, its compile time printed apart
+    and left out of the rate."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "speed.py"), "--steps", "6", "--num-qs", "2",
+                           "--hidden", "16", "--utd", "1", "--batch-size", "16", "--compile"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| sac_fast.py"))
+    assert ", fp32, compiled, " in row and float(row.split(" | ")[2]) > 0
+    reported = float(done.stdout.split("--compile took ")[1].split(" s")[0])
+    printed = float(done.stdout.split("compiled in ")[1].split(" s")[0])  # the script's own line
+    assert reported == pytest.approx(printed, abs=1) and reported >= 1
+
+
 def test_speed_counts_the_flops_of_the_run_it_times():
     """The loop's FLOPs are counted before main() fills the domain's values in: they must be the
     ones main() uses (the min over 2 target members, not all 10)."""
@@ -76,7 +92,26 @@ def test_speed_counts_the_flops_of_the_run_it_times():
     import sac_fast as S
     import speed
 
-    a = speed.argparse.Namespace(env_id="Hopper-v5", num_qs=10, utd=4, batch_size=256, hidden=256, steps=1, precision="fp32")
+    a = speed.argparse.Namespace(env_id="Hopper-v5", num_qs=10, utd=4, batch_size=256, hidden=256, steps=1, precision="fp32",
+                                 compile=False)
     args = speed.loop_args(S, a)
     assert (args.num_min_qs, args.max_target_backup, args.critic_layers, args.actor_layers) == (2, False, 2, 2)
 
+
+
+def test_compare_sac_times_our_variants_without_checkouts_and_reports_a_failing_one(tmp_path):
+    """`tools/compare_sac.py --only sac_fast`: interleaved budgets, one table row; a variant whose
+    process fails (a LeanRL checkout whose script cannot run) is reported as failed, not fatal."""
+    lean = tmp_path / "LeanRL" / "leanrl"
+    lean.mkdir(parents=True)
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import compare_sac
+
+    (lean / "sac_continuous_action_torchcompile.py").write_text("# " + compare_sac.LEANRL_FIX[0] + "\nraise RuntimeError('broken')\n")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "compare_sac.py"), "--only", "sac_fast,leanrl",
+                           "--leanrl", str(tmp_path / "LeanRL"), "--steps", "20", "--learning-starts", "30",
+                           "--rounds", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert rows[0].startswith("| sac_fast | ") and float(rows[0].split(" | ")[1].split()[0]) > 0
+    assert rows[1].startswith("| leanrl | failed") and "RuntimeError: broken" in done.stdout

@@ -117,7 +117,7 @@ def main():
               f"{statistics.median(times[name][budgets[1]]):.1f} | {statistics.median(ratios):.2f}x "
               f"[{min(ratios):.2f}, {max(ratios):.2f}] |")
     for name in failed:
-        print(f"| {name} | failed (above: its error) | | |")
+        print(f"| {name} | failed: its error is printed above the table | | |")
 
 
 if __name__ == "__main__":

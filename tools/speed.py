@@ -277,7 +277,8 @@ def loop_args(S, a):
     main() would fill in (the FLOPs are counted before main runs)."""
     args = S.Args(env_id=a.env_id, num_qs=a.num_qs, utd=a.utd, batch_size=a.batch_size, critic_hidden=a.hidden,
                   actor_hidden=a.hidden, learning_starts=1000, online_steps=1000 + a.steps,
-                  eval_interval=10**9, eval_episodes=1, exp_name="speed", precision=a.precision)
+                  eval_interval=10**9, eval_episodes=1, exp_name="speed", precision=a.precision, compile=a.compile,
+                  resume_interval=0)
     U.apply_domain_preset(args, "locomotion")  # the sizes a flag left to the domain (2 layers, ...)
     args.num_min_qs, args.max_target_backup = 2, False  # as main() sets them on locomotion (FLOPs are counted before it)
     return args
@@ -299,7 +300,8 @@ def main():
     p.add_argument("--repeats", type=int, default=30, help="with --table: timed calls per update")
     p.add_argument("--device", default="auto", help="with --table: cpu, cuda, or auto (cuda when there is one)")
     p.add_argument("--compile", action="store_true",
-                   help="with --table: each update also through --compile (compiled whole, once; compile time not timed)")
+                   help="the loop with --compile (its compile time left out of the rate, and printed); with --table: each "
+                        "update also through --compile (compiled whole, once; compile time not timed)")
     p.add_argument("--profile", action="store_true",
                    help="with --table: also where each update's time goes (torch.profiler), by kind of operator")
     p.add_argument("--scripts", default="sac_fast,calql_offline,wsrl_calql_sac,wsrl_iql_sac,jsrl",
@@ -344,13 +346,17 @@ def main():
             sps = S.main(args)["sps"]
         finally:
             os.chdir(cwd)
+    compile_s = sum(U.COMPILE_SECONDS)  # (--compile: paid once, then cached on disk; not part of the rate)
+    sps = a.steps / (a.steps / sps - compile_s)
     peak = matmul_peak(dtype=torch.bfloat16 if a.precision == "bf16" else torch.float32)  # the run's own precision
     achieved = sps * flops / 1e9
     print(f"\n| script | config | env-steps/s | GFLOP/step | GFLOP/s | {a.precision} matmul peak | share of peak |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {a.script}.py | {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden}, UTD {a.utd}, batch {a.batch_size}, "
-          f"{a.precision}, {torch.get_num_threads()} threads | {sps:.1f} | {flops / 1e9:.2f} | {achieved:.0f} | {peak:.0f} GFLOP/s | "
-          f"{100 * achieved / peak:.0f}% |")
+          f"{a.precision}{', compiled' if a.compile else ''}, {torch.get_num_threads()} threads | {sps:.1f} | "
+          f"{flops / 1e9:.2f} | {achieved:.0f} | {peak:.0f} GFLOP/s | {100 * achieved / peak:.0f}% |")
+    if a.compile:
+        print(f"\n--compile took {compile_s:.0f} s in this run (left out of the rate above)")
     print(f"\none critic update ({args.batch_size} transitions): {critic_ms:.1f} ms x {args.utd}; one actor + "
           f"temperature update ({args.utd * args.batch_size} transitions): {actor_ms:.1f} ms"
           + ("; malloc tuning OFF" if a.no_malloc_tuning else ""))
