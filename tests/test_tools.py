@@ -41,10 +41,16 @@ def test_speed_table_times_every_scripts_updates():
     """`benchmark.sh speed` prints one row per update of each script; the marked copies are the
     same code, so the same update must count the same FLOPs in every script that has it."""
     done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "speed.py"), "--table", "--device", "cpu",
-                           "--hidden", "32", "--num-qs", "3", "--batch-size", "16", "--utd", "2", "--repeats", "1"],
-                          capture_output=True, text=True, timeout=300)
+                           "--hidden", "32", "--num-qs", "3", "--batch-size", "16", "--utd", "2", "--repeats", "1",
+                           "--profile"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and ".py" in line]
+    table, profile = done.stdout.split("Where the time goes")
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and ".py" in line]
+    # --profile: a row per update; the matmuls' own rate can only be above the whole update's
+    share = {f"{r[0][2:]}, {r[1]}, {r[2]}": int(r[7].rstrip("% |")) for r in rows}  # profile rows' label -> share
+    ceilings = {c[0][2:]: int(c[-1].rstrip("% |")) for c in (line.split(" | ") for line in profile.splitlines())
+                if c[0].startswith("| ") and ".py" in c[0]}
+    assert set(ceilings) == set(share) and all(ceilings[k] >= share[k] for k in share)
     # one row per precision (fp32, bf16), the same matmuls in both
     by_precision = {(r[0][2:], r[1], r[2]): float(r[4]) for r in rows}  # (script, update, precision) -> GFLOP per step
     assert {k[2] for k in by_precision} == {"fp32", "bf16"}
@@ -83,6 +89,8 @@ def test_speed_times_the_compiled_loop_without_its_compile():
     reported = float(done.stdout.split("--compile took ")[1].split(" s")[0])
     printed = float(done.stdout.split("compiled in ")[1].split(" s")[0])  # the script's own line
     assert reported == pytest.approx(printed, abs=1) and reported >= 1
+    # 6 tiny steps take far less than the compile: the rate rests on a small remainder, and says so
+    assert "WARNING: the compile took" in done.stdout and "time more steps (--steps)" in done.stdout
 
 
 def test_speed_counts_the_flops_of_the_run_it_times():

@@ -132,14 +132,16 @@ def calql_step(S, a, obs_dim: int, act_dim: int, repeats: int = 10) -> tuple[flo
 # ---------------------------------------------------------------------------------------------
 # --table: every script's own update functions at the paper's configuration
 # ---------------------------------------------------------------------------------------------
-PROFILES = []  # --profile: (row name, {category: share of the time}), filled by measure()
+PROFILES = []  # --profile: (row name ending in its precision, {category: share of the time}, the matmuls' GFLOP/s
+#              while they run), filled by measure()
 CATEGORIES = (("matmul", ("mm", "matmul", "linear")), ("LayerNorm", ("layer_norm",)), ("Adam", ("adam",)),
               ("compiled kernels (Inductor)", ("compiledfxgraph", "compiledfunction", "cpp_fused", "triton", "inductor")))
 
 
-def where_time_goes(fn, device: torch.device, calls: int = 5) -> dict:
+def where_time_goes(fn, device: torch.device, calls: int = 5) -> tuple[dict, float]:
     """torch.profiler over `calls` calls: the share of self time (CPU, and the GPU's on a GPU) by
-    kind of operator; what no category names is "elementwise and the rest"."""
+    kind of operator (what no category names is "elementwise and the rest"), and the matmuls' own
+    milliseconds per call."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -155,7 +157,7 @@ def where_time_goes(fn, device: torch.device, calls: int = 5) -> dict:
         kind = next((label for label, names in CATEGORIES if any(n in event.key.lower() for n in names)),
                     "elementwise and the rest")
         shares[kind] = shares.get(kind, 0.0) + t
-    return {k: v / total for k, v in shares.items()} if total else {}
+    return ({k: v / total for k, v in shares.items()} if total else {}), shares.get("matmul", 0.0) / 1000 / calls
 
 
 def measure(fn, repeats: int, device: torch.device, profile_as: str = "") -> tuple[float, float]:
@@ -171,8 +173,9 @@ def measure(fn, repeats: int, device: torch.device, profile_as: str = "") -> tup
         fn()
     sync(device)
     ms = 1000 * (time.perf_counter() - start) / repeats
-    if profile_as:
-        PROFILES.append((profile_as, where_time_goes(fn, device)))
+    if profile_as:  # (the FLOPs counted are all matmuls': their rate while they run is FLOPs / matmul time)
+        shares, matmul_ms = where_time_goes(fn, device)
+        PROFILES.append((profile_as, shares, counter.get_total_flops() / matmul_ms / 1e6 if matmul_ms else 0.0))
     return counter.get_total_flops(), ms
 
 
@@ -246,16 +249,29 @@ def print_table(a) -> None:
     precisions = ["fp32", "bf16"] if a.precision in (None, "both") else [a.precision]
     modes = [(False, False)] + ([(True, False)] if a.graphs and device.type == "cuda" else []) + (
         [(False, True)] if a.compile else [])
+    def peak_now():
+        return {p: matmul_peak(device=device, dtype=torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
+
+    # The peak is measured before and after the rows and the mean taken: a shared VM's speed drifts
+    # (this project's measured 152 to 394 fp32 GFLOP/s on different days), and a share of the peak
+    # is only worth something when both were measured under the same conditions.
+    before = peak_now()
     rows = [r for name in a.scripts.split(",") for precision in precisions for graphs, compile in modes
             for r in update_rows(name, a, obs_dim, act_dim, device, precision, graphs, compile)]
-    peaks = {p: matmul_peak(device=device, dtype=torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
+    after = peak_now()
+    peaks = {p: (before[p] + after[p]) / 2 for p in precisions}
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU, {torch.get_num_threads()} threads")
     print(f"Updates only (no env step, no replay sampling), {a.env_id}, {a.num_qs} critics {a.hidden}x{a.hidden} "
           f"(2 layers), batch {a.batch_size}, torch {torch.__version__}, {where}, matmul peak "
           + ", ".join(f"{p} {peak:.0f} GFLOP/s" for p, peak in peaks.items())
-          + " measured in this process (the share of peak is of the row's precision). `python tools/speed.py` times "
-          "the whole loop of sac_fast.py on the CPU, env steps included.\n")
+          + " measured in this process, the mean of before and after the rows (the share of peak is of the row's "
+          "precision). `python tools/speed.py` times the whole loop of sac_fast.py on the CPU, env steps included.\n")
+    drift = {p: abs(after[p] - before[p]) / peaks[p] for p in precisions}
+    if max(drift.values()) > 0.1:
+        print("WARNING: the machine's speed moved during the measurement (matmul peak before -> after: "
+              + ", ".join(f"{p} {before[p]:.0f} -> {after[p]:.0f} GFLOP/s" for p in precisions)
+              + "); the shares of peak below are uncertain by as much. Rerun on a quieter machine.\n")
     print("| script | update | precision | rate | GFLOP per step | ms per step | GFLOP/s | share of peak |")
     print("|---|---|---|---|---|---|---|---|")
     for script, what, precision, unit, flops, ms in rows:
@@ -265,11 +281,15 @@ def print_table(a) -> None:
     if PROFILES:  # --profile
         kinds = [label for label, _ in CATEGORIES] + ["elementwise and the rest"]
         print("\nWhere the time goes (torch.profiler, self time over 5 calls, share by kind of operator; a compiled "
-              "update's fused kernels count as one kind, with the matmuls it calls out to under matmul):\n")
-        print("| update | " + " | ".join(kinds) + " |")
-        print("|---" * (len(kinds) + 1) + "|")
-        for name, shares in PROFILES:
-            print(f"| {name} | " + " | ".join(f"{100 * shares.get(k, 0):.0f}%" for k in kinds) + " |")
+              "update's fused kernels count as one kind, with the matmuls it calls out to under matmul). The last "
+              "column is the matmuls' own rate while they run (the update's FLOPs over the matmuls' time), as a share "
+              "of the peak: the ceiling of the update's share of peak if everything else took no time.\n")
+        print("| update | " + " | ".join(kinds) + " | matmuls alone: share of peak |")
+        print("|---" * (len(kinds) + 2) + "|")
+        for name, shares, matmul_rate in PROFILES:
+            precision = name.rsplit(", ", 1)[1]  # (every row name ends in its precision)
+            print(f"| {name} | " + " | ".join(f"{100 * shares.get(k, 0):.0f}%" for k in kinds)
+                  + f" | {100 * matmul_rate / peaks[precision]:.0f}% |")
 
 
 def loop_args(S, a):
@@ -347,7 +367,12 @@ def main():
         finally:
             os.chdir(cwd)
     compile_s = sum(U.COMPILE_SECONDS)  # (--compile: paid once, then cached on disk; not part of the rate)
-    sps = a.steps / (a.steps / sps - compile_s)
+    run_s, rest_s = a.steps / sps, a.steps / sps - compile_s
+    if rest_s <= 0:
+        raise SystemExit(f"error: the compile took {compile_s:.1f} s of the run's {run_s:.1f} s: no time is left to "
+                         "give a rate. Time more steps (--steps).")
+    short = rest_s < 0.25 * run_s  # a rate from a small remainder of the run moves with any error in the compile time
+    sps = a.steps / rest_s
     peak = matmul_peak(dtype=torch.bfloat16 if a.precision == "bf16" else torch.float32)  # the run's own precision
     achieved = sps * flops / 1e9
     print(f"\n| script | config | env-steps/s | GFLOP/step | GFLOP/s | {a.precision} matmul peak | share of peak |")
@@ -357,6 +382,9 @@ def main():
           f"{flops / 1e9:.2f} | {achieved:.0f} | {peak:.0f} GFLOP/s | {100 * achieved / peak:.0f}% |")
     if a.compile:
         print(f"\n--compile took {compile_s:.0f} s in this run (left out of the rate above)")
+        if short:
+            print(f"WARNING: the compile took {100 * compile_s / run_s:.0f}% of the run, so the rate above rests on "
+                  f"{rest_s:.1f} s: time more steps (--steps) for a rate to report.")
     print(f"\none critic update ({args.batch_size} transitions): {critic_ms:.1f} ms x {args.utd}; one actor + "
           f"temperature update ({args.utd * args.batch_size} transitions): {actor_ms:.1f} ms"
           + ("; malloc tuning OFF" if a.no_malloc_tuning else ""))
