@@ -42,7 +42,7 @@ def test_speed_table_times_every_scripts_updates():
     same code, so the same update must count the same FLOPs in every script that has it."""
     done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "speed.py"), "--table", "--device", "cpu",
                            "--hidden", "32", "--num-qs", "3", "--batch-size", "16", "--utd", "2", "--repeats", "1",
-                           "--profile"], capture_output=True, text=True, timeout=300)
+                           "--peak-seconds", "0.2", "--profile"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     table, profile = done.stdout.split("Where the time goes")
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and ".py" in line]

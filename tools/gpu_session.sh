@@ -66,9 +66,9 @@ echo "- tests/test_gpu.py: exit $TESTS ($(tail -1 "$OUT/tests.log"))" >> "$OUT/s
 
 stage "speed table"
 if [ -n "$REHEARSAL" ]; then
-  SPEED=(--num-qs 2 --hidden 32 --batch-size 16 --repeats 2)
+  SPEED=(--num-qs 2 --hidden 32 --batch-size 16 --repeats 2 --peak-seconds 0.2)
 else
-  SPEED=(--repeats "$REPEATS")
+  SPEED=(--repeats "$REPEATS" --peak-seconds 0.75)  # (the peak is measured twice, before and after the rows)
 fi
 timeout 120 $PY tools/speed.py --table --graphs "${SPEED[@]}" > "$OUT/speed.md" 2>&1 \
   || echo "- tools/speed.py --table --graphs: failed or cut at 120 s (see speed.md)" >> "$OUT/summary.md"

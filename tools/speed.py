@@ -250,7 +250,8 @@ def print_table(a) -> None:
     modes = [(False, False)] + ([(True, False)] if a.graphs and device.type == "cuda" else []) + (
         [(False, True)] if a.compile else [])
     def peak_now():
-        return {p: matmul_peak(device=device, dtype=torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
+        return {p: matmul_peak(a.peak_seconds, device, torch.float32 if p == "fp32" else torch.bfloat16)
+                for p in precisions}
 
     # The peak is measured before and after the rows and the mean taken: a shared VM's speed drifts
     # (this project's measured 152 to 394 fp32 GFLOP/s on different days), and a share of the peak
@@ -326,6 +327,8 @@ def main():
                    help="with --table: also where each update's time goes (torch.profiler), by kind of operator")
     p.add_argument("--scripts", default="sac_fast,calql_offline,wsrl_calql_sac,wsrl_iql_sac,jsrl",
                    help="with --table: which scripts' updates (comma-separated module names)")
+    p.add_argument("--peak-seconds", type=float, default=1.5,
+                   help="with --table: seconds per matrix size of each matmul-peak measurement (two per precision)")
     p.add_argument("--graphs", action="store_true",
                    help="with --table on a GPU: each update also through --cuda-graphs (recorded once, replayed)")
     p.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
