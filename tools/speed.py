@@ -249,6 +249,7 @@ def print_table(a) -> None:
     precisions = ["fp32", "bf16"] if a.precision in (None, "both") else [a.precision]
     modes = [(False, False)] + ([(True, False)] if a.graphs and device.type == "cuda" else []) + (
         [(False, True)] if a.compile else [])
+
     def peak_now():
         return {p: matmul_peak(a.peak_seconds, device, torch.float32 if p == "fp32" else torch.bfloat16)
                 for p in precisions}
