@@ -93,6 +93,36 @@ def test_speed_times_the_compiled_loop_without_its_compile():
     assert "WARNING: the compile took" in done.stdout and "time more steps (--steps)" in done.stdout
 
 
+def test_speed_warns_when_the_peak_moved_and_sets_inductor_options():
+    """--table's drift warning (hand values: 201 -> 180 is 11% of their mean 190.5; 200 -> 190 is
+    5%), and --inductor KEY=VALUE setting torch._inductor.config, an unknown key refused."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import speed
+    import torch._inductor.config as inductor_config
+
+    assert "fp32 201 -> 180 GFLOP/s" in speed.drift_warning({"fp32": 201.0}, {"fp32": 180.0})
+    assert speed.drift_warning({"fp32": 200.0, "bf16": 1400.0}, {"fp32": 190.0, "bf16": 1450.0}) == ""
+    assert speed.drift_warning({"fp32": 200.0, "bf16": 1400.0}, {"fp32": 200.0, "bf16": 1000.0}) != ""
+
+    class Refused(Exception):
+        pass
+
+    class Parser:
+        def error(self, message):
+            raise Refused(message)
+
+    before = inductor_config.cpp.use_two_step_variance_threshold
+    try:
+        speed.set_inductor_option(Parser(), "cpp.use_two_step_variance_threshold=7")
+        assert inductor_config.cpp.use_two_step_variance_threshold == 7
+    finally:
+        inductor_config.cpp.use_two_step_variance_threshold = before
+    with pytest.raises(Refused, match="no option cpp.no_such_option"):
+        speed.set_inductor_option(Parser(), "cpp.no_such_option=1")
+    with pytest.raises(Refused, match="give KEY=VALUE"):
+        speed.set_inductor_option(Parser(), "cpp.use_two_step_variance_threshold")
+
+
 def test_speed_counts_the_flops_of_the_run_it_times():
     """The loop's FLOPs are counted before main() fills the domain's values in: they must be the
     ones main() uses (the min over 2 target members, not all 10)."""

@@ -11,6 +11,7 @@ of this machine in the same process, so the share is not compared against anothe
     python tools/speed.py --script calql_offline  # one Cal-QL gradient step (locomotion preset)
     python tools/speed.py --table                 # every script's updates, one markdown table (benchmark.sh speed)
     python tools/speed.py --precision bf16        # the loop with --precision bf16 (--table: fp32 and bf16 rows)
+    python tools/speed.py --table --compile --inductor cpp.use_two_step_variance_threshold=0  # an Inductor option
 """
 
 import argparse
@@ -255,8 +256,8 @@ def print_table(a) -> None:
                 for p in precisions}
 
     # The peak is measured before and after the rows and the mean taken: a shared VM's speed drifts
-    # (this project's measured 152 to 394 fp32 GFLOP/s on different days), and a share of the peak
-    # is only worth something when both were measured under the same conditions.
+    # (this project's VM measured 139 to 394 fp32 GFLOP/s on different days: docs/speed.md), and a
+    # share of the peak is only worth something when both were measured under the same conditions.
     before = peak_now()
     rows = [r for name in a.scripts.split(",") for precision in precisions for graphs, compile in modes
             for r in update_rows(name, a, obs_dim, act_dim, device, precision, graphs, compile)]
@@ -269,11 +270,8 @@ def print_table(a) -> None:
           + ", ".join(f"{p} {peak:.0f} GFLOP/s" for p, peak in peaks.items())
           + " measured in this process, the mean of before and after the rows (the share of peak is of the row's "
           "precision). `python tools/speed.py` times the whole loop of sac_fast.py on the CPU, env steps included.\n")
-    drift = {p: abs(after[p] - before[p]) / peaks[p] for p in precisions}
-    if max(drift.values()) > 0.1:
-        print("WARNING: the machine's speed moved during the measurement (matmul peak before -> after: "
-              + ", ".join(f"{p} {before[p]:.0f} -> {after[p]:.0f} GFLOP/s" for p in precisions)
-              + "); the shares of peak below are uncertain by as much. Rerun on a quieter machine.\n")
+    if drift_warning(before, after):
+        print(drift_warning(before, after) + "\n")
     print("| script | update | precision | rate | GFLOP per step | ms per step | GFLOP/s | share of peak |")
     print("|---|---|---|---|---|---|---|---|")
     for script, what, precision, unit, flops, ms in rows:
@@ -292,6 +290,41 @@ def print_table(a) -> None:
             precision = name.rsplit(", ", 1)[1]  # (every row name ends in its precision)
             print(f"| {name} | " + " | ".join(f"{100 * shares.get(k, 0):.0f}%" for k in kinds)
                   + f" | {100 * matmul_rate / peaks[precision]:.0f}% |")
+
+
+def drift_warning(before: dict, after: dict, limit: float = 0.1) -> str:
+    """A warning when a matmul peak measured before and after the rows differs by more than `limit`
+    of their mean ({precision: GFLOP/s} each); "" when the machine held its speed."""
+    if max(abs(after[p] - before[p]) / ((after[p] + before[p]) / 2) for p in before) <= limit:
+        return ""
+    return ("WARNING: the machine's speed moved during the measurement (matmul peak before -> after: "
+            + ", ".join(f"{p} {before[p]:.0f} -> {after[p]:.0f} GFLOP/s" for p in before)
+            + "); the shares of peak below are uncertain by as much. Rerun on a quieter machine.")
+
+
+def set_inductor_option(parser, option: str) -> None:
+    """--inductor KEY=VALUE: torch._inductor.config.KEY = VALUE (a Python literal), read by every
+    compile after it; an unknown key is an error, not a silent no-op."""
+    import ast
+
+    import torch._inductor.config as inductor_config
+
+    key, sep, text = option.partition("=")
+    *path, name = key.split(".")
+    owner = inductor_config
+    try:
+        for part in path:
+            owner = getattr(owner, part)
+        getattr(owner, name)
+    except AttributeError:
+        parser.error(f"--inductor {option}: torch._inductor.config has no option {key} (torch {torch.__version__})")
+    if not sep:
+        parser.error(f"--inductor {option}: give KEY=VALUE, e.g. cpp.use_two_step_variance_threshold=0")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text  # a bare word: a string option
+    setattr(owner, name, value)
 
 
 def loop_args(S, a):
@@ -330,11 +363,16 @@ def main():
                    help="with --table: which scripts' updates (comma-separated module names)")
     p.add_argument("--peak-seconds", type=float, default=1.5,
                    help="with --table: seconds per matrix size of each matmul-peak measurement (two per precision)")
+    p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --compile: set an option of torch._inductor.config before compiling, to time it "
+                        "(e.g. cpp.use_two_step_variance_threshold=0); repeatable")
     p.add_argument("--graphs", action="store_true",
                    help="with --table on a GPU: each update also through --cuda-graphs (recorded once, replayed)")
     p.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
                    help="the scripts' --precision (default: fp32; --table: both, one row each)")
     a = p.parse_args()
+    for option in a.inductor:
+        set_inductor_option(p, option)
     if a.table:
         print_table(a)
         return
