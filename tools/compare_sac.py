@@ -104,6 +104,11 @@ def main():
                     times[name][b].append(seconds)
                 print(f"round {r + 1}/{a.rounds}: {name} {times[name][budgets[0]][-1]:.1f} s, "
                       f"{times[name][budgets[1]][-1]:.1f} s", flush=True)
+    close = [name for name, t in times.items() if any(t2 <= t1 for t1, t2 in zip(t[budgets[0]], t[budgets[1]]))]
+    if close:  # start-up noise larger than the work of --steps: the difference says nothing
+        raise SystemExit(f"error: {', '.join(close)}: the longer budget did not take longer than the shorter one in "
+                         f"some round, so {a.steps} steps are less work than the noise of starting a process; "
+                         "give more --steps.")
     rate = {name: [a.steps / (t2 - t1) for t1, t2 in zip(t[budgets[0]], t[budgets[1]])] for name, t in times.items()}
     base = "sac_fast-compile" if "sac_fast-compile" in rate else next(iter(rate))
     print(f"\n{a.env_id}, 2 critics + actor 256x256 (no LayerNorm), batch 256, UTD 1, {a.threads} thread(s), "
