@@ -51,6 +51,10 @@ def test_speed_table_times_every_scripts_updates():
     ceilings = {c[0][2:]: int(c[-1].rstrip("% |")) for c in (line.split(" | ") for line in profile.splitlines())
                 if c[0].startswith("| ") and ".py" in c[0]}
     assert set(ceilings) == set(share) and all(ceilings[k] >= share[k] for k in share)
+    # each row also went to stderr as soon as it was measured (a run cut by a time limit keeps them)
+    measured = [line.split(" | ") for line in done.stderr.splitlines() if line.startswith("measured: ")]
+    assert sorted(f"{m[0][len('measured: '):]}, {m[1]}, {m[2]}" for m in measured) == sorted(share)
+    assert all(float(m[3].split()[0]) == pytest.approx(float(r[5]), abs=0.051) for m, r in zip(measured, rows))
     # one row per precision (fp32, bf16), the same matmuls in both
     by_precision = {(r[0][2:], r[1], r[2]): float(r[4]) for r in rows}  # (script, update, precision) -> GFLOP per step
     assert {k[2] for k in by_precision} == {"fp32", "bf16"}

@@ -259,8 +259,16 @@ def print_table(a) -> None:
     # (this project's VM measured 139 to 394 fp32 GFLOP/s on different days: docs/speed.md), and a
     # share of the peak is only worth something when both were measured under the same conditions.
     before = peak_now()
-    rows = [r for name in a.scripts.split(",") for precision in precisions for graphs, compile in modes
-            for r in update_rows(name, a, obs_dim, act_dim, device, precision, graphs, compile)]
+    rows = []
+    for name in a.scripts.split(","):
+        for precision in precisions:
+            for graphs, compile in modes:
+                for row in update_rows(name, a, obs_dim, act_dim, device, precision, graphs, compile):
+                    # each row as soon as it is measured (stderr, flushed): a run cut short by a time
+                    # limit (tools/gpu_session.sh caps every step) keeps what it measured
+                    print(f"measured: {row[0]}.py | {row[1]} | {row[2]} | {row[-1]:.2f} ms per step",
+                          file=sys.stderr, flush=True)
+                    rows.append(row)
     after = peak_now()
     peaks = {p: (before[p] + after[p]) / 2 for p in precisions}
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
