@@ -1358,13 +1358,36 @@ def compiled(fn):
         if versions[key] is None:
             versions[key] = torch.compile(call, fullgraph=True, backend=inductor_with_bias_unfused())
             start = time.time()
-            out = versions[key](batch)
+            try:
+                out = versions[key](batch)
+            except Exception as e:  # (Inductor's errors are not one class across torch versions)
+                if "file too short" not in str(e):
+                    raise
+                raise RuntimeError(
+                    f"--compile read a half-written file from Inductor's cache ({inductor_cache_dir()}): a compile "
+                    "stopped part-way (Ctrl-C, a time limit) leaves one behind (pytorch#102539). Delete that "
+                    "folder and run again; the next compile takes its full time once.") from e
             COMPILE_SECONDS.append(time.time() - start)
             print(f"--compile: {fn.__name__}{'' if not flags else f' {dict(key)}'} compiled in {COMPILE_SECONDS[-1]:.0f} s")
             return out
         return versions[key](batch)
 
     return wrapped
+
+
+def inductor_cache_dir() -> str:
+    """Where torch.compile keeps its compiled code: TORCHINDUCTOR_CACHE_DIR, else torch's default
+    (/tmp/torchinductor_$USER on Linux)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        return cache_dir()
+    except ImportError:  # another torch's layout
+        import getpass
+        import tempfile
+
+        default = os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
+        return os.environ.get("TORCHINDUCTOR_CACHE_DIR", default)
 
 
 def keep_freed_memory() -> None:

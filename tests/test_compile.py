@@ -123,6 +123,28 @@ def test_compile_and_cuda_graphs_together_are_refused():
         U.use_cuda_graphs(W.Args(compile=True, cuda_graphs=True), torch.device("cpu"))
 
 
+def test_a_half_written_inductor_cache_file_is_named_with_its_fix(monkeypatch, tmp_path):
+    """A compile stopped part-way leaves a truncated .so in Inductor's cache and the next compile
+    fails with "file too short" (pytorch#102539): --compile says which folder to delete. Any other
+    error passes through unchanged."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    for message, expected in [(f"{tmp_path}/cache/ab/x.main.so: file too short", RuntimeError),
+                              ("something else", ImportError)]:
+        def broken(call, **kw):
+            def run(batch):
+                raise ImportError(message)
+            return run
+        monkeypatch.setattr(torch, "compile", broken)
+        update = U.compiled(lambda batch: {"loss": batch["x"].sum()})
+        assert update({"x": torch.ones(2)})["loss"] == 2  # the first call runs eagerly
+        with pytest.raises(expected) as raised:
+            update({"x": torch.ones(2)})
+        if expected is RuntimeError:
+            assert f"({tmp_path / 'cache'})" in str(raised.value) and "Delete that folder" in str(raised.value)
+        else:
+            assert str(raised.value) == message
+
+
 def test_compiled_fp32_ensemble_layers_leave_their_bias_to_the_next_kernel():
     """On the CPU in fp32 a compiled update calls plain batched matmuls (bmm) and adds the ensemble
     layers' biases in the fused kernel after each, where eager calls baddbmm (inductor_with_bias_unfused)."""
