@@ -7,6 +7,8 @@
 #
 #   bash tools/gpu_session.sh OUT                    # on the GPU machine (its python3 has torch)
 #   REHEARSAL=1 bash tools/gpu_session.sh /tmp/out   # on a CPU: the same steps at toy budgets
+#   PYTHON=/tmp/v312/bin/python REHEARSAL=1 bash tools/gpu_session.sh /tmp/out   # under the GPU
+#                                       # machine's Python 3.12 and torch 2.11 (docs/speed.md says how)
 #
 # The wheels of what the machine lacks (gymnasium, mujoco, minari, tyro and their needs) travel in
 # .whl/: `bash tools/gpu_wheels.sh` downloads them here. Budgets, from the environment:
@@ -29,6 +31,9 @@ REPEATS=${REPEATS:-20}
 WORK=${WORK:-/tmp/wsrl-gpu}
 rm -rf "$WORK" && mkdir -p "$WORK"
 export MINARI_DATASETS_PATH=$WORK/minari PYTHONUNBUFFERED=1 MUJOCO_GL=egl
+# Each step compiles into its own Inductor cache: a compile cut by a step's time limit can leave a
+# half-written file there that fails the next compile with "file too short" (pytorch#102539)
+cache() { TORCHINDUCTOR_CACHE_DIR=$WORK/inductor-$1 TRITON_CACHE_DIR=$WORK/triton-$1 "${@:2}"; }
 # benchmark.sh calls `python`: the one with torch (a wrapper, not a link: a venv's python finds its
 # packages through the path it was started by)
 mkdir -p "$WORK/bin" && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v "$PY")" > "$WORK/bin/python" && chmod +x "$WORK/bin/python"
@@ -41,7 +46,12 @@ if ls "${WHEELS:-.whl}"/*.whl > /dev/null 2>&1; then
   export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 $PY - <<'EOF' | tee "$OUT/summary.md" || exit 1
-import platform, torch, gymnasium, mujoco, minari, tyro, numpy
+import platform, sys, torch, gymnasium, mujoco, minari, tyro, numpy
+try:  # the environment itself, not only its package: gymnasium's MuJoCo envs import more (imageio)
+    gymnasium.make("HalfCheetah-v5").close()
+except Exception as e:
+    sys.exit(f"error: HalfCheetah-v5 does not load here ({type(e).__name__}: {e}); carry what it lacks "
+             "as a wheel (tools/gpu_wheels.sh's PACKAGES)")
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
 print(f"# GPU session\n\n- machine: {platform.node()}, {platform.processor() or platform.machine()}, GPU: {gpu}")
 print(f"- python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), numpy "
@@ -59,7 +69,7 @@ DATASET_PID=$!
 
 stage "tests that need a GPU"
 if [ -n "$REHEARSAL" ]; then export WSRL_GPU_TESTS_ON_CPU=1; fi
-timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.log" 2>&1
+cache tests timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.log" 2>&1
 TESTS=$?
 tail -3 "$OUT/tests.log"
 echo "- tests/test_gpu.py: exit $TESTS ($(tail -1 "$OUT/tests.log"))" >> "$OUT/summary.md"
@@ -70,11 +80,11 @@ if [ -n "$REHEARSAL" ]; then
 else
   SPEED=(--repeats "$REPEATS" --peak-seconds 0.75)  # (the peak is measured twice, before and after the rows)
 fi
-timeout 120 $PY tools/speed.py --table --graphs "${SPEED[@]}" > "$OUT/speed.md" 2>&1 \
+cache speed timeout 120 $PY tools/speed.py --table --graphs "${SPEED[@]}" > "$OUT/speed.md" 2>&1 \
   || echo "- tools/speed.py --table --graphs: failed or cut at 120 s (see speed.md)" >> "$OUT/summary.md"
 tail -n +1 "$OUT/speed.md" | head -40
 stage "speed of --compile (sac_fast.py's update, fp32 and bf16)"
-{ echo; timeout 90 $PY tools/speed.py --table --compile --scripts sac_fast "${SPEED[@]}"; } >> "$OUT/speed.md" 2>&1 \
+{ echo; cache compile timeout 90 $PY tools/speed.py --table --compile --scripts sac_fast "${SPEED[@]}"; } >> "$OUT/speed.md" 2>&1 \
   || echo "- tools/speed.py --table --compile: failed or cut at 90 s (see speed.md)" >> "$OUT/summary.md"
 grep "compiled" "$OUT/speed.md"
 
@@ -86,7 +96,7 @@ if [ -n "$REHEARSAL" ]; then
   export ONLINE_STEPS=${ONLINE_STEPS:-1200} WARMUP=${WARMUP:-100} EVAL=${EVAL:-"--eval-interval 400 --eval-episodes 1"} \
     NET=${NET:-"--critic-hidden 32 --actor-hidden 32 --num-qs 3"} SEEDS=${SEEDS:-"1 2"} JOBS=${JOBS:-2}
 fi
-REPORT=0 WALL_CAP=$CAP OUT=$WORK/bench bash benchmark.sh gpu
+cache bench env REPORT=0 WALL_CAP=$CAP OUT=$WORK/bench bash benchmark.sh gpu
 BENCH=$?
 echo "- bash benchmark.sh gpu (WALL_CAP=$CAP): exit $BENCH" >> "$OUT/summary.md"
 grep -h "cap\|FAILED" "$WORK/bench/logs"/*.log 2> /dev/null | head -20
