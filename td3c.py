@@ -360,11 +360,14 @@ def linearised_q(critic, obs: torch.Tensor, actions: torch.Tensor, dqda_clip: fl
     clip, which Acme's JAX agents use; its TF DDPG/D4PG clip the norm instead). Its value is
     Q_1(s, pi(s)) and its gradient through pi is g . dpi/dtheta: the DPG, with the clipped slope.
     Returns that (B,), Q_1(s, pi(s)) detached (B,) and g before clipping (B, A)."""
-    a0 = actions.detach().requires_grad_(True)  # (B, A)
-    q = critic(obs, a0)[0]  # (B,): TD3's actor follows the FIRST critic only
-    (dqda,) = gradient(q.sum(), [a0])  # (B, A): dQ_1/da through the critic; its weights get no gradient
+    q = critic(obs, actions)[0]  # (B,): TD3's actor follows the FIRST critic only
+    # (B, A): dQ_1/da at a0 = pi(s), through the critic alone: neither its weights nor the actor get
+    # a gradient from this (a detached copy of the actions made to require grad would read the same,
+    # but torch.compile of torch < 2.13 cannot trace requires_grad_)
+    (dqda,) = gradient(q.sum(), [actions])
     slope = dqda.clamp(-dqda_clip, dqda_clip) if dqda_clip > 0 else dqda
-    return q.detach() + (slope * (actions - a0.detach())).sum(-1), q.detach(), dqda
+    a0 = actions.detach()
+    return q.detach() + (slope * (actions - a0)).sum(-1), q.detach(), dqda
 
 
 def actor_loss(critic, batch: dict, actions: torch.Tensor, target_actions: torch.Tensor, lagrange_param: torch.Tensor,
