@@ -361,9 +361,8 @@ def linearised_q(critic, obs: torch.Tensor, actions: torch.Tensor, dqda_clip: fl
     Q_1(s, pi(s)) and its gradient through pi is g . dpi/dtheta: the DPG, with the clipped slope.
     Returns that (B,), Q_1(s, pi(s)) detached (B,) and g before clipping (B, A)."""
     q = critic(obs, actions)[0]  # (B,): TD3's actor follows the FIRST critic only
-    # (B, A): dQ_1/da at a0 = pi(s), through the critic alone: neither its weights nor the actor get
-    # a gradient from this (a detached copy of the actions made to require grad would read the same,
-    # but torch.compile of torch < 2.13 cannot trace requires_grad_)
+    # (B, A): dQ_1/da at a0 = pi(s), through the critic alone (its weights and the actor get no gradient
+    # from it); taken w.r.t. pi(s) itself, not a copy made to require grad, which torch < 2.13 cannot compile
     (dqda,) = gradient(q.sum(), [actions])
     slope = dqda.clamp(-dqda_clip, dqda_clip) if dqda_clip > 0 else dqda
     a0 = actions.detach()
