@@ -1,6 +1,7 @@
 """On a GPU, for real: every script runs there (networks, buffer and batches on the device), a
 checkpoint written there loads on a CPU, --cuda-graphs records and replays the real updates
-(SAC, Cal-QL, IQL) to the numbers of plain calls, and --precision bf16 stays near fp32 there.
+(SAC, Cal-QL, IQL) to the numbers of plain calls, --precision bf16 stays near fp32 there, and a
+--compile'd SAC update gives the numbers of plain calls.
 Skipped where torch sees no GPU (CI never has one); `tools/gpu_session.sh` runs them on a lent one.
 WSRL_GPU_TESTS_ON_CPU=1 rehearses them on the CPU (graphs emulated), to catch a broken test before
 it costs GPU time."""
@@ -132,3 +133,35 @@ def test_every_script_runs_on_the_gpu_and_its_checkpoint_loads_on_a_cpu(sandbox,
     for path in (s["checkpoint"], c["pretrained_checkpoint"], w["checkpoint"]):
         ckpt = U.read_checkpoint(path, torch.device("cpu"))
         assert all(v.device.type == "cpu" for v in ckpt["actor"].values())
+
+
+def test_a_compiled_sac_update_on_the_gpu_gives_the_plain_numbers():
+    """--compile there (Inductor's Triton kernels on a GPU, its C++ ones in a rehearsal): the whole
+    SAC update compiled, against plain calls from the same weights, on the same batches and random
+    draws (Inductor's fallback_random). Last in this file: the GPU session cuts the tests at a time
+    limit, and a first compile is the slowest thing here."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    def sac(compile_it):
+        torch._dynamo.reset()
+        args, actor, critic, target, alpha_param, opts = learner(W, False)
+        weights = lambda: {k: v.detach().cpu().clone() for k, v in {**actor.state_dict(), **critic.state_dict()}.items()}
+        start = weights()
+        step = U.CudaGraphs(enabled=False, compile=compile_it).wrap(
+            lambda b: W.sac_update(actor, critic, target, alpha_param, *opts, b, args, -float(ACT)))
+        torch.manual_seed(1)
+        infos = [{k: float(v) for k, v in step(make_batch(i, 4 * BATCH)).items()} for i in range(5)]
+        return infos, {k: v - start[k] for k, v in weights().items()}  # what 5 updates moved each weight by
+
+    with torch._inductor.config.patch(fallback_random=True):
+        (plain_infos, plain_moves), (compiled_infos, compiled_moves) = sac(False), sac(True)
+    # Fused kernels sum in another order: in the CPU rehearsal a qf_mean was 1.6e-4 apart after 5
+    # updates, and single weights further (Adam moves a weight by about its learning rate whatever
+    # its gradient's size, so where a gradient is near zero, rounding decides the sign). So the
+    # weights are compared by how far 5 updates moved them, as a whole: a wrong graph moves them
+    # elsewhere (a difference near 100% of the move), not 1e-4 apart.
+    same((plain_infos, {}), (compiled_infos, {}), rtol=1e-3, atol=1e-4)
+    for key, move in plain_moves.items():
+        apart = float((compiled_moves[key] - move).norm() / move.norm().clamp_min(1e-12))
+        assert apart <= 0.05, (key, apart)

@@ -69,7 +69,8 @@ DATASET_PID=$!
 
 stage "tests that need a GPU"
 if [ -n "$REHEARSAL" ]; then export WSRL_GPU_TESTS_ON_CPU=1; fi
-cache tests timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.log" 2>&1
+# -v: each test's outcome is written as it ends, so a cut at the limit keeps the ones that ran
+cache tests timeout 150 $PY -m pytest -v -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.log" 2>&1
 TESTS=$?
 tail -3 "$OUT/tests.log"
 echo "- tests/test_gpu.py: exit $TESTS ($(tail -1 "$OUT/tests.log"))" >> "$OUT/summary.md"
@@ -80,8 +81,8 @@ if [ -n "$REHEARSAL" ]; then
 else
   SPEED=(--repeats "$REPEATS" --peak-seconds 0.75)  # (the peak is measured twice, before and after the rows)
 fi
-cache speed timeout 120 $PY tools/speed.py --table --graphs "${SPEED[@]}" > "$OUT/speed.md" 2>&1 \
-  || echo "- tools/speed.py --table --graphs: failed or cut at 120 s (see speed.md)" >> "$OUT/summary.md"
+cache speed timeout 100 $PY tools/speed.py --table --graphs "${SPEED[@]}" > "$OUT/speed.md" 2>&1 \
+  || echo "- tools/speed.py --table --graphs: failed or cut at 100 s (see speed.md)" >> "$OUT/summary.md"
 tail -n +1 "$OUT/speed.md" | head -40
 stage "speed of --compile (sac_fast.py's update, fp32 and bf16)"
 { echo; cache compile timeout 90 $PY tools/speed.py --table --compile --scripts sac_fast "${SPEED[@]}"; } >> "$OUT/speed.md" 2>&1 \
