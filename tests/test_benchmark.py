@@ -462,7 +462,8 @@ def test_the_gpu_session_rehearsed_on_the_cpu_packs_its_files_and_reports(tmp_pa
     tools/gpu_report.py makes the report from what it packed, as it will from a real session."""
     out, work = tmp_path / "out", tmp_path / "work"
     env = dict(os.environ, REHEARSAL="1", PYTHON=sys.executable, WHEELS=str(tmp_path / "no-wheels"), WORK=str(work),
-               CAP="25", SEEDS="1", JOBS="1", METHODS="rlpd", ONLINE_STEPS="100000", WARMUP="100")
+               CAP="25", SEEDS="1", JOBS="1", METHODS="rlpd", ONLINE_STEPS="100000", WARMUP="100",
+               BUDGET="60")  # (less than the steps before the comparison take: CAP is lowered, to its floor)
     done = subprocess.run(["bash", os.path.join(ROOT, "tools", "gpu_session.sh"), str(out)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
@@ -472,6 +473,8 @@ def test_the_gpu_session_rehearsed_on_the_cpu_packs_its_files_and_reports(tmp_pa
     summary = (out / "summary.md").read_text()
     assert "torch " in summary and "tests/test_gpu.py: exit 0" in summary, summary
     assert "bash benchmark.sh gpu (WALL_CAP=25): exit 0" in summary, summary
+    left = int(summary.split("the steps before the comparison left ")[1].split(" s of BUDGET=60 s")[0])
+    assert left < 25 and "CAP lowered from 25 s to 25 s" in summary  # 60 - elapsed - 40 < 25; the floor: CAP itself
     assert "| sac_fast.py | SAC, UTD 4" in (out / "speed.md").read_text()
     assert "stopped at the 25s cap" in (out / "session.log").read_text()
     dest = tmp_path / "report"

@@ -13,6 +13,9 @@
 # The wheels of what the machine lacks (gymnasium, mujoco, minari, tyro and their needs) travel in
 # .whl/: `bash tools/gpu_wheels.sh` downloads them here. Budgets, from the environment:
 #   CAP       seconds each comparison run may take (default 210; it stops and saves there)
+#   BUDGET    seconds the whole session may take (default 570, under a device command's 600): when
+#             the steps before the comparison ran long, CAP is lowered to what is left, less 40 s for
+#             the runs' last evaluation and the packing, so the runs still come back
 #   SEEDS     comparison seeds (default "1 2 3"); METHODS (default "calql_retention wsrl rlpd")
 #   REPEATS   timed calls per update in the speed table (default 20)
 # Back here: python tools/gpu_report.py OUT results/gpu-DATE makes the report from OUT/runs.tar.gz.
@@ -27,6 +30,7 @@ stage() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 PY=${PYTHON:-python3}
 REHEARSAL=${REHEARSAL:-}
 CAP=${CAP:-210}
+BUDGET=${BUDGET:-570}
 REPEATS=${REPEATS:-20}
 WORK=${WORK:-/tmp/wsrl-gpu}
 rm -rf "$WORK" && mkdir -p "$WORK"
@@ -73,7 +77,7 @@ if [ -n "$REHEARSAL" ]; then export WSRL_GPU_TESTS_ON_CPU=1; fi
 cache tests timeout 150 $PY -m pytest -v -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.log" 2>&1
 TESTS=$?
 tail -3 "$OUT/tests.log"
-echo "- tests/test_gpu.py: exit $TESTS ($(tail -1 "$OUT/tests.log"))" >> "$OUT/summary.md"
+echo "- tests/test_gpu.py: exit $TESTS ($(tail -1 "$OUT/tests.log" | sed 's/^=* *//; s/ *=*$//'))" >> "$OUT/summary.md"
 
 stage "speed table"
 if [ -n "$REHEARSAL" ]; then
@@ -92,6 +96,13 @@ grep "compiled" "$OUT/speed.md"
 stage "dataset"
 wait "$DATASET_PID" || { tail -5 "$WORK/dataset.log"; echo "error: the dataset was not made"; exit 1; }
 
+LEFT=$(( BUDGET - ($(date +%s) - T0) - 40 ))
+if [ "$LEFT" -lt "$CAP" ]; then  # (never below 30 s: a run needs its start-up)
+  FLOOR=$(( CAP < 30 ? CAP : 30 ))
+  echo "- the steps before the comparison left $LEFT s of BUDGET=$BUDGET s: CAP lowered from $CAP s to" \
+    "$(( LEFT > FLOOR ? LEFT : FLOOR )) s" >> "$OUT/summary.md"
+  CAP=$(( LEFT > FLOOR ? LEFT : FLOOR ))
+fi
 stage "comparison: bash benchmark.sh gpu, each run capped at $CAP s"
 if [ -n "$REHEARSAL" ]; then
   export ONLINE_STEPS=${ONLINE_STEPS:-1200} WARMUP=${WARMUP:-100} EVAL=${EVAL:-"--eval-interval 400 --eval-episodes 1"} \
