@@ -1365,7 +1365,7 @@ def compiled(fn):
                     raise
                 raise RuntimeError(
                     f"--compile read a half-written file from Inductor's cache ({inductor_cache_dir()}): a compile "
-                    "stopped part-way (Ctrl-C, a time limit) leaves one behind (pytorch#102539). Delete that "
+                    "stopped part-way (Ctrl-C, a time limit) can leave one behind (pytorch#102539). Delete that "
                     "folder and run again; the next compile takes its full time once.") from e
             COMPILE_SECONDS.append(time.time() - start)
             print(f"--compile: {fn.__name__}{'' if not flags else f' {dict(key)}'} compiled in {COMPILE_SECONDS[-1]:.0f} s")
