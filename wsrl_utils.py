@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
@@ -205,8 +206,11 @@ def flatten_dataset(dataset, relabel=None, domain: str = "locomotion") -> dict:
     name = "flat_cache.npz" if domain == "locomotion" else f"flat_cache_{domain}.npz"
     cache = os.path.join(os.path.dirname(dataset.storage.data_path), name)
     if os.path.exists(cache):
-        with np.load(cache) as f:
-            return {k: f[k] for k in f.files}
+        try:
+            with np.load(cache) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # cut short (a disk that filled, a copy stopped): made again from the episodes below
     parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
     for ep in dataset.iterate_episodes():
         if relabel is None and not isinstance(ep.observations, np.ndarray):
@@ -230,7 +234,18 @@ def flatten_dataset(dataset, relabel=None, domain: str = "locomotion") -> dict:
         raise SystemExit(f"error: no episode of this dataset is left for the {domain} domain (adroit keeps the "
                          "episodes that reach the goal).")
     flat = {k: np.concatenate(v).astype(np.bool_ if k in ("terminals", "timeouts") else np.float32) for k, v in parts.items()}
-    np.savez(cache, **flat)
+    # whole or not at all: written to a file of this process's own, then renamed over the cache, so
+    # the runs of two seeds that load the dataset at the same moment never read half of it
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **flat)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # (a read-only dataset folder: no cache, the episodes are flattened at every start)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)  # (gone already when the write succeeded)
     return flat
 
 

@@ -2,6 +2,7 @@
 that reach gradient updates. Learning itself is checked by benchmark.sh, not here."""
 
 import dataclasses
+import io
 import math
 import os
 import subprocess
@@ -452,6 +453,43 @@ def test_dataset_export_then_load_gives_back_the_same_arrays(sandbox):
     assert os.path.exists(os.path.join(path, "flat_cache.npz"))
     again, _ = S.load_offline_data("test/hopper/roundtrip-v0", "antmaze")
     np.testing.assert_allclose(again["rewards"], data["rewards"] * 10 - 5, rtol=1e-5)
+
+
+def test_the_dataset_cache_is_whole_or_absent_and_a_cut_one_is_made_again(sandbox, monkeypatch):
+    """Two seeds' runs load one dataset at the same moment (benchmark.sh, Slurm arrays): one must
+    never read the cache another is still writing (it did: EOFError in a Slurm pre-training)."""
+    path = E.save_minari("test/hopper/cache-v0", hopper_like_episodes(), "Hopper-v5", (-20.0, 3000.0), "unit-test")
+    cache = os.path.join(path, "flat_cache.npz")
+    real_savez = np.savez
+
+    def stopped_halfway(file, **arrays):  # Ctrl-C in the middle of the write
+        whole = io.BytesIO()
+        real_savez(whole, **arrays)
+        half = whole.getvalue()[: len(whole.getvalue()) // 2]
+        if isinstance(file, str):
+            with open(file if file.endswith(".npz") else file + ".npz", "wb") as f:
+                f.write(half)
+        else:
+            file.write(half)
+            file.flush()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", stopped_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        S.load_offline_data("test/hopper/cache-v0", "locomotion")
+    assert not os.path.exists(cache), "a half-written cache is where other runs read it"
+    assert [f for f in os.listdir(path) if "cache" in f] == [], os.listdir(path)  # nor a temporary file left
+    monkeypatch.setattr(np, "savez", real_savez)
+    data, _ = S.load_offline_data("test/hopper/cache-v0", "locomotion")
+    whole = open(cache, "rb").read()
+    # a cache cut short (by an older version, a full disk) is made again, not an error
+    for cut in (b"", whole[: len(whole) // 2]):
+        with open(cache, "wb") as f:
+            f.write(cut)
+        again, _ = S.load_offline_data("test/hopper/cache-v0", "locomotion")
+        for k in data:
+            np.testing.assert_array_equal(again[k], data[k])
+        assert open(cache, "rb").read() == whole
 
 
 def test_reward_transforms_and_domains():

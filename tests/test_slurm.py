@@ -34,11 +34,17 @@ def slurm_or_skip():
     pytest.skip("no Slurm answers here (sinfo), and starting one needs root: sudo bash tools/local_slurm.sh")
 
 
-def wait_for(condition, timeout: float, what: str):
+def wait_for(condition, timeout: float, what: str, out):
+    """Until `condition()`; fails at once, showing the end of its console, when a run has failed."""
     end = time.time() + timeout
     while time.time() < end:
         if condition():
             return
+        failed = sorted(out.glob("logs/*.log.failed"))
+        if failed:
+            log = str(failed[0])[: -len(".failed")]
+            raise AssertionError(f"a job failed while waiting for {what}; the end of {log}:\n"
+                                 + "".join(open(log).readlines()[-15:]))
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}: " + subprocess.run(["squeue"], capture_output=True,
                                                                             text=True).stdout)
@@ -70,13 +76,13 @@ def test_a_micro_sweep_on_slurm_with_a_preempted_run_resumed(sandbox):
         def has_resume_point():
             return any(os.path.exists(os.path.join(r, "resume.pt")) for r in glob.glob(str(out / "runs" / "*__sac_fast__1__*")))
 
-        wait_for(has_resume_point, 300, "sac_fast seed 1's first resume point")
+        wait_for(has_resume_point, 300, "sac_fast seed 1's first resume point", out)
         assert not (out / "logs" / "sac_fast_1.log.done").exists(), "it finished before it could be preempted"
         requeued = subprocess.run(["scontrol", "requeue", task], capture_output=True, text=True)
         assert requeued.returncode == 0, requeued.stderr
         wait_for(lambda: (out / "scores.md").exists() and not subprocess.run(
             ["squeue", "-h", "-j", ",".join(jobs)], capture_output=True, text=True).stdout.strip(), 600,
-            "the sweep and its report")
+            "the sweep and its report", out)
     finally:
         subprocess.run(["scancel", *jobs], capture_output=True)
 
